@@ -1,0 +1,143 @@
+"""A bus participant's sockets: one publisher and two subscribers (control first, then data).
+
+``BusClient`` stamps envelopes (``src``, ``seq``, ``t_ns`` from the injected clock,
+``session``), performs the ready handshake (publish ``node.ping`` until it comes back through
+the proxy on every subscriber: then both directions are live, with no sleeps for slow joiners)
+and hands received frames out control-first, so ``ctl.*`` and ``agent.cancel`` are never stuck
+behind queued audio.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+
+import zmq
+
+from rtchat.bus.clock import Clock
+from rtchat.bus.events import WIRE_VERSION, Envelope, Event, Message, NodePing
+from rtchat.bus.sockets import connect
+from rtchat.bus.wire import WireError, WireLimits, decode, encode
+from rtchat.configs.schema import BusConfig
+
+PING_TOPIC = NodePing.TYPE
+PING_EVERY_MS = 20
+MAX_BATCH = 256  # frames taken from one socket before the other gets a turn
+
+
+class HandshakeTimeout(RuntimeError):
+    """A node's own ping never came back through the proxy."""
+
+
+class BusClient:
+    def __init__(
+        self,
+        cfg: BusConfig,
+        src: str,
+        session: str,
+        clock: Clock,
+        topics: tuple[str, ...] = (),
+        control_topics: tuple[str, ...] = ("ctl.",),
+        ctx: zmq.Context | None = None,
+    ):
+        self.cfg = cfg
+        self.src = src
+        self.session = session
+        self.clock = clock
+        self.limits = WireLimits(max_message_bytes=cfg.max_message_bytes)
+        self.ctx = ctx or zmq.Context.instance()
+        self._seq = itertools.count()
+        self.pub = connect(self.ctx, zmq.PUB, cfg.pub_endpoint, cfg)
+        self.control = connect(self.ctx, zmq.SUB, cfg.sub_endpoint, cfg)
+        self.data = connect(self.ctx, zmq.SUB, cfg.sub_endpoint, cfg)
+        for sock in (self.control, self.data):
+            sock.setsockopt(zmq.LINGER, 0)
+        for topic in control_topics:
+            self.control.subscribe(topic.encode())
+        for topic in topics:
+            self.data.subscribe(topic.encode())
+        self._control_topics = tuple(t.encode() for t in control_topics)
+        self._data_topics = tuple(t.encode() for t in topics)
+        self.poller = zmq.Poller()
+        self.poller.register(self.control, zmq.POLLIN)
+        self.poller.register(self.data, zmq.POLLIN)
+        self.sent = 0
+        self._stash: list[list[bytes]] = []  # non-ping frames that arrived during the handshake
+
+    def envelope(self) -> Envelope:
+        return Envelope(v=WIRE_VERSION, src=self.src, seq=next(self._seq), t_ns=self.clock.now_ns(), session=self.session)
+
+    def publish(self, event: Event) -> None:
+        self.pub.send_multipart(encode(event, self.envelope()), copy=False)
+        self.sent += 1
+
+    def publish_many(self, events: list[Event]) -> None:
+        for event in events:
+            self.publish(event)
+
+    def handshake(self, timeout_ns: int) -> None:
+        """Publish pings until one returns on both subscribers (subscriptions and route live)."""
+        ping = PING_TOPIC.encode()
+        socks = {self.control: False, self.data: False}
+        for sock in socks:
+            sock.subscribe(ping)
+        nonce = random.getrandbits(48)
+        deadline = self.clock.now_ns() + timeout_ns
+        while not all(socks.values()):
+            if self.clock.now_ns() > deadline:
+                raise HandshakeTimeout(
+                    f"{self.src}: no route through the bus proxy at {self.cfg.pub_endpoint} / "
+                    f"{self.cfg.sub_endpoint} within {timeout_ns / 1e9:.1f} s"
+                )
+            self.publish(NodePing(node=self.src, nonce=nonce))
+            for sock, _ in self.poller.poll(PING_EVERY_MS):
+                while sock.poll(0):
+                    frames = sock.recv_multipart()
+                    if frames[0] == ping and self._is_my_ping(frames, nonce):
+                        socks[sock] = True
+        for sock, topics in ((self.control, self._control_topics), (self.data, self._data_topics)):
+            if not any(ping.startswith(t) for t in topics):
+                sock.unsubscribe(ping)
+        self._drain_pings(ping)
+
+    def _is_my_ping(self, frames: list[bytes], nonce: int) -> bool:
+        try:
+            msg = decode(frames, self.limits)
+        except WireError:
+            return False
+        return msg.env.src == self.src and getattr(msg.event, "nonce", None) == nonce
+
+    def _drain_pings(self, ping: bytes) -> None:
+        """Pings still queued from the handshake are not the core's business."""
+        for sock in (self.control, self.data):
+            while sock.poll(0):
+                frames = sock.recv_multipart()
+                if frames[0] != ping:
+                    self._stash.append(frames)
+
+    def receive(self, timeout_ms: int) -> Iterator[list[bytes]]:
+        """Frames that arrived within timeout_ms: all pending control frames first, then data."""
+        if self._stash:
+            stash, self._stash = self._stash, []
+            yield from stash
+        ready = dict(self.poller.poll(max(0, timeout_ms)))
+        if not ready:
+            return
+        for _ in range(MAX_BATCH):
+            if not self.control.poll(0):
+                break
+            yield self.control.recv_multipart(copy=True)
+        for _ in range(MAX_BATCH):
+            while self.control.poll(0):
+                yield self.control.recv_multipart(copy=True)
+            if not self.data.poll(0):
+                break
+            yield self.data.recv_multipart(copy=True)
+
+    def decode(self, frames: list[bytes]) -> Message:
+        return decode(frames, self.limits)
+
+    def close(self) -> None:
+        for sock in (self.pub, self.control, self.data):
+            sock.close()

@@ -1,0 +1,237 @@
+"""The node runtime: the one loop that drives a pure core from a real bus.
+
+A node is a ``Core`` (``on_event(ev, now_ns)``, ``on_tick(now_ns)``, ``deadline_ns()`` — no
+sockets, threads or clock reads) plus this shell, which owns the sockets, blocks on a poller
+with a deadline taken from the core, decodes strictly, publishes what the core returns,
+heartbeats with the node's counters, and survives bad input: an undecodable frame or a
+handler that raises is counted and reported as ``node.error`` and the loop goes on.
+
+``node_main(name, make_core)`` is what ``python -m rtchat.nodes.<name>`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rtchat.bus.client import BusClient, HandshakeTimeout
+from rtchat.bus.clock import Clock
+from rtchat.bus.events import Event, Message, NodeError, NodeHeartbeat, NodeLoading, NodeReady, Shutdown
+from rtchat.bus.sockets import check_security
+from rtchat.bus.wire import WireError
+from rtchat.configs import ConfigError, load
+from rtchat.configs.schema import Config
+
+log = logging.getLogger(__name__)
+
+ERRORS_PER_SECOND = 10  # node.error events published per kind per second; the rest only counted
+
+
+class Core:
+    """Base of node cores. Subclasses set ``topics`` and override what they need."""
+
+    name = "node"
+    topics: tuple[str, ...] = ()  # data subscriptions (prefixes); "" = everything
+    control_topics: tuple[str, ...] = ("ctl.",)  # read before any queued data
+
+    def on_event(self, ev: Event, now_ns: int) -> list[Event]:
+        return []
+
+    def on_tick(self, now_ns: int) -> list[Event]:
+        return []
+
+    def deadline_ns(self) -> int | None:
+        """When on_tick should next run; None = only when an event arrives."""
+        return None
+
+    def stats(self) -> dict[str, int | float]:
+        return {}
+
+    def close(self) -> None:
+        """Called once when the node stops (flush files, free devices)."""
+
+
+@dataclasses.dataclass
+class Counters:
+    rx: int = 0
+    tx: int = 0
+    decode_errors: int = 0
+    handler_errors: int = 0
+    errors_suppressed: int = 0
+
+
+class _ErrorLimiter:
+    """Publishes at most ERRORS_PER_SECOND node.error events per kind per second."""
+
+    def __init__(self):
+        self.window: dict[str, tuple[int, int]] = {}
+
+    def allow(self, kind: str, now_ns: int) -> bool:
+        start, n = self.window.get(kind, (now_ns, 0))
+        if now_ns - start >= 1_000_000_000:
+            start, n = now_ns, 0
+        self.window[kind] = (start, n + 1)
+        return n < ERRORS_PER_SECOND
+
+
+class NodeRunner:
+    """Runs one core on one BusClient until ctl.shutdown, SIGTERM, or the parent dies."""
+
+    def __init__(
+        self,
+        core: Core,
+        client: BusClient,
+        clock: Clock,
+        heartbeat_interval_ns: int,
+        raw_sink: Callable[[list[bytes], Message, int], None] | None = None,
+    ):
+        self.core = core
+        self.client = client
+        self.clock = clock
+        self.heartbeat_interval_ns = heartbeat_interval_ns
+        self.raw_sink = raw_sink  # sees every valid frame set first (the logger writes it)
+        self.counters = Counters()
+        self.limiter = _ErrorLimiter()
+        self.started_ns = clock.now_ns()
+        self.parent_pid = os.getppid()
+        self.stopping = False
+
+    def publish(self, events: list[Event]) -> None:
+        for ev in events:
+            self.client.publish(ev)
+            self.counters.tx += 1
+
+    def report(self, kind: str, detail: str, now_ns: int) -> None:
+        count = self.counters.decode_errors if kind == "decode" else self.counters.handler_errors
+        log.warning("%s error #%d: %s", kind, count, detail)
+        if self.limiter.allow(kind, now_ns):
+            self.publish([NodeError(node=self.core.name, kind=kind, detail=detail[:500], count=count)])
+        else:
+            self.counters.errors_suppressed += 1
+
+    def handle(self, frames: list[bytes]) -> None:
+        now = self.clock.now_ns()
+        try:
+            msg = self.client.decode(frames)
+        except WireError as exc:
+            self.counters.decode_errors += 1
+            self.report("decode", str(exc), now)
+            return
+        self.counters.rx += 1
+        try:
+            if self.raw_sink is not None:
+                self.raw_sink(frames, msg, now)
+            if isinstance(msg.event, Shutdown):
+                self.stopping = True
+            self.publish(self.core.on_event(msg.event, now))
+        except Exception as exc:  # one bad event must not take the node down
+            self.counters.handler_errors += 1
+            log.exception("handler failed on %s", msg.event.TYPE)
+            self.report("handler", f"{msg.event.TYPE}: {type(exc).__name__}: {exc}", now)
+
+    def heartbeat(self, now_ns: int) -> None:
+        stats = dataclasses.asdict(self.counters) | self.core.stats()
+        self.publish(
+            [NodeHeartbeat(node=self.core.name, pid=os.getpid(), uptime_ns=now_ns - self.started_ns, stats=stats)]
+        )
+
+    def tick(self, now_ns: int) -> None:
+        try:
+            self.publish(self.core.on_tick(now_ns))
+        except Exception as exc:
+            self.counters.handler_errors += 1
+            log.exception("tick failed")
+            self.report("handler", f"tick: {type(exc).__name__}: {exc}", now_ns)
+
+    def run(self) -> None:
+        next_heartbeat = self.clock.now_ns()
+        try:
+            while not self.stopping:
+                now = self.clock.now_ns()
+                if now >= next_heartbeat:
+                    self.heartbeat(now)
+                    next_heartbeat = now + self.heartbeat_interval_ns
+                    if os.getppid() != self.parent_pid:
+                        log.warning("parent process died; stopping")
+                        break
+                core_deadline = self.core.deadline_ns()
+                if core_deadline is not None and now >= core_deadline:
+                    self.tick(now)
+                    continue
+                deadline = next_heartbeat if core_deadline is None else min(core_deadline, next_heartbeat)
+                timeout_ms = -(-(deadline - now) // 1_000_000)  # ceil: never wake before the deadline
+                for frames in self.client.receive(timeout_ms):
+                    self.handle(frames)
+                    if self.stopping:
+                        break
+        finally:
+            self.core.close()
+
+
+def _terminate(signum, frame):  # SIGTERM → unwind through finally blocks (flush, close)
+    raise SystemExit(128 + signum)
+
+
+def node_main(
+    name: str,
+    make_core: Callable[[Config, Path, Callable[[str, float | None], None]], Core],
+    argv: list[str] | None = None,
+    raw_sink: Callable[[Core], Callable[[list[bytes], Message, int], None]] | None = None,
+) -> int:
+    """Command-line entry of a node: config, bus, load, handshake, ready, loop."""
+    parser = argparse.ArgumentParser(prog=f"python -m rtchat.nodes.{name}", description=f"Run the {name} node alone.")
+    parser.add_argument("--config", default="cpu", help="profile name or YAML path (default: cpu)")
+    parser.add_argument("--run-dir", default=".", help="the run directory (default: .)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    args = parser.parse_args(argv)
+    clock = Clock()
+    started = clock.now_ns()
+    try:
+        cfg = load(args.config, args.overrides)
+        check_security(cfg.bus)
+    except ConfigError as exc:
+        print(f"rtchat {name}: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.run.log_level.upper(), format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
+    if not cfg.bus.pub_endpoint or not cfg.bus.sub_endpoint:
+        print(f"rtchat {name}: bus.pub_endpoint and bus.sub_endpoint must be set (the launcher sets them)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _terminate)
+    run_dir = Path(args.run_dir)
+    client = None
+    try:
+        client = BusClient(cfg.bus, src=name, session=cfg.run.id, clock=clock, topics=(), control_topics=())
+        client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))
+
+        def progress(stage: str, fraction: float | None = None) -> None:
+            client.publish(NodeLoading(node=name, stage=stage, fraction=fraction))
+
+        progress("loading")
+        core = make_core(cfg, run_dir, progress)
+        for topic in core.topics:
+            client.data.subscribe(topic.encode())
+        for topic in core.control_topics:
+            client.control.subscribe(topic.encode())
+        client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))
+        client.publish(NodeReady(node=name, pid=os.getpid(), load_ns=clock.now_ns() - started, device="cpu"))
+        runner = NodeRunner(
+            core, client, clock, int(cfg.bus.heartbeat_interval_s * 1e9), raw_sink(core) if raw_sink else None
+        )
+        runner.run()
+    except HandshakeTimeout as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if client is not None:
+            client.close()
+    return 0

@@ -1,0 +1,82 @@
+"""The bus proxy: the only socket pair that binds. Publishers connect to its XSUB side,
+subscribers to its XPUB side; ``zmq.proxy`` forwards messages down and subscriptions up.
+
+Run alone: ``python -m rtchat.bus.proxy --config runs/ID/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from rtchat.bus.sockets import curve_server, tune
+from rtchat.configs import ConfigError, load
+from rtchat.configs.schema import BusConfig
+
+log = logging.getLogger(__name__)
+
+
+def bind(ctx: zmq.Context, cfg: BusConfig) -> tuple[zmq.Socket, zmq.Socket]:
+    """Bind the proxy's two sockets (with CURVE when keys are configured)."""
+    xsub = tune(ctx.socket(zmq.XSUB), cfg)
+    xpub = tune(ctx.socket(zmq.XPUB), cfg)
+    for sock in (xsub, xpub):
+        sock.setsockopt(zmq.LINGER, 0)
+        if cfg.curve.keys_dir:
+            curve_server(sock, cfg)
+    xsub.bind(cfg.pub_endpoint)
+    xpub.bind(cfg.sub_endpoint)
+    return xsub, xpub
+
+
+def start_auth(ctx: zmq.Context, cfg: BusConfig) -> ThreadAuthenticator | None:
+    if not cfg.curve.keys_dir:
+        return None
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(Path(cfg.curve.keys_dir) / "authorized"))
+    return auth
+
+
+def serve(cfg: BusConfig) -> None:
+    ctx = zmq.Context()
+    auth = start_auth(ctx, cfg)
+    xsub, xpub = bind(ctx, cfg)
+    log.info("proxy up: publishers → %s, subscribers → %s", cfg.pub_endpoint, cfg.sub_endpoint)
+    try:
+        zmq.proxy(xsub, xpub)
+    finally:
+        xsub.close()
+        xpub.close()
+        if auth:
+            auth.stop()
+        ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rtchat.bus.proxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="resolved config (the run dir's config.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s proxy %(levelname)s %(message)s")
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"rtchat proxy: {exc}", file=sys.stderr)
+        return 2
+    if not cfg.bus.pub_endpoint or not cfg.bus.sub_endpoint:
+        print("rtchat proxy: bus.pub_endpoint and bus.sub_endpoint must be set", file=sys.stderr)
+        return 2
+    try:
+        serve(cfg.bus)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The ``rtchat`` command. Each sub-command lives in its own module, which provides
+``configure(parser)`` and ``run(args) -> exit code``; this file only wires them together.
+
+Exit codes: 0 success, 1 failure while running, 2 bad usage or bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rtchat import __version__
+
+# (command, module, one-line help); modules are imported only to build their parser.
+COMMANDS = (
+    ("run", "rtchat.launcher", "start a voice session: proxy, logger, nodes, front-end (same as python launcher.py)"),
+    ("config", "rtchat.configs.cli", "show the resolved configuration of a profile with overrides"),
+    ("log", "rtchat.bus.logcli", "inspect an event log: info, dump"),
+    ("replay", "rtchat.bus.replay", "republish a recorded log onto a live bus"),
+    ("bench", "rtchat.evals.bench", "benchmarks that write JSON (bench bus)"),
+    ("keys", "rtchat.bus.keys", "create CURVE keys for a bus that spans hosts"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtchat",
+        description="rtchat: a full-duplex spoken dialogue agent on a ZeroMQ bus.",
+        epilog="Run 'rtchat COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"rtchat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module, help_text in COMMANDS:
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args._run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The configuration schema: one frozen dataclass per section, units in the field names.
+
+A profile (``configs/cpu.yaml``…) gives values for some fields; the rest keep the defaults
+below. Every field is validated where it is declared, with an error naming the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Literal
+
+DEVICE_RE = re.compile(r"^(cpu|auto|cuda:\d+)$")
+NODE_NAMES = ("logger", "audio", "asr", "agent", "tts")  # runnable as python -m rtchat.nodes.<name>
+BUILT_NODES = ("logger",)  # the nodes this version can start; the others arrive with their issues
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}: {message}")
+
+
+def _device(key: str, value: str) -> None:
+    _check(bool(DEVICE_RE.match(value)), key, f"got {value!r}; allowed: cpu, auto, cuda:N")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    runs_dir: str = "runs"  # run directories go here, relative to the current directory
+    id: str = ""  # run id; empty = a new timestamped id
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CurveConfig:
+    keys_dir: str = ""  # made by `rtchat keys gen DIR`: server.key_secret, client.key_secret, authorized/
+    client_name: str = "client"  # which client keypair in keys_dir this process uses
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BusConfig:
+    pub_endpoint: str = ""  # publishers connect here (proxy XSUB); empty = ipc:// in the run dir
+    sub_endpoint: str = ""  # subscribers connect here (proxy XPUB); empty = ipc:// in the run dir
+    hwm: int = 200_000  # high-water mark on every socket; ZeroMQ's default 1000 drops bursts
+    max_message_bytes: int = 8 * 1024 * 1024  # larger frames are rejected as bad input
+    heartbeat_interval_s: float = 1.0  # every node publishes node.heartbeat this often
+    handshake_timeout_s: float = 10.0  # a node gives up if its own ping never comes back
+    curve: CurveConfig = CurveConfig()
+
+    def __post_init__(self):
+        _check(self.hwm > 0, "bus.hwm", f"got {self.hwm}; allowed: an integer > 0")
+        _check(self.max_message_bytes >= 1024, "bus.max_message_bytes", "allowed: >= 1024")
+        _check(self.heartbeat_interval_s > 0, "bus.heartbeat_interval_s", "allowed: a number > 0")
+        _check(self.handshake_timeout_s > 0, "bus.handshake_timeout_s", "allowed: a number > 0")
+        for key in ("pub_endpoint", "sub_endpoint"):
+            value = getattr(self, key)
+            _check(
+                value == "" or value.startswith(("ipc://", "tcp://", "inproc://")),
+                f"bus.{key}",
+                f"got {value!r}; allowed: empty (ipc in the run dir), ipc://PATH, tcp://HOST:PORT",
+            )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LauncherConfig:
+    nodes: tuple[str, ...] = ("logger",)  # started in this order, after the proxy
+    ui: Literal["none", "terminal", "gradio"] = "none"  # the front-end
+    ready_timeout_s: float = 300.0  # all nodes must publish node.ready within this
+    missed_heartbeats: int = 3  # a node silent this many intervals is restarted
+    restart_backoff_s: float = 0.5  # first restart delay; doubles per restart
+    restart_backoff_max_s: float = 10.0
+    healthy_reset_s: float = 30.0  # a node up this long gets its backoff reset
+    shutdown_grace_s: float = 3.0  # after ctl.shutdown, wait this long, then terminate, then kill
+    duration_s: float = 0.0  # stop by itself after this long (0 = run until Ctrl-C)
+
+    def __post_init__(self):
+        for name in self.nodes:
+            _check(name in NODE_NAMES, "launcher.nodes", f"unknown node {name!r}; allowed: {', '.join(NODE_NAMES)}")
+            _check(
+                name in BUILT_NODES,
+                "launcher.nodes",
+                f"node {name!r} is not built yet in this version; available: {', '.join(BUILT_NODES)}",
+            )
+        _check(len(set(self.nodes)) == len(self.nodes), "launcher.nodes", "a node is listed twice")
+        _check(self.missed_heartbeats >= 1, "launcher.missed_heartbeats", "allowed: an integer >= 1")
+        _check(self.restart_backoff_s > 0, "launcher.restart_backoff_s", "allowed: a number > 0")
+        _check(self.duration_s >= 0, "launcher.duration_s", "allowed: a number >= 0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LoggerConfig:
+    flush_interval_ms: int = 200  # a crash loses at most this much of the log
+    file_name: str = "events.rtlog"  # inside the run directory
+
+    def __post_init__(self):
+        _check(self.flush_interval_ms > 0, "logger.flush_interval_ms", "allowed: an integer > 0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    model: str = "embedded:smollm2-135m"  # hub id, local path, or embedded:NAME
+    adapter: str = ""  # LoRA adapter (hub id or path), empty = none
+    device: str = "auto"  # cpu | cuda:N | auto
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    interval_s: float = 0.8  # decision interval while the agent speaks
+    listen_interval_s: float = 0.4  # decision interval while the agent listens
+
+    def __post_init__(self):
+        _device("agent.device", self.device)
+        _check(self.interval_s > 0, "agent.interval_s", f"got {self.interval_s}; allowed: a number > 0")
+        _check(self.listen_interval_s > 0, "agent.listen_interval_s", "allowed: a number > 0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AsrConfig:
+    backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    model: str = "embedded:tiny.en"  # size name, model folder/checkpoint, or embedded:NAME
+    device: str = "auto"
+
+    def __post_init__(self):
+        _device("asr.device", self.device)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TtsConfig:
+    backend: Literal["piper", "espeak", "bark", "fastspeech2"] = "piper"
+    voice: str = ""  # backend-specific voice; empty = the backend's default
+    device: str = "auto"
+
+    def __post_init__(self):
+        _device("tts.device", self.device)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    run: RunConfig = RunConfig()
+    bus: BusConfig = BusConfig()
+    launcher: LauncherConfig = LauncherConfig()
+    logger: LoggerConfig = LoggerConfig()
+    agent: AgentConfig = AgentConfig()
+    asr: AsrConfig = AsrConfig()
+    tts: TtsConfig = TtsConfig()

@@ -1,0 +1,50 @@
+"""Installs the repository's top-level folders under one import namespace, ``rtchat.*``.
+
+The repository root *is* the ``rtchat`` package (``package_dir={"rtchat": "."}``), so
+``bus/`` becomes ``rtchat.bus``, ``launcher.py`` becomes ``rtchat.launcher`` and so on.
+Nothing is installed as a top-level ``bus``, ``datasets`` or ``train`` module: a top-level
+``datasets`` would shadow Hugging Face's.
+"""
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+SUBPACKAGES = ("bus", "nodes", "ui", "datasets", "train", "evals", "configs")
+
+
+class BuildPy(build_py):
+    """Leaves the build script itself out of the installed ``rtchat`` package."""
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        return [m for m in modules if not (package == "rtchat" and m[1] in ("setup", "conftest"))]
+
+
+def read_version() -> str:
+    with open("__init__.py", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("__version__"):
+                return line.split("=", 1)[1].strip().strip('"')
+    raise RuntimeError("__version__ not found in __init__.py")
+
+
+setup(
+    name="rtchat",
+    version=read_version(),
+    description="Full-duplex spoken dialogue agent on a ZeroMQ bus",
+    python_requires=">=3.11",
+    package_dir={"rtchat": "."},
+    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES],
+    package_data={"rtchat.configs": ["*.yaml"]},
+    cmdclass={"build_py": BuildPy},
+    install_requires=[
+        "pyzmq>=26,<28",
+        "msgpack>=1.0,<2",
+        "PyYAML>=6,<7",
+        "rich>=13",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["rtchat=rtchat.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""rtchat.ui — see DESIGN.md §2 (filled in by later issues)."""
