@@ -12,7 +12,8 @@ import sys
 
 from rtchat import __version__
 
-# (command, module, one-line help); modules are imported only to build their parser.
+# (command, module, one-line help); a module is imported only when its command runs, so a
+# broken or heavy sub-command never gets in the way of the others.
 COMMANDS = (
     ("run", "rtchat.launcher", "start a voice session: proxy, logger, nodes, front-end (same as python launcher.py)"),
     ("config", "rtchat.configs.cli", "show the resolved configuration of a profile with overrides"),
@@ -23,7 +24,8 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s sub-parser gets its full options."""
     parser = argparse.ArgumentParser(
         prog="rtchat",
         description="rtchat: a full-duplex spoken dialogue agent on a ZeroMQ bus.",
@@ -32,16 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtchat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help_text in COMMANDS:
-        mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.configure(p)
-        p.set_defaults(_run=mod.run)
+        p = sub.add_parser(name, help=help_text, description=help_text, add_help=name == command)
+        if name == command:
+            mod = importlib.import_module(module)
+            mod.configure(p)
+            p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    known = {name for name, _, _ in COMMANDS}
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in known else None).parse_args(argv)
     try:
         return args._run(args)
     except KeyboardInterrupt:

@@ -283,9 +283,13 @@ class ConfigChange(Event):
 
 @event("ctl.shutdown")
 class Shutdown(Event):
-    """Stop now. launcher → all."""
+    """Stop now. launcher → the nodes named (all when empty)."""
 
     reason: str = ""
+    nodes: tuple[str, ...] = ()
+
+    def applies_to(self, node: str) -> bool:
+        return not self.nodes or node in self.nodes
 
 
 # ---------------------------------------------------------------- node lifecycle

@@ -127,7 +127,7 @@ class NodeRunner:
         try:
             if self.raw_sink is not None:
                 self.raw_sink(frames, msg, now)
-            if isinstance(msg.event, Shutdown):
+            if isinstance(msg.event, Shutdown) and msg.event.applies_to(self.core.name):
                 self.stopping = True
             self.publish(self.core.on_event(msg.event, now))
         except Exception as exc:  # one bad event must not take the node down

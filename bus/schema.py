@@ -10,6 +10,8 @@ named by the data.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from typing import Any, Callable, Literal
@@ -21,8 +23,13 @@ class SchemaError(ValueError):
     """A value does not match its declared type; the message names the field path."""
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 4  # a value nested 1000 deep (msgpack allows it) must not exhaust the stack
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def describe(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"
@@ -38,11 +45,11 @@ def _scalar(kind: type, name: str) -> Converter:
 
 
 def _float(value: Any, path: str) -> float:
-    if type(value) is float:
-        return value
     if type(value) is int:
         return float(value)
-    raise SchemaError(f"{path}: expected a number, got {describe(value)}")
+    if type(value) is float and math.isfinite(value):
+        return value
+    raise SchemaError(f"{path}: expected a finite number, got {describe(value)}")
 
 
 def _literal(choices: tuple[Any, ...]) -> Converter:

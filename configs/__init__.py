@@ -7,8 +7,10 @@ keys, wrong types and bad values raise ``ConfigError`` naming the key and what i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import typing
 from pathlib import Path
 
 import yaml
@@ -52,16 +54,39 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _annotation(parts: list[str]):
+    """The declared type of a dotted key, or None when the key is unknown (reported later)."""
+    tp = Config
+    for part in parts:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _is_text(tp) -> bool:
+    if tp is str:
+        return True
+    return typing.get_origin(tp) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(tp))
+
+
 def apply_override(data: dict, override: str) -> None:
-    """Apply one ``a.b.c=value`` override in place; the value is parsed as a YAML scalar/list."""
+    """Apply one ``a.b.c=value`` override in place. Text fields take the value as written
+    (``tts.voice=16`` is the string "16"); others parse it as YAML (numbers, lists, true)."""
     key, sep, raw = override.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {override!r}: expected KEY=VALUE with a dotted key, e.g. agent.interval_s=0.5")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    if _is_text(_annotation(key.split("."))):
         value = raw
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
     node = data
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):

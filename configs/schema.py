@@ -90,7 +90,6 @@ class LauncherConfig:
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class LoggerConfig:
     flush_interval_ms: int = 200  # a crash loses at most this much of the log
-    file_name: str = "events.rtlog"  # inside the run directory
 
     def __post_init__(self):
         _check(self.flush_interval_ms > 0, "logger.flush_interval_ms", "allowed: an integer > 0")

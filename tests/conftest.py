@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
+
+import msgpack
 
 import pytest
 import zmq
 
 from rtchat.bus.clock import FakeClock
+from rtchat.bus.events import Envelope, UserText
 from rtchat.bus.proxy import bind
 from rtchat.configs.schema import BusConfig
+from rtchat.bus.wire import encode
 
 
 @pytest.fixture
@@ -60,3 +65,26 @@ def real_bus(bus_cfg):
     proxy = ProxyThread(bus_cfg)
     yield bus_cfg
     proxy.stop()
+
+
+def make_bad_frames(rng: random.Random, limit: int) -> list[list[bytes]]:
+    """A fixed mix of undecodable frame sets: random bytes, truncated headers, oversize,
+    wrong field types, unknown type/version/field, wrong payload count."""
+    good = encode(UserText(text="x"), Envelope(v=1, src="evil", seq=0, t_ns=1, session="t"))
+    header = msgpack.unpackb(good[1])
+    frames = [
+        [rng.randbytes(rng.randint(0, 40)) for _ in range(rng.randint(1, 4))] for _ in range(60)
+    ]
+    frames += [[good[0], good[1][:cut]] for cut in range(0, len(good[1]))]
+    frames += [[good[0], good[1], b"extra payload"], [b"user.nope", good[1]], [b"user.text\xff", good[1]]]
+    frames += [[good[0], good[1] + b"\x00" * limit]]
+    for key, value in [("text", 5), ("text", None), ("v", 2), ("seq", "1"), ("t_ns", 1.5), ("extra", 1)]:
+        frames.append([good[0], msgpack.packb(header | {key: value})])
+    frames.append([good[0], msgpack.packb([1, 2, 3])])
+    return frames
+
+
+@pytest.fixture
+def bad_frames():
+    """make_bad_frames(rng, max_message_bytes) → frame sets every node must survive."""
+    return make_bad_frames

@@ -1,0 +1,207 @@
+"""The event log: every event of a run, as received, in one append-only file.
+
+Format (``docs/event-log.md``): the magic ``RTCHATLOG\\x00`` and a format byte, then records,
+each ``[u32 length][u32 crc32 of body][body]`` (little-endian), where ``body`` is msgpack:
+
+- ``[0, {meta}]`` — a header record (run id, versions, config digest); one at the start and one
+  after every reopen (a restarted logger);
+- ``[1, recv_ns, topic, header, [payload frames]]`` — one event, its wire frames verbatim.
+
+The CRC makes damage visible: a reader stops at the first record that is cut off or whose CRC
+or structure is wrong and says at which byte. A writer reopening a damaged file truncates it to
+its last whole record before appending, so a crash loses at most the last unflushed records.
+Nothing in a log is unpickled or imported; events are decoded by the strict wire decoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import msgpack
+
+MAGIC = b"RTCHATLOG\x00\x01"
+PREFIX = struct.Struct("<II")
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+KIND_META, KIND_EVENT = 0, 1
+
+
+class LogError(ValueError):
+    """The file is not an rtchat event log at all."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    offset: int  # byte offset of the record in the file
+    recv_ns: int
+    frames: list[bytes]  # [topic, header, *payload], as on the wire
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Damage:
+    offset: int  # the first byte that could not be read as a whole, valid record
+    reason: str
+
+
+class LogReader:
+    """Iterates the records of a log; after iteration, ``damage`` says where reading stopped
+    early (None when the file ended cleanly) and ``metas`` holds the header records."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = resolve_log_path(path)
+        self.damage: Damage | None = None
+        self.metas: list[dict] = []
+        self.end_offset = 0  # the end of the last whole record
+
+    def __iter__(self) -> Iterator[Record]:
+        self.damage, self.metas = None, []
+        with open(self.path, "rb") as f:
+            magic = f.read(len(MAGIC))
+            if magic != MAGIC:
+                raise LogError(f"{self.path}: not an rtchat event log (bad magic {magic[:12]!r})")
+            self.end_offset = len(MAGIC)
+            for kind, offset, body in _bodies(f, self):
+                if kind == KIND_META:
+                    self.metas.append(body)
+                else:
+                    yield Record(offset, body[0], body[1])
+
+    def read_all(self) -> list[Record]:
+        return list(self)
+
+
+def _bodies(f: BinaryIO, reader: LogReader) -> Iterator[tuple[int, int, object]]:
+    offset = reader.end_offset
+    while True:
+        prefix = f.read(PREFIX.size)
+        if not prefix:
+            return
+        if len(prefix) < PREFIX.size:
+            reader.damage = Damage(offset, "record prefix cut off (the writer stopped mid-record)")
+            return
+        length, crc = PREFIX.unpack(prefix)
+        if length > MAX_RECORD_BYTES:
+            reader.damage = Damage(offset, f"record length {length} exceeds {MAX_RECORD_BYTES} (corrupt)")
+            return
+        body = f.read(length)
+        if len(body) < length:
+            reader.damage = Damage(offset, f"record cut off: {len(body)} of {length} bytes")
+            return
+        if zlib.crc32(body) != crc:
+            reader.damage = Damage(offset, "CRC mismatch (corrupt record)")
+            return
+        parsed = _parse(body)
+        if parsed is None:
+            reader.damage = Damage(offset, "record body is not a valid log record")
+            return
+        yield parsed[0], offset, parsed[1]
+        offset += PREFIX.size + length
+        reader.end_offset = offset
+
+
+def _parse(body: bytes) -> tuple[int, object] | None:
+    try:
+        rec = msgpack.unpackb(body, raw=False, strict_map_key=True, max_ext_len=0)
+    except Exception:  # msgpack raises several types on bad input
+        return None
+    if not isinstance(rec, list) or not rec:
+        return None
+    if rec[0] == KIND_META and len(rec) == 2 and isinstance(rec[1], dict):
+        return KIND_META, rec[1]
+    if rec[0] == KIND_EVENT and len(rec) == 5:
+        _, recv_ns, topic, header, payload = rec
+        if (
+            type(recv_ns) is int
+            and isinstance(topic, bytes)
+            and isinstance(header, bytes)
+            and isinstance(payload, list)
+            and all(isinstance(p, bytes) for p in payload)
+        ):
+            return KIND_EVENT, (recv_ns, [topic, header, *payload])
+    return None
+
+
+class LogWriter:
+    """Appends records; ``flush()`` pushes them to the OS. Reopening an existing log first
+    truncates any damaged tail, then appends a new header record."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.truncated: Damage | None = None
+        if self.path.exists() and self.path.stat().st_size > 0:
+            reader = LogReader(self.path)
+            for _ in reader:
+                pass
+            self.truncated = reader.damage
+            self.f = open(self.path, "r+b")
+            self.f.truncate(reader.end_offset)
+            self.f.seek(reader.end_offset)
+        else:
+            self.f = open(self.path, "wb")
+            self.f.write(MAGIC)
+        self.records = 0
+        self._write(msgpack.packb([KIND_META, meta], use_bin_type=True))
+        self.flush()
+
+    def _write(self, body: bytes) -> None:
+        self.f.write(PREFIX.pack(len(body), zlib.crc32(body)))
+        self.f.write(body)
+
+    def append(self, recv_ns: int, frames: list[bytes]) -> None:
+        topic, header, *payload = (bytes(f) for f in frames)
+        self._write(msgpack.packb([KIND_EVENT, recv_ns, topic, header, payload], use_bin_type=True))
+        self.records += 1
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+
+
+class SeqTracker:
+    """Per-publisher sequence numbers: a jump forward is lost events; a drop to a lower number
+    is a publisher that restarted."""
+
+    MAX_DETAILS = 100
+
+    def __init__(self):
+        self.last: dict[str, int] = {}
+        self.lost = 0
+        self.gaps = 0
+        self.restarts = 0
+        self.details: list[tuple[str, int, int]] = []  # (src, first missing seq, how many), first 100
+
+    def see(self, src: str, seq: int) -> None:
+        last = self.last.get(src)
+        if last is not None:
+            if seq > last + 1:
+                self.gaps += 1
+                self.lost += seq - last - 1
+                if len(self.details) < self.MAX_DETAILS:
+                    self.details.append((src, last + 1, seq - last - 1))
+            elif seq <= last:
+                self.restarts += 1
+        self.last[src] = seq
+
+
+LOG_FILE_NAME = "events.rtlog"
+
+
+def resolve_log_path(path: str | os.PathLike) -> Path:
+    """A log file, or a run directory holding one."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / LOG_FILE_NAME
+    if not p.is_file():
+        raise FileNotFoundError(f"no event log at {path} (expected a .rtlog file or a run directory)")
+    return p

@@ -1,0 +1,116 @@
+"""The launcher's supervision policy, pure and on virtual time.
+
+It is told what happened — a process started, became ready, heartbeated, exited — and answers
+with what to do: ``Kill`` a node that missed its heartbeats, ``Start`` a node again once its
+back-off has passed. Back-off doubles per restart up to a cap and resets once a node has been
+healthy for a while. The launcher's shell carries the actions out; tests drive this directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from rtchat.configs.schema import LauncherConfig
+
+Status = Literal["starting", "ready", "down", "stopped"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Start:
+    node: str
+    reason: str
+    attempt: int
+    backoff_ns: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Kill:
+    node: str
+    reason: str
+
+
+Action = Start | Kill
+
+
+@dataclasses.dataclass
+class NodeState:
+    heartbeats: bool  # the proxy does not heartbeat; nodes do
+    status: Status = "starting"
+    last_seen_ns: int = 0
+    up_since_ns: int = 0
+    attempts: int = 0  # restarts since the node was last healthy for healthy_reset_s
+    restart_at_ns: int | None = None
+    reason: str = ""
+
+
+class Supervisor:
+    def __init__(self, cfg: LauncherConfig, heartbeat_interval_ns: int, nodes: dict[str, bool]):
+        """``nodes`` maps each supervised process name to whether it heartbeats."""
+        self.cfg = cfg
+        self.heartbeat_timeout_ns = cfg.missed_heartbeats * heartbeat_interval_ns
+        self.nodes = {name: NodeState(heartbeats=hb) for name, hb in nodes.items()}
+        self.shutting_down = False
+
+    def started(self, node: str, now_ns: int) -> None:
+        st = self.nodes[node]
+        st.status, st.last_seen_ns, st.up_since_ns, st.restart_at_ns = "starting", now_ns, now_ns, None
+
+    def ready(self, node: str, now_ns: int) -> None:
+        st = self.nodes.get(node)
+        if st is not None and st.status != "down":
+            st.status, st.last_seen_ns = "ready", now_ns
+
+    def heartbeat(self, node: str, now_ns: int) -> None:
+        st = self.nodes.get(node)
+        if st is None or st.status == "down":
+            return
+        st.last_seen_ns = now_ns
+        if st.status == "ready" and now_ns - st.up_since_ns >= self.cfg.healthy_reset_s * 1e9:
+            st.attempts = 0
+
+    def exited(self, node: str, returncode: int | None, now_ns: int) -> None:
+        st = self.nodes[node]
+        if self.shutting_down:
+            st.status = "stopped"
+            return
+        if st.status == "down":  # already scheduled (we killed it)
+            return
+        self._schedule(st, now_ns, st.reason or f"exited with {returncode}")
+
+    def _schedule(self, st: NodeState, now_ns: int, reason: str) -> None:
+        st.attempts += 1
+        backoff_s = min(self.cfg.restart_backoff_s * 2 ** (st.attempts - 1), self.cfg.restart_backoff_max_s)
+        st.status, st.reason = "down", reason
+        st.restart_at_ns = now_ns + int(backoff_s * 1e9)
+
+    def on_tick(self, now_ns: int) -> list[Action]:
+        if self.shutting_down:
+            return []
+        actions: list[Action] = []
+        for name, st in self.nodes.items():
+            if st.status == "ready" and st.heartbeats and now_ns - st.last_seen_ns > self.heartbeat_timeout_ns:
+                reason = f"missed {self.cfg.missed_heartbeats} heartbeats"
+                self._schedule(st, now_ns, reason)
+                actions.append(Kill(name, reason))
+            elif st.status == "down" and st.restart_at_ns is not None and now_ns >= st.restart_at_ns:
+                backoff_ns = int(min(self.cfg.restart_backoff_s * 2 ** (st.attempts - 1), self.cfg.restart_backoff_max_s) * 1e9)
+                actions.append(Start(name, st.reason, st.attempts, backoff_ns))
+                st.restart_at_ns, st.reason = None, ""
+                st.status = "starting"
+        return actions
+
+    def deadline_ns(self) -> int | None:
+        times = []
+        for st in self.nodes.values():
+            if st.status == "ready" and st.heartbeats:
+                times.append(st.last_seen_ns + self.heartbeat_timeout_ns + 1)
+            elif st.status == "down" and st.restart_at_ns is not None:
+                times.append(st.restart_at_ns)
+        return min(times) if times else None
+
+    def all_ready(self) -> bool:
+        return all(st.status == "ready" or not st.heartbeats for st in self.nodes.values())
+
+    def waiting_for(self) -> list[str]:
+        return [n for n, st in self.nodes.items() if st.heartbeats and st.status != "ready"]

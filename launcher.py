@@ -1,0 +1,332 @@
+"""Start a whole voice session: the bus proxy, the logger, the configured nodes and the
+front-end, each as its own process; supervise them; stop them in order.
+
+    python launcher.py [--config cpu|gpu|FILE] [--ui none] [KEY=VALUE ...]
+    rtchat run …                       (the same thing)
+
+Every run gets ``runs/<id>/`` with the resolved ``config.yaml``, a ``run.json`` header
+(versions, git commit, models, device placement), the event log ``events.rtlog`` and one
+``<node>.log`` of each process's own output. Nodes are placed on devices per config
+(``device: auto`` follows the reference's 1/2/3+ GPU rule). The session starts when every node
+has published ``node.ready``. A node that exits or misses ``launcher.missed_heartbeats``
+heartbeats is restarted with back-off, and ``node.restarted`` is logged. Ctrl-C (or SIGTERM):
+``ctl.shutdown``, wait, terminate, kill — the logger last, so it records the end — exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from rtchat import __version__
+from rtchat.bus.client import BusClient, HandshakeTimeout
+from rtchat.bus.clock import Clock
+from rtchat.bus.events import NodeError, NodeHeartbeat, NodeLoading, NodeReady, NodeRestarted, Shutdown
+from rtchat.bus.sockets import check_security, default_endpoints
+from rtchat.bus.supervisor import Kill, Start, Supervisor
+from rtchat.bus.wire import WireError
+from rtchat.configs import DEFAULT_PROFILE, ConfigError, dump, load, profiles, write_atomic
+from rtchat.configs.devices import cuda_device_count, needs_gpu_count, place
+from rtchat.configs.schema import Config
+
+log = logging.getLogger("rtchat.launcher")
+
+BUILT_UIS = ("none",)  # terminal and gradio arrive with their issues
+PROXY = "proxy"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
+    """Resolve run id, endpoints and devices; create the run dir; write config.yaml and run.json."""
+    check_security(cfg.bus)
+    if cfg.launcher.ui not in BUILT_UIS:
+        raise ConfigError(f"launcher.ui: {cfg.launcher.ui!r} is not built yet in this version; available: {', '.join(BUILT_UIS)}")
+    n_gpus = cuda_device_count() if needs_gpu_count(cfg) else 0
+    placement = place(cfg, n_gpus)
+    run_id = cfg.run.id or new_run_id()
+    run_dir = (Path(cfg.run.runs_dir) / run_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pub, sub = default_endpoints(run_dir)
+    cfg = dataclasses.replace(
+        cfg,
+        run=dataclasses.replace(cfg.run, id=run_id),
+        bus=dataclasses.replace(cfg.bus, pub_endpoint=cfg.bus.pub_endpoint or pub, sub_endpoint=cfg.bus.sub_endpoint or sub),
+        agent=dataclasses.replace(cfg.agent, device=placement["agent"]),
+        asr=dataclasses.replace(cfg.asr, device=placement["asr"]),
+        tts=dataclasses.replace(cfg.tts, device=placement["tts"]),
+    )
+    write_atomic(run_dir / "config.yaml", dump(cfg))
+    header = {
+        "run": run_id,
+        "created_ns": time.time_ns(),
+        "rtchat": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "host": platform.node(),
+        "cuda_devices": n_gpus,
+        "placement": placement,
+        "models": {"agent": cfg.agent.model, "asr": cfg.asr.model, "tts": f"{cfg.tts.backend}:{cfg.tts.voice}"},
+        "nodes": list(cfg.launcher.nodes),
+    }
+    write_atomic(run_dir / "run.json", json.dumps(header, indent=2) + "\n")
+    return cfg, run_dir, placement
+
+
+class Session:
+    """The shell around Supervisor: processes, the launcher's bus client, and the loop."""
+
+    def __init__(self, cfg: Config, run_dir: Path, clock: Clock, say):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.clock = clock
+        self.say = say  # user-facing progress lines
+        self.config_path = run_dir / "config.yaml"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.pidfds: dict[int, str] = {}
+        self.poller = zmq.Poller()
+        hb_ns = int(cfg.bus.heartbeat_interval_s * 1e9)
+        names = {PROXY: False} | {n: True for n in cfg.launcher.nodes}
+        self.supervisor = Supervisor(cfg.launcher, hb_ns, names)
+        self.client: BusClient | None = None
+        self.notices: dict[str, NodeRestarted] = {}  # restarts not yet announced on the bus
+        self.errors = 0
+
+    # ---------------------------------------------------------------- processes
+
+    def command(self, name: str) -> list[str]:
+        module = "rtchat.bus.proxy" if name == PROXY else f"rtchat.nodes.{name}"
+        argv = [sys.executable, "-m", module, "--config", str(self.config_path)]
+        return argv if name == PROXY else argv + ["--run-dir", str(self.run_dir)]
+
+    def spawn(self, name: str) -> subprocess.Popen:
+        out = open(self.run_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            self.command(name), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out.close()
+        self.procs[name] = proc
+        fd = os.pidfd_open(proc.pid)
+        self.pidfds[fd] = name
+        self.poller.register(fd, zmq.POLLIN)
+        self.supervisor.started(name, self.clock.now_ns())
+        return proc
+
+    def reap(self, fd: int) -> None:
+        name = self.pidfds.pop(fd)
+        self.poller.unregister(fd)
+        os.close(fd)
+        rc = self.procs[name].wait()
+        if not self.supervisor.shutting_down:
+            self.say(f"{name} exited with {rc}; see {self.run_dir / (name + '.log')}")
+        self.supervisor.exited(name, rc, self.clock.now_ns())
+
+    def act(self, action) -> None:
+        if isinstance(action, Kill):
+            self.say(f"{action.node}: {action.reason}; killing it")
+            self.procs[action.node].kill()
+        elif isinstance(action, Start):
+            proc = self.spawn(action.node)
+            self.say(f"restarting {action.node} (attempt {action.attempt}, {action.reason})")
+            self.notices[action.node] = NodeRestarted(
+                node=action.node, reason=action.reason, attempt=action.attempt, backoff_ns=action.backoff_ns, pid=proc.pid
+            )
+
+    def announce(self, node: str) -> None:
+        """Publish a restart once the bus can carry it to the logger: when the restarted node
+        is ready (it may be the logger itself), or, for the proxy, once nodes heartbeat again."""
+        notice = self.notices.pop(node, None)
+        if notice is not None:
+            self.client.publish(notice)
+
+    # ---------------------------------------------------------------- bus
+
+    def connect(self) -> None:
+        self.client = BusClient(self.cfg.bus, src="launcher", session=self.cfg.run.id, clock=self.clock, topics=("node.",))
+        self.poller.register(self.client.control, zmq.POLLIN)
+        self.poller.register(self.client.data, zmq.POLLIN)
+        self.client.handshake(int(self.cfg.bus.handshake_timeout_s * 1e9))
+
+    def on_frames(self, frames: list[bytes]) -> None:
+        try:
+            ev = self.client.decode(frames).event
+        except WireError as exc:
+            log.warning("bad frame on the bus: %s", exc)
+            return
+        now = self.clock.now_ns()
+        if isinstance(ev, NodeHeartbeat):
+            self.supervisor.heartbeat(ev.node, now)
+            self.announce(PROXY)
+        elif isinstance(ev, NodeReady):
+            self.supervisor.ready(ev.node, now)
+            self.announce(ev.node)
+            self.say(f"{ev.node} ready ({ev.load_ns / 1e9:.1f} s, {ev.device})")
+        elif isinstance(ev, NodeLoading):
+            frac = f" {ev.fraction:.0%}" if ev.fraction is not None else ""
+            self.say(f"{ev.node}: {ev.stage}{frac}")
+        elif isinstance(ev, NodeError):
+            self.errors += 1
+            log.warning("%s reported a %s error (#%d): %s", ev.node, ev.kind, ev.count, ev.detail)
+
+    def step(self, until_ns: int) -> None:
+        """Wait for bus traffic or a process exit until the earlier of until_ns and the
+        supervisor's deadline; then let the supervisor act."""
+        now = self.clock.now_ns()
+        deadline = self.supervisor.deadline_ns()
+        wake = until_ns if deadline is None else min(until_ns, deadline)
+        timeout_ms = max(0, -(-(wake - now) // 1_000_000))
+        for sock, _ in self.poller.poll(timeout_ms):
+            if isinstance(sock, int):
+                self.reap(sock)
+        for frames in self.client.receive(0):
+            self.on_frames(frames)
+        for action in self.supervisor.on_tick(self.clock.now_ns()):
+            self.act(action)
+
+    # ---------------------------------------------------------------- phases
+
+    def start(self) -> bool:
+        self.spawn(PROXY)
+        self.connect()
+        for name in self.cfg.launcher.nodes:
+            self.spawn(name)
+            self.say(f"starting {name}")
+        started = self.clock.now_ns()
+        deadline = started + int(self.cfg.launcher.ready_timeout_s * 1e9)
+        next_note = started + 5_000_000_000
+        while not self.supervisor.all_ready():
+            now = self.clock.now_ns()
+            if now >= deadline:
+                self.say(f"not ready after {self.cfg.launcher.ready_timeout_s:g} s: {', '.join(self.supervisor.waiting_for())}")
+                return False
+            if now >= next_note:
+                self.say(f"waiting for {', '.join(self.supervisor.waiting_for())} ({(now - started) / 1e9:.0f} s)")
+                next_note = now + 5_000_000_000
+            self.step(min(deadline, next_note))
+        return True
+
+    def supervise(self, duration_s: float) -> None:
+        end = self.clock.now_ns() + int(duration_s * 1e9) if duration_s > 0 else None
+        while end is None or self.clock.now_ns() < end:
+            self.step(end if end is not None else self.clock.now_ns() + 1_000_000_000)
+
+    def shutdown(self) -> None:
+        self.supervisor.shutting_down = True
+        grace = self.cfg.launcher.shutdown_grace_s
+        others = [n for n in self.procs if n not in (PROXY, "logger")]
+        if self.client is not None and others:  # the logger goes last, to record the others' end
+            self.client.publish(Shutdown(reason="launcher stopping", nodes=tuple(others)))
+        self.stop(others, grace, wait_first=True)
+        if self.client is not None:
+            self.client.publish(Shutdown(reason="launcher stopping", nodes=("logger",)))
+        self.stop(["logger"], grace, wait_first=True)
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self.stop([PROXY], grace, wait_first=False)
+        for fd in list(self.pidfds):
+            self.poller.unregister(fd)
+            os.close(fd)
+        self.pidfds.clear()
+
+    def stop(self, names: list[str], grace_s: float, wait_first: bool) -> None:
+        """Wait (if asked), terminate, wait, kill."""
+        procs = [self.procs[n] for n in names if n in self.procs and self.procs[n].poll() is None]
+        steps = ([None] if wait_first else []) + [signal.SIGTERM, signal.SIGKILL]
+        for sig in steps:
+            alive = [p for p in procs if p.poll() is None]
+            if not alive:
+                return
+            for p in alive:
+                if sig is not None:
+                    p.send_signal(sig)
+            for p in alive:
+                try:
+                    p.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
+def _interrupt(signum, frame):  # SIGTERM stops the session like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=DEFAULT_PROFILE, help=f"profile ({', '.join(profiles())}) or a YAML path")
+    parser.add_argument("--ui", choices=("none", "terminal", "gradio"), help="front-end (default: the profile's)")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop by itself after S seconds")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. agent.interval_s=0.5")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.ui:
+        overrides.append(f"launcher.ui={args.ui}")
+    if args.duration is not None:
+        overrides.append(f"launcher.duration_s={args.duration}")
+    try:
+        cfg = load(args.config, overrides)
+        cfg, run_dir, placement = prepare_run(cfg)
+    except ConfigError as exc:
+        print(f"rtchat run: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.run.log_level.upper(), format="%(asctime)s launcher %(levelname)s %(message)s")
+
+    def say(line: str) -> None:
+        print(f"[rtchat] {line}", file=sys.stderr, flush=True)
+
+    say(f"run {cfg.run.id} in {run_dir}  (devices: {', '.join(f'{k}={v}' for k, v in placement.items())})")
+    session = Session(cfg, run_dir, Clock(), say)
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
+    try:
+        if not session.start():
+            code = 1
+        else:
+            say("all nodes ready; the session is live" + ("" if cfg.launcher.duration_s else " (Ctrl-C to stop)"))
+            session.supervise(cfg.launcher.duration_s)
+    except HandshakeTimeout as exc:
+        say(f"the bus proxy did not come up: {exc}")
+        code = 1
+    except KeyboardInterrupt:
+        say("stopping")
+    finally:
+        session.shutdown()
+    say(f"stopped; event log: {run_dir / 'events.rtlog'}  (rtchat log info {run_dir})")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python launcher.py", description=__doc__.splitlines()[0])
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

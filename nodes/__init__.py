@@ -1,0 +1,1 @@
+"""The bus nodes; each runs alone as ``python -m rtchat.nodes.<name>``."""

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Sourced by run.sh and test.sh: makes sure system packages and the virtual environment at
+# .venv exist and match this checkout. Safe to run again; it skips work already done.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+# Debian packages the project needs at run time (none yet: pyzmq's wheel bundles libzmq).
+APT_PACKAGES=()
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing system packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "missing system packages: ${missing[*]}"
+    say "install them with: sudo apt-get install ${missing[*]}"
+    exit 1
+  fi
+}
+
+find_python() {
+  for py in python3.11 python3.12 python3.13 python3; do
+    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+PY="$(find_python)" || { need_apt python3 python3-venv; PY="$(find_python)"; } || {
+  say "rtchat needs Python >= 3.11 (found: $(python3 --version 2>&1 || echo none))"; exit 1; }
+
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then need_apt "${APT_PACKAGES[@]}"; fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $PY"
+  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    need_apt python3-venv
+    "$PY" -m venv "$VENV"
+  fi
+fi
+
+# Reinstall only when what decides the install changed.
+STAMP="$VENV/.rtchat-install"
+WANT="$(cat "$ROOT/setup.py" "$ROOT/scripts/constraints.txt" "$ROOT/scripts/setup-env.sh" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  say "installing rtchat and its dependencies into $VENV"
+  PIPLOG="$VENV/pip-install.log"
+  if ! "$VENV/bin/python" -m pip install -c "$ROOT/scripts/constraints.txt" -e "$ROOT[test]" >"$PIPLOG" 2>&1; then
+    grep -vE '^WARNING: Location' "$PIPLOG" | tail -n 30 >&2
+    say "pip install failed; full output in $PIPLOG"
+    exit 1
+  fi
+  "$VENV/bin/python" -c 'import rtchat.bus.wire, rtchat.launcher' || { say "install failed"; exit 1; }
+  echo "$WANT" > "$STAMP"
+fi

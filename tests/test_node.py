@@ -1,0 +1,160 @@
+"""The node runtime on a real ZeroMQ bus: handshake, dispatch, ticks, heartbeats, survival of
+bad frames and failing handlers, shutdown."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+import zmq
+
+from rtchat.bus.client import BusClient, HandshakeTimeout
+from rtchat.bus.clock import Clock
+from rtchat.bus.events import AgentSay, NodeError, NodeHeartbeat, Shutdown, UserText
+from rtchat.bus.node import Core, NodeRunner
+
+
+class EchoCore(Core):
+    """Answers user.text with agent.say in upper case; raises on 'boom'; ticks every 50 ms."""
+
+    name = "echo"
+    topics = ("",)
+
+    def __init__(self, now_ns: int):
+        self.next_tick = now_ns
+        self.ticks = 0
+
+    def on_event(self, ev, now_ns):
+        if isinstance(ev, UserText):
+            if ev.text == "boom":
+                raise ValueError("scripted failure")
+            return [AgentSay(turn=0, gen=0, text=ev.text.upper())]
+        return []
+
+    def on_tick(self, now_ns):
+        self.ticks += 1
+        self.next_tick = now_ns + 50_000_000
+        return []
+
+    def deadline_ns(self):
+        return self.next_tick
+
+    def stats(self):
+        return {"ticks": self.ticks}
+
+
+class NodeThread:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.ready = threading.Event()
+        self.runner: NodeRunner | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    def _run(self):
+        clock = Clock()
+        client = BusClient(self.cfg, src="echo", session="t", clock=clock, topics=("",))
+        client.handshake(int(5e9))
+        self.runner = NodeRunner(EchoCore(clock.now_ns()), client, clock, int(self.cfg.heartbeat_interval_s * 1e9))
+        self.ready.set()
+        try:
+            self.runner.run()
+        finally:
+            client.close()
+
+
+def listen(cfg, topics):
+    client = BusClient(cfg, src="test", session="t", clock=Clock(), topics=topics)
+    client.handshake(int(5e9))
+    return client
+
+
+def collect(client, want, timeout_ms=3000):
+    got = []
+    while client.data.poll(timeout_ms, zmq.POLLIN):
+        got.append(client.decode(client.data.recv_multipart()).event)
+        if want(got):
+            break
+    return got
+
+
+def test_handshake_times_out_without_a_proxy(bus_cfg):
+    client = BusClient(bus_cfg, src="lonely", session="t", clock=Clock())
+    try:
+        with pytest.raises(HandshakeTimeout, match="no route through the bus proxy"):
+            client.handshake(int(0.3e9))
+    finally:
+        client.close()
+
+
+def test_node_answers_events_ticks_and_heartbeats(real_bus):
+    node = NodeThread(real_bus)
+    probe = listen(real_bus, ("agent.", "node.heartbeat"))
+    try:
+        probe.publish(UserText(text="hello"))
+        got = collect(probe, lambda g: any(isinstance(e, AgentSay) for e in g) and any(isinstance(e, NodeHeartbeat) for e in g))
+        assert AgentSay(turn=0, gen=0, text="HELLO") in got
+        beat = next(e for e in got if isinstance(e, NodeHeartbeat))
+        assert beat.node == "echo" and {"rx", "tx", "decode_errors", "ticks"} <= set(beat.stats)
+        probe.publish(Shutdown(reason="test"))
+        node.thread.join(5)
+        assert not node.thread.is_alive()
+        assert node.runner.core.ticks >= 1
+    finally:
+        probe.close()
+
+
+def test_bad_frames_are_counted_and_reported_and_nothing_else_is_lost(real_bus, bad_frames):
+    node = NodeThread(real_bus)
+    probe = listen(real_bus, ("agent.", "node.error"))
+    bad = bad_frames(random.Random(7), real_bus.max_message_bytes)
+    try:
+        for i, frames in enumerate(bad):
+            probe.pub.send_multipart(frames)
+            if i % 10 == 0:
+                probe.publish(UserText(text=f"good {i}"))
+        n_good = len(range(0, len(bad), 10))
+        got = collect(probe, lambda g: sum(isinstance(e, AgentSay) for e in g) == n_good)
+        says = [e.text for e in got if isinstance(e, AgentSay)]
+        assert says == [f"GOOD {i}" for i in range(0, len(bad), 10)]
+        errors = [e for e in got if isinstance(e, NodeError)]
+        assert errors and all(e.kind == "decode" and e.node == "echo" for e in errors)
+        probe.publish(Shutdown(reason="test"))
+        node.thread.join(5)
+        assert node.runner.counters.decode_errors == len(bad)
+        assert node.runner.counters.handler_errors == 0
+    finally:
+        probe.close()
+
+
+def test_a_failing_handler_is_reported_and_the_node_goes_on(real_bus):
+    node = NodeThread(real_bus)
+    probe = listen(real_bus, ("agent.", "node.error"))
+    try:
+        probe.publish(UserText(text="boom"))
+        probe.publish(UserText(text="after"))
+        got = collect(probe, lambda g: any(isinstance(e, AgentSay) for e in g))
+        [err] = [e for e in got if isinstance(e, NodeError)]
+        assert err.kind == "handler" and "scripted failure" in err.detail and err.count == 1
+        assert AgentSay(turn=0, gen=0, text="AFTER") in got
+    finally:
+        probe.publish(Shutdown(reason="test", nodes=("echo",)))
+        node.thread.join(5)
+        probe.close()
+
+
+def test_shutdown_for_another_node_is_ignored(real_bus):
+    node = NodeThread(real_bus)
+    probe = listen(real_bus, ("agent.",))
+    try:
+        probe.publish(Shutdown(reason="not you", nodes=("logger",)))
+        probe.publish(UserText(text="still here"))
+        got = collect(probe, lambda g: bool(g))
+        assert got == [AgentSay(turn=0, gen=0, text="STILL HERE")]
+    finally:
+        probe.publish(Shutdown(reason="test"))
+        node.thread.join(5)
+        probe.close()
+    assert not node.thread.is_alive()

@@ -1,0 +1,86 @@
+"""Supervision policy on virtual time: restarts with back-off, heartbeat misses, shutdown."""
+
+from __future__ import annotations
+
+from rtchat.bus.clock import ms, s
+from rtchat.bus.supervisor import Kill, Start, Supervisor
+from rtchat.configs.schema import LauncherConfig
+
+CFG = LauncherConfig(missed_heartbeats=3, restart_backoff_s=0.5, restart_backoff_max_s=4.0, healthy_reset_s=30.0)
+HB = s(1)
+
+
+def up(sup: Supervisor, node: str, t: int) -> None:
+    sup.started(node, t)
+    sup.ready(node, t)
+
+
+def test_a_node_that_exits_is_restarted_after_the_backoff():
+    sup = Supervisor(CFG, HB, {"proxy": False, "logger": True})
+    up(sup, "logger", 0)
+    sup.exited("logger", -9, ms(100))
+    assert sup.on_tick(ms(599)) == []
+    assert sup.deadline_ns() == ms(600)
+    assert sup.on_tick(ms(600)) == [Start("logger", "exited with -9", 1, ms(500))]
+    assert sup.on_tick(ms(700)) == []  # not twice
+
+
+def test_backoff_doubles_up_to_the_cap_and_resets_when_healthy():
+    sup = Supervisor(CFG, HB, {"asr": True})
+    t = 0
+    delays = []
+    for _ in range(5):
+        up(sup, "asr", t)
+        sup.exited("asr", 1, t)
+        deadline = sup.deadline_ns()
+        delays.append(deadline - t)
+        [start] = sup.on_tick(deadline)
+        t = deadline
+    assert delays == [ms(500), s(1), s(2), s(4), s(4)]
+    up(sup, "asr", t)
+    for k in range(1, 32):
+        sup.heartbeat("asr", t + s(k))
+    sup.exited("asr", 1, t + s(31))
+    assert sup.deadline_ns() - (t + s(31)) == ms(500)
+
+
+def test_missed_heartbeats_kill_then_restart():
+    sup = Supervisor(CFG, HB, {"agent": True})
+    up(sup, "agent", 0)
+    sup.heartbeat("agent", s(1))
+    assert sup.on_tick(s(4)) == []  # exactly 3 intervals of silence is still tolerated
+    assert sup.on_tick(s(4) + 1) == [Kill("agent", "missed 3 heartbeats")]
+    sup.exited("agent", -9, s(4) + ms(10))  # the kill lands; no second scheduling
+    assert sup.on_tick(s(4) + ms(499)) == []
+    assert sup.on_tick(s(4) + ms(501)) == [Start("agent", "missed 3 heartbeats", 1, ms(500))]
+
+
+def test_the_proxy_is_restarted_but_never_waits_on_heartbeats():
+    sup = Supervisor(CFG, HB, {"proxy": False, "logger": True})
+    sup.started("proxy", 0)
+    up(sup, "logger", 0)
+    sup.heartbeat("logger", s(10))
+    assert sup.on_tick(s(10)) == []
+    assert sup.all_ready()
+    sup.exited("proxy", -9, s(11))
+    assert sup.on_tick(s(11) + ms(500)) == [Start("proxy", "exited with -9", 1, ms(500))]
+
+
+def test_nothing_restarts_during_shutdown():
+    sup = Supervisor(CFG, HB, {"logger": True})
+    up(sup, "logger", 0)
+    sup.shutting_down = True
+    sup.exited("logger", 0, ms(1))
+    assert sup.on_tick(s(100)) == []
+    assert sup.nodes["logger"].status == "stopped"
+
+
+def test_all_ready_waits_for_every_heartbeating_node():
+    sup = Supervisor(CFG, HB, {"proxy": False, "logger": True, "asr": True})
+    sup.started("proxy", 0)
+    up(sup, "logger", 0)
+    sup.started("asr", 0)
+    assert not sup.all_ready()
+    assert sup.waiting_for() == ["asr"]
+    sup.ready("asr", ms(5))
+    assert sup.all_ready()
