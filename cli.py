@@ -46,7 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     known = {name for name, _, _ in COMMANDS}
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in known else None).parse_args(argv)
+    parser = build_parser(command if command in known else None)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take positionals after options once a positional was consumed
+    # (`replay LOG --fast a.b=c`); dotted overrides are recognised wherever they stand.
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra != overrides or (overrides and not hasattr(args, "overrides")):
+        parser.parse_args(argv)  # reports the unrecognised arguments and exits 2
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
     try:
         return args._run(args)
     except KeyboardInterrupt:

@@ -162,3 +162,23 @@ def test_bad_frames_do_not_take_the_logger_down(tmp_path, bad_frames):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_frozen_node_misses_heartbeats_and_is_replaced(tmp_path):
+    proc = launch(tmp_path)
+    try:
+        run_dir = wait_for(lambda: run_dir_of(tmp_path), 30, "the run dir")
+        [first] = wait_for(lambda: readies(run_dir, "logger"), 30, "logger ready")
+        os.kill(first.pid, signal.SIGSTOP)  # alive but silent
+        restarted = wait_for(
+            lambda: [e for e in events(run_dir) if isinstance(e, NodeRestarted) and e.node == "logger"], 10, "restart logged"
+        )
+        assert restarted[0].reason == "missed 3 heartbeats"
+        assert restarted[0].pid != first.pid
+        with pytest.raises(ProcessLookupError):
+            os.kill(first.pid, 0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err

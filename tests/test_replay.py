@@ -94,3 +94,30 @@ def test_replay_onto_a_live_bus_delivers_events_in_order(tmp_path, real_bus):
     finally:
         listener.close()
         player.close()
+
+
+def test_replay_cli_reads_a_damaged_log_up_to_the_damage_and_says_where(tmp_path, real_bus):
+    import subprocess
+    import sys
+
+    path = tmp_path / "e.rtlog"
+    make_log(path, SCRIPT)
+    path.write_bytes(path.read_bytes()[:-5])
+    out = subprocess.run(
+        [sys.executable, "-m", "rtchat.cli", "replay", str(path), "--fast",
+         f"bus.pub_endpoint={real_bus.pub_endpoint}", f"bus.sub_endpoint={real_bus.sub_endpoint}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "replayed 2 event(s)" in out.stdout
+    assert "damaged: stopped at byte" in out.stderr
+
+
+def test_replay_cli_without_a_bus_is_a_usage_error(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "e.rtlog"
+    make_log(path, SCRIPT)
+    out = subprocess.run([sys.executable, "-m", "rtchat.cli", "replay", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no live bus" in out.stderr
