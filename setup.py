@@ -44,7 +44,7 @@ setup(
         "rich>=13",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test
     },
     entry_points={"console_scripts": ["rtchat=rtchat.cli:main"]},
 )
