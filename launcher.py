@@ -186,7 +186,9 @@ class Session:
         elif isinstance(ev, NodeReady):
             self.supervisor.ready(ev.node, now)
             self.announce(ev.node)
-            self.say(f"{ev.node} ready ({ev.load_ns / 1e9:.1f} s, {ev.device})")
+            st = self.supervisor.nodes.get(ev.node)
+            since = f"{(now - st.up_since_ns) / 1e9:.1f} s after start, " if st else ""
+            self.say(f"{ev.node} ready ({since}on {ev.device})")
         elif isinstance(ev, NodeLoading):
             frac = f" {ev.fraction:.0%}" if ev.fraction is not None else ""
             self.say(f"{ev.node}: {ev.stage}{frac}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Iterator
 
 import zmq
@@ -23,7 +24,16 @@ from rtchat.configs.schema import BusConfig
 
 PING_TOPIC = NodePing.TYPE
 PING_EVERY_MS = 20
-MAX_BATCH = 256  # frames taken from one socket before the other gets a turn
+MAX_BATCH = 256  # control frames taken in one go
+DATA_BATCH = 32  # data frames handled before control is checked again (a cancel waits ≤ 32 frames)
+
+
+def _drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
+    for _ in range(limit):
+        try:
+            yield sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
 
 
 class HandshakeTimeout(RuntimeError):
@@ -68,9 +78,11 @@ class BusClient:
     def envelope(self) -> Envelope:
         return Envelope(v=WIRE_VERSION, src=self.src, seq=next(self._seq), t_ns=self.clock.now_ns(), session=self.session)
 
-    def publish(self, event: Event) -> None:
-        self.pub.send_multipart(encode(event, self.envelope()), copy=False)
+    def publish(self, event: Event) -> Envelope:
+        env = self.envelope()
+        self.pub.send_multipart(encode(event, env), copy=False)
         self.sent += 1
+        return env
 
     def publish_many(self, events: list[Event]) -> None:
         for event in events:
@@ -83,9 +95,9 @@ class BusClient:
         for sock in socks:
             sock.subscribe(ping)
         nonce = random.getrandbits(48)
-        deadline = self.clock.now_ns() + timeout_ns
+        deadline = time.monotonic_ns() + timeout_ns  # real time: this waits on sockets, not on a core
         while not all(socks.values()):
-            if self.clock.now_ns() > deadline:
+            if time.monotonic_ns() > deadline:
                 raise HandshakeTimeout(
                     f"{self.src}: no route through the bus proxy at {self.cfg.pub_endpoint} / "
                     f"{self.cfg.sub_endpoint} within {timeout_ns / 1e9:.1f} s"
@@ -117,23 +129,22 @@ class BusClient:
                     self._stash.append(frames)
 
     def receive(self, timeout_ms: int) -> Iterator[list[bytes]]:
-        """Frames that arrived within timeout_ms: all pending control frames first, then data."""
+        """Frames that arrived within timeout_ms: all pending control frames first, then data
+        in batches, with control checked again before every batch."""
         if self._stash:
             stash, self._stash = self._stash, []
             yield from stash
-        ready = dict(self.poller.poll(max(0, timeout_ms)))
-        if not ready:
+        if not self.poller.poll(max(0, timeout_ms)):
             return
-        for _ in range(MAX_BATCH):
-            if not self.control.poll(0):
-                break
-            yield self.control.recv_multipart(copy=True)
-        for _ in range(MAX_BATCH):
-            while self.control.poll(0):
-                yield self.control.recv_multipart(copy=True)
-            if not self.data.poll(0):
-                break
-            yield self.data.recv_multipart(copy=True)
+        while True:
+            yield from _drain(self.control, MAX_BATCH)
+            n = 0
+            for frames in _drain(self.data, DATA_BATCH):
+                n += 1
+                yield frames
+            if n < DATA_BATCH:
+                yield from _drain(self.control, MAX_BATCH)
+                return
 
     def decode(self, frames: list[bytes]) -> Message:
         return decode(frames, self.limits)

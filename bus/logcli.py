@@ -60,7 +60,10 @@ def print_info(info: dict) -> None:
     print(f"records   {info['records']} over {info['duration_s']:.3f} s")
     for topic, n in info["topics"].items():
         print(f"  {topic:<18} {n}")
-    print(f"lost      {info['lost']} event(s) in {info['gaps']} sequence gap(s); {info['publisher_restarts']} publisher restart(s)")
+    print(
+        f"lost      {info['lost']} event(s) in {info['gaps']} sequence gap(s); "
+        f"{info['publisher_restarts']} publisher restart(s)"
+    )
     for g in info["gap_details"][:10]:
         print(f"  {g['src']}: {g['missing']} missing from seq {g['first_missing_seq']}")
     if info["undecodable"]:

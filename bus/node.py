@@ -39,6 +39,7 @@ class Core:
     name = "node"
     topics: tuple[str, ...] = ()  # data subscriptions (prefixes); "" = everything
     control_topics: tuple[str, ...] = ("ctl.",)  # read before any queued data
+    device = "cpu"  # where the core's model runs, as reported in node.ready
 
     def on_event(self, ev: Event, now_ns: int) -> list[Event]:
         return []
@@ -221,7 +222,7 @@ def node_main(
         for topic in core.control_topics:
             client.control.subscribe(topic.encode())
         client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))
-        client.publish(NodeReady(node=name, pid=os.getpid(), load_ns=clock.now_ns() - started, device="cpu"))
+        client.publish(NodeReady(node=name, pid=os.getpid(), load_ns=clock.now_ns() - started, device=core.device))
         runner = NodeRunner(
             core, client, clock, int(cfg.bus.heartbeat_interval_s * 1e9), raw_sink(core) if raw_sink else None
         )

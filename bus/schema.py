@@ -14,7 +14,8 @@ import math
 import reprlib
 import types
 import typing
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 Converter = Callable[[Any, str], Any]
 

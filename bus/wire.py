@@ -85,7 +85,7 @@ def decode(frames: list[bytes], limits: WireLimits = WireLimits()) -> Message:
     unknown = set(header) - known
     if unknown:
         raise WireError(f"{topic}: unknown field {sorted(map(str, unknown))[0]!r}")
-    for name, frame in zip(spec.payload_fields, frames[2:]):
+    for name, frame in zip(spec.payload_fields, frames[2:], strict=True):
         kwargs[name] = bytes(frame)
     try:
         event = spec.cls(**kwargs)

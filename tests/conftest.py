@@ -7,15 +7,14 @@ import random
 import threading
 
 import msgpack
-
 import pytest
 import zmq
 
 from rtchat.bus.clock import FakeClock
 from rtchat.bus.events import Envelope, UserText
 from rtchat.bus.proxy import bind
-from rtchat.configs.schema import BusConfig
 from rtchat.bus.wire import encode
+from rtchat.configs.schema import BusConfig
 
 
 @pytest.fixture

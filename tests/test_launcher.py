@@ -83,9 +83,10 @@ def test_kill_9_of_the_proxy_is_restarted_and_the_bus_comes_back(tmp_path):
     try:
         run_dir = wait_for(lambda: run_dir_of(tmp_path), 30, "the run dir")
         wait_for(lambda: readies(run_dir, "logger"), 30, "logger ready")
-        proxy_pid = int(subprocess.run(["pgrep", "-f", f"rtchat.bus.proxy --config {run_dir}"], capture_output=True, text=True).stdout.split()[0])
-        os.kill(proxy_pid, signal.SIGKILL)
-        wait_for(lambda: [e for e in events(run_dir) if isinstance(e, NodeRestarted) and e.node == "proxy"], 10, "proxy restart logged")
+        pgrep = subprocess.run(["pgrep", "-f", f"rtchat.bus.proxy --config {run_dir}"], capture_output=True, text=True)
+        os.kill(int(pgrep.stdout.split()[0]), signal.SIGKILL)
+        restarted = lambda: [e for e in events(run_dir) if isinstance(e, NodeRestarted) and e.node == "proxy"]  # noqa: E731
+        wait_for(restarted, 10, "proxy restart logged")
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)

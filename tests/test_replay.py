@@ -69,7 +69,7 @@ def test_damaged_log_replays_up_to_the_damage(tmp_path):
     path.write_bytes(path.read_bytes()[:-5])
     reader = LogReader(path)
     sent = []
-    result = replay(reader, sent.append, FakeClock(), None, ())
+    replay(reader, sent.append, FakeClock(), None, ())
     assert [ev.text for ev in sent] == ["hello", "hi there"]
     assert reader.damage is not None
 
