@@ -12,7 +12,7 @@ import zmq
 
 from rtchat.bus.clock import FakeClock
 from rtchat.bus.events import Envelope, UserText
-from rtchat.bus.proxy import bind
+from rtchat.bus.proxy import bind, start_auth
 from rtchat.bus.wire import encode
 from rtchat.configs.schema import BusConfig
 
@@ -23,11 +23,13 @@ def fake_clock() -> FakeClock:
 
 
 class ProxyThread:
-    """A real proxy (the same bind() the proxy process uses) on its own context and thread."""
+    """A real proxy (the proxy process's start_auth + bind + zmq.proxy) on its own context and
+    thread; CURVE when cfg has keys."""
 
     def __init__(self, cfg: BusConfig):
         self.cfg = cfg
         self.ctx = zmq.Context()
+        self.auth = start_auth(self.ctx, cfg)
         self.xsub, self.xpub = bind(self.ctx, cfg)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -42,6 +44,8 @@ class ProxyThread:
             self.xpub.close(linger=0)
 
     def stop(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         self.thread.join(timeout=5)
 
@@ -59,11 +63,24 @@ def bus_cfg(tmp_path) -> BusConfig:
 
 
 @pytest.fixture
-def real_bus(bus_cfg):
+def start_proxy():
+    """start_proxy(cfg) → a running ProxyThread, stopped at teardown."""
+    proxies = []
+
+    def start(cfg: BusConfig) -> ProxyThread:
+        proxies.append(ProxyThread(cfg))
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
+def real_bus(bus_cfg, start_proxy):
     """A running proxy; yields its BusConfig."""
-    proxy = ProxyThread(bus_cfg)
-    yield bus_cfg
-    proxy.stop()
+    start_proxy(bus_cfg)
+    return bus_cfg
 
 
 def make_bad_frames(rng: random.Random, limit: int) -> list[list[bytes]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import stat
 import subprocess
 import sys
 
@@ -326,3 +328,24 @@ def test_strings_that_look_like_other_yaml_survive_the_round_trip(tmp_path, text
 
 def test_dump_writes_every_section():
     assert set(yaml.safe_load(dump(load("cpu")))) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_text_fields_take_override_values_as_written():
+    cfg = load("cpu", ["tts.voice=16", "run.id=123", "agent.model=null"])
+    assert (cfg.tts.voice, cfg.run.id, cfg.agent.model) == ("16", "123", "null")
+
+
+def test_non_finite_numbers_are_refused():
+    with pytest.raises(ConfigError, match="agent.interval_s: expected a finite number"):
+        load("cpu", ["agent.interval_s=.inf"])
+
+
+def test_atomic_write_replaces_the_file_with_the_usual_mode(tmp_path):
+    target = tmp_path / "out" / "config.yaml"
+    write_atomic(target, "a: 1\n")
+    write_atomic(target, "a: 2\n")
+    assert target.read_text() == "a: 2\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in target.parent.iterdir()] == ["config.yaml"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 import msgpack
@@ -17,7 +16,6 @@ from rtchat.bus import wire
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock, s
 from rtchat.bus.events import WIRE_VERSION, Envelope, UserText
-from rtchat.bus.proxy import bind, start_auth
 from rtchat.bus.sockets import check_security, generate_keys
 from rtchat.bus.wire import WireError, WireLimits, decode, encode
 from rtchat.configs import ConfigError
@@ -104,43 +102,16 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
-class CurveProxy:
-    """The proxy process's start_auth + bind + zmq.proxy, on its own context and thread."""
-
-    def __init__(self, cfg: BusConfig):
-        self.ctx = zmq.Context()
-        self.auth = start_auth(self.ctx, cfg)
-        assert self.auth is not None
-        self.xsub, self.xpub = bind(self.ctx, cfg)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        try:
-            zmq.proxy(self.xsub, self.xpub)
-        except zmq.ContextTerminated:
-            pass
-        finally:
-            self.xsub.close(linger=0)
-            self.xpub.close(linger=0)
-
-    def stop(self) -> None:
-        self.auth.stop()
-        self.ctx.term()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def curve_bus(tmp_path):
+def curve_bus(tmp_path, start_proxy):
     """A CURVE proxy on loopback tcp admitting alice and bob; yields alice's BusConfig."""
     keys = tmp_path / "keys"
     generate_keys(keys, clients=("alice", "bob"))
     pub_port, sub_port = free_ports(2)
     cfg = endpoints(f"tcp://127.0.0.1:{pub_port}", f"tcp://127.0.0.1:{sub_port}", keys_dir=keys, client_name="alice")
     check_security(cfg)
-    proxy = CurveProxy(cfg)
-    yield cfg
-    proxy.stop()
+    assert start_proxy(cfg).auth is not None
+    return cfg
 
 
 @pytest.fixture
