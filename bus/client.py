@@ -63,17 +63,22 @@ class BusClient:
         self.data = connect(self.ctx, zmq.SUB, cfg.sub_endpoint, cfg)
         for sock in (self.control, self.data):
             sock.setsockopt(zmq.LINGER, 0)
-        for topic in control_topics:
-            self.control.subscribe(topic.encode())
-        for topic in topics:
-            self.data.subscribe(topic.encode())
-        self._control_topics = tuple(t.encode() for t in control_topics)
-        self._data_topics = tuple(t.encode() for t in topics)
+        self._topics: dict[zmq.Socket, list[bytes]] = {self.control: [], self.data: []}
+        self.subscribe(topics)
+        self.subscribe(control_topics, control=True)
         self.poller = zmq.Poller()
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.data, zmq.POLLIN)
         self.sent = 0
         self._stash: list[list[bytes]] = []  # non-ping frames that arrived during the handshake
+
+    def subscribe(self, topics: tuple[str, ...], control: bool = False) -> None:
+        """Add topic prefixes to the data (or control) subscriber; run handshake() again
+        before relying on them."""
+        sock = self.control if control else self.data
+        for topic in topics:
+            sock.subscribe(topic.encode())
+            self._topics[sock].append(topic.encode())
 
     def envelope(self) -> Envelope:
         return Envelope(v=WIRE_VERSION, src=self.src, seq=next(self._seq), t_ns=self.clock.now_ns(), session=self.session)
@@ -108,8 +113,8 @@ class BusClient:
                     frames = sock.recv_multipart()
                     if frames[0] == ping and self._is_my_ping(frames, nonce):
                         socks[sock] = True
-        for sock, topics in ((self.control, self._control_topics), (self.data, self._data_topics)):
-            if not any(ping.startswith(t) for t in topics):
+        for sock, topics in self._topics.items():
+            if ping not in topics:
                 sock.unsubscribe(ping)
         self._drain_pings(ping)
 

@@ -318,7 +318,7 @@ class NodeReady(Event):
 
     node: str
     pid: int
-    load_ns: int  # from process start to ready
+    load_ns: int  # from the node's start (after imports) to ready
     device: str = "cpu"
 
 

@@ -217,10 +217,8 @@ def node_main(
 
         progress("loading")
         core = make_core(cfg, run_dir, progress)
-        for topic in core.topics:
-            client.data.subscribe(topic.encode())
-        for topic in core.control_topics:
-            client.control.subscribe(topic.encode())
+        client.subscribe(core.topics)
+        client.subscribe(core.control_topics, control=True)
         client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))
         client.publish(NodeReady(node=name, pid=os.getpid(), load_ns=clock.now_ns() - started, device=core.device))
         runner = NodeRunner(
