@@ -34,7 +34,7 @@ setup(
     description="Full-duplex spoken dialogue agent on a ZeroMQ bus",
     python_requires=">=3.11",
     package_dir={"rtchat": "."},
-    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES],
+    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent"],
     package_data={"rtchat.configs": ["*.yaml"]},
     cmdclass={"build_py": BuildPy},
     install_requires=[

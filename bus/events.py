@@ -183,11 +183,12 @@ class UserText(Event):
 
 @event("agent.say")
 class AgentSay(Event):
-    """Words the agent speaks now. agent → tts, ui."""
+    """Words the agent speaks now (may hold pause tokens such as ``(0.5)``). agent → tts, ui."""
 
     turn: int
     gen: int
     text: str
+    chunk: int = 0  # running index of the agent's output chunks in this turn; audio.played echoes it
 
 
 @event("agent.pause")
@@ -201,20 +202,22 @@ class AgentPause(Event):
 
 @event("agent.prerender")
 class AgentPrerender(Event):
-    """A predicted reply to render ahead of time. agent → tts."""
+    """A predicted reply to render ahead of time, in release chunks; replaces any earlier one. agent → tts."""
 
     turn: int
     gen: int
-    text: str
+    chunks: tuple[str, ...]  # each with its leading space; released in order by agent.release
 
 
 @event("agent.release")
 class AgentRelease(Event):
-    """Release the next n_chunks pre-rendered chunks to the speaker. agent → tts."""
+    """Play the next n_chunks pre-rendered chunks (render ``text`` if they are missing). agent → tts."""
 
     turn: int
     gen: int
     n_chunks: int
+    text: str
+    chunk: int = 0  # the index (as in agent.say) of the first released chunk
 
 
 @event("agent.cancel")

@@ -95,19 +95,70 @@ class LoggerConfig:
         _check(self.flush_interval_ms > 0, "logger.flush_interval_ms", "allowed: an integer > 0")
 
 
+DECODINGS = ("greedy", "nucleus", "typical", "contrastive", "dynamic_contrastive")
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
-    model: str = "embedded:smollm2-135m"  # hub id, local path, or embedded:NAME
-    adapter: str = ""  # LoRA adapter (hub id or path), empty = none
+    # the model
+    model: str = "embedded:smollm2-135m"  # hub id, local folder, a .gguf file, or embedded:NAME
+    adapter: str = ""  # LoRA adapter (hub id or folder), empty = none
     device: str = "auto"  # cpu | cuda:N | auto
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto = float32 on cpu, float16 on cuda
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    seed: int = 0  # seeds sampling; the same seed and inputs give the same words
+    # the conversation
+    user_name: str = "unknown"
+    user_age: str = "unknown"
+    user_sex: str = "unknown"
+    agent_name: str = "unknown"
+    agent_age: str = "unknown"
+    agent_sex: str = "unknown"
+    summary: str = ""  # "S1 and S2 are talking about …"; empty = no Summary: section
+    max_summary_chars: int = 2000  # a longer summary is cut at a word boundary (and reported)
+    agent_starts: bool = False  # the transcript opens with S2:
+    opening_utterance: str = ""  # the agent's first words, used at its first turn
+    # timing
     interval_s: float = 0.8  # decision interval while the agent speaks
-    listen_interval_s: float = 0.4  # decision interval while the agent listens
+    listen_interval_s: float = 0.4  # decision interval while the agent listens (min with interval_s)
+    user_pause_step_s: float = 0.1  # user silence is written in steps of this
+    max_agent_pause_s: float = 10.0  # cap on the wait after a pause the agent wrote
+    max_history_words: int = 100  # transcript words kept after the prefix (trimmed at a speaker tag)
+    # decoding
+    max_new_tokens: int = 7  # one chunk of agent speech per cycle
+    decoding: Literal["greedy", "nucleus", "typical", "contrastive", "dynamic_contrastive"] = "dynamic_contrastive"
+    top_k: int = 8  # contrastive candidates
+    top_p: float = 0.7  # nucleus p; for dynamic contrastive, sampling among candidates (0 = deterministic)
+    typical_p: float = 0.95
+    temperature: float = 1.0
+    min_penalty_alpha: float = 0.0  # contrastive α; dynamic contrastive moves between min and max
+    max_penalty_alpha: float = 0.6
+    add_pause_token: bool = False  # write pauses as "<p> (0.4)" (only for models trained so)
+    prevent_special_tokens: bool = False  # ban newline, eos and the prefix words (zero-shot base models)
+    # lookahead
+    lookahead: bool = True  # predict the user's completion and the reply while the user speaks
+    similarity_threshold: float = 0.8  # keep the last prediction while the actual words stay this similar
+    lookahead_max_tokens: int = 80
+    response_max_tokens: int = 10  # the predicted reply, its " S" tag token included
 
     def __post_init__(self):
         _device("agent.device", self.device)
-        _check(self.interval_s > 0, "agent.interval_s", f"got {self.interval_s}; allowed: a number > 0")
-        _check(self.listen_interval_s > 0, "agent.listen_interval_s", "allowed: a number > 0")
+        for key in ("interval_s", "listen_interval_s", "user_pause_step_s", "max_agent_pause_s", "temperature"):
+            value = getattr(self, key)
+            _check(value > 0, f"agent.{key}", f"got {value}; allowed: a number > 0")
+        for key in ("max_history_words", "max_new_tokens", "top_k", "lookahead_max_tokens", "response_max_tokens"):
+            value = getattr(self, key)
+            _check(value >= 1, f"agent.{key}", f"got {value}; allowed: an integer >= 1")
+        _check(self.threads >= 0, "agent.threads", "allowed: an integer >= 0")
+        _check(self.max_summary_chars >= 0, "agent.max_summary_chars", "allowed: an integer >= 0")
+        _check(0 <= self.top_p <= 1, "agent.top_p", f"got {self.top_p}; allowed: 0 … 1")
+        _check(0 < self.typical_p <= 1, "agent.typical_p", f"got {self.typical_p}; allowed: > 0 … 1")
+        _check(-1 <= self.similarity_threshold <= 1, "agent.similarity_threshold", "allowed: -1 … 1")
+        _check(
+            0 <= self.min_penalty_alpha <= self.max_penalty_alpha <= 1,
+            "agent.min_penalty_alpha",
+            f"got {self.min_penalty_alpha}/{self.max_penalty_alpha}; allowed: 0 <= min <= max <= 1",
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
