@@ -42,6 +42,14 @@ setup(
         "msgpack>=1.0,<2",
         "PyYAML>=6,<7",
         "rich>=13",
+        "numpy>=1.26",
+        # torch is installed first by scripts/setup-env.sh (torch==2.13.0 is a CPU wheel on the
+        # project's machines); any torch >= 2.4 satisfies this without a new download.
+        "torch>=2.4",
+        "transformers>=4.56",
+        "gguf>=0.10",  # reading GGUF checkpoints (the embedded SmolLM2)
+        "accelerate>=1.0",
+        "peft>=0.13",  # LoRA adapters (the reference's Llama-2 checkpoint)
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test

