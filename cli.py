@@ -16,6 +16,7 @@ from rtchat import __version__
 # broken or heavy sub-command never gets in the way of the others.
 COMMANDS = (
     ("run", "rtchat.launcher", "start a voice session: proxy, logger, nodes, front-end (same as python launcher.py)"),
+    ("chat", "rtchat.ui.terminal", "talk to the agent in this terminal (same as run --ui terminal)"),
     ("config", "rtchat.configs.cli", "show the resolved configuration of a profile with overrides"),
     ("log", "rtchat.bus.logcli", "inspect an event log: info, dump"),
     ("replay", "rtchat.bus.replay", "republish a recorded log onto a live bus"),

@@ -35,7 +35,7 @@ from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import NodeError, NodeHeartbeat, NodeLoading, NodeReady, NodeRestarted, Shutdown
 from rtchat.bus.sockets import check_security, default_endpoints
-from rtchat.bus.supervisor import Kill, Start, Supervisor
+from rtchat.bus.supervisor import START_FAILED, Kill, Start, Supervisor
 from rtchat.bus.wire import WireError
 from rtchat.configs import DEFAULT_PROFILE, ConfigError, dump, load, profiles, write_atomic
 from rtchat.configs.devices import cuda_device_count, needs_gpu_count, place
@@ -43,8 +43,16 @@ from rtchat.configs.schema import Config
 
 log = logging.getLogger("rtchat.launcher")
 
-BUILT_UIS = ("none",)  # terminal and gradio arrive with their issues
+BUILT_UIS = ("none", "terminal")  # gradio arrives with its issue
 PROXY = "proxy"
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no output)"
+    return lines[-1] if lines else "(no output)"
 
 
 def new_run_id() -> str:
@@ -66,6 +74,9 @@ def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
     check_security(cfg.bus)
     if cfg.launcher.ui not in BUILT_UIS:
         raise ConfigError(f"launcher.ui: {cfg.launcher.ui!r} is not built yet in this version; available: {', '.join(BUILT_UIS)}")
+    if cfg.launcher.ui == "terminal" and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        log.warning("no terminal on stdin/stdout: running without a front-end (launcher.ui=none)")
+        cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, ui="none"))
     n_gpus = cuda_device_count() if needs_gpu_count(cfg) else 0
     placement = place(cfg, n_gpus)
     run_id = cfg.run.id or new_run_id()
@@ -102,7 +113,7 @@ def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
 class Session:
     """The shell around Supervisor: processes, the launcher's bus client, and the loop."""
 
-    def __init__(self, cfg: Config, run_dir: Path, clock: Clock, say):
+    def __init__(self, cfg: Config, run_dir: Path, clock: Clock, say, frontend_factory=None):
         self.cfg = cfg
         self.run_dir = run_dir
         self.clock = clock
@@ -116,6 +127,8 @@ class Session:
         self.supervisor = Supervisor(cfg.launcher, hb_ns, names)
         self.client: BusClient | None = None
         self.notices: dict[str, NodeRestarted] = {}  # restarts not yet announced on the bus
+        self.frontend_factory = frontend_factory  # builds the UI once the bus is up
+        self.frontend = None
         self.errors = 0
 
     # ---------------------------------------------------------------- processes
@@ -143,7 +156,9 @@ class Session:
         self.poller.unregister(fd)
         os.close(fd)
         rc = self.procs[name].wait()
-        if not self.supervisor.shutting_down:
+        if rc == START_FAILED and not self.supervisor.shutting_down:
+            self.say(f"{name} could not start: {last_line(self.run_dir / (name + '.log'))}")
+        elif not self.supervisor.shutting_down:
             self.say(f"{name} exited with {rc}; see {self.run_dir / (name + '.log')}")
         self.supervisor.exited(name, rc, self.clock.now_ns())
 
@@ -203,9 +218,11 @@ class Session:
         deadline = self.supervisor.deadline_ns()
         wake = until_ns if deadline is None else min(until_ns, deadline)
         timeout_ms = max(0, -(-(wake - now) // 1_000_000))
-        for sock, _ in self.poller.poll(timeout_ms):
-            if isinstance(sock, int):
-                self.reap(sock)
+        for item, _ in self.poller.poll(timeout_ms):
+            if isinstance(item, int) and item in self.pidfds:
+                self.reap(item)
+            elif self.frontend is not None and item in self.frontend.poll_items():
+                self.frontend.on_ready(item)
         for frames in self.client.receive(0):
             self.on_frames(frames)
         for action in self.supervisor.on_tick(self.clock.now_ns()):
@@ -223,6 +240,8 @@ class Session:
         deadline = started + int(self.cfg.launcher.ready_timeout_s * 1e9)
         next_note = started + 5_000_000_000
         while not self.supervisor.all_ready():
+            if self.supervisor.failed():
+                return False
             now = self.clock.now_ns()
             if now >= deadline:
                 self.say(f"not ready after {self.cfg.launcher.ready_timeout_s:g} s: {', '.join(self.supervisor.waiting_for())}")
@@ -233,13 +252,30 @@ class Session:
             self.step(min(deadline, next_note))
         return True
 
+    def open_frontend(self) -> None:
+        if self.frontend_factory is None:
+            return
+        self.frontend = self.frontend_factory(self.cfg, self.clock)
+        self.frontend.start()
+        for item in self.frontend.poll_items():
+            self.poller.register(item, zmq.POLLIN)
+
     def supervise(self, duration_s: float) -> None:
         end = self.clock.now_ns() + int(duration_s * 1e9) if duration_s > 0 else None
         while end is None or self.clock.now_ns() < end:
+            if self.frontend is not None and self.frontend.done:
+                return
+            if self.supervisor.failed():
+                return
             self.step(end if end is not None else self.clock.now_ns() + 1_000_000_000)
 
     def shutdown(self) -> None:
         self.supervisor.shutting_down = True
+        if self.frontend is not None:
+            for item in self.frontend.poll_items():
+                self.poller.unregister(item)
+            self.frontend.close()
+            self.frontend = None
         grace = self.cfg.launcher.shutdown_grace_s
         others = [n for n in self.procs if n not in (PROXY, "logger")]
         if self.client is not None and others:  # the logger goes last, to record the others' end
@@ -275,6 +311,15 @@ class Session:
                     pass
 
 
+def frontend_factory(cfg: Config):
+    """The front-end's constructor for this config (None: no front-end)."""
+    if cfg.launcher.ui == "terminal":
+        from rtchat.ui.terminal import TerminalFrontend
+
+        return TerminalFrontend
+    return None
+
+
 def _interrupt(signum, frame):  # SIGTERM stops the session like Ctrl-C
     raise KeyboardInterrupt
 
@@ -304,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[rtchat] {line}", file=sys.stderr, flush=True)
 
     say(f"run {cfg.run.id} in {run_dir}  (devices: {', '.join(f'{k}={v}' for k, v in placement.items())})")
-    session = Session(cfg, run_dir, Clock(), say)
+    session = Session(cfg, run_dir, Clock(), say, frontend_factory(cfg))
     signal.signal(signal.SIGTERM, _interrupt)
     code = 0
     try:
@@ -312,7 +357,10 @@ def run(args: argparse.Namespace) -> int:
             code = 1
         else:
             say("all nodes ready; the session is live" + ("" if cfg.launcher.duration_s else " (Ctrl-C to stop)"))
+            session.open_frontend()
             session.supervise(cfg.launcher.duration_s)
+            if session.supervisor.failed():
+                code = 1
     except HandshakeTimeout as exc:
         say(f"the bus proxy did not come up: {exc}")
         code = 1
@@ -327,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python launcher.py", description=__doc__.splitlines()[0])
     configure(parser)
-    return run(parser.parse_args(argv))
+    return run(parser.parse_intermixed_args(argv))  # overrides may stand before and after options
 
 
 if __name__ == "__main__":

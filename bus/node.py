@@ -23,12 +23,18 @@ from pathlib import Path
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import Event, Message, NodeError, NodeHeartbeat, NodeLoading, NodeReady, Shutdown
+from rtchat.bus.supervisor import START_FAILED
 from rtchat.bus.sockets import check_security
 from rtchat.bus.wire import WireError
 from rtchat.configs import ConfigError, load
 from rtchat.configs.schema import Config
 
 log = logging.getLogger(__name__)
+
+class StartError(RuntimeError):
+    """A node cannot start with this configuration (a model path that does not exist…).
+    The node exits with START_FAILED and the launcher does not restart it."""
+
 
 ERRORS_PER_SECOND = 10  # node.error events published per kind per second; the rest only counted
 
@@ -216,7 +222,12 @@ def node_main(
             client.publish(NodeLoading(node=name, stage=stage, fraction=fraction))
 
         progress("loading")
-        core = make_core(cfg, run_dir, progress)
+        try:
+            core = make_core(cfg, run_dir, progress)
+        except StartError as exc:
+            print(f"rtchat {name}: {exc}", file=sys.stderr, flush=True)
+            client.publish(NodeError(node=name, kind="fatal", detail=str(exc)[:500], count=1))
+            return START_FAILED
         client.subscribe(core.topics)
         client.subscribe(core.control_topics, control=True)
         client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))

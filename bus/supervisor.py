@@ -13,7 +13,8 @@ from typing import Literal
 
 from rtchat.configs.schema import LauncherConfig
 
-Status = Literal["starting", "ready", "down", "stopped"]
+Status = Literal["starting", "ready", "down", "stopped", "failed"]
+START_FAILED = 3  # a node's exit code for "cannot start with this config" (bad model path…): no restart
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,6 +77,9 @@ class Supervisor:
             return
         if st.status == "down":  # already scheduled (we killed it)
             return
+        if returncode == START_FAILED and st.status == "starting":
+            st.status = "failed"
+            return
         self._schedule(st, now_ns, st.reason or f"exited with {returncode}")
 
     def _schedule(self, st: NodeState, now_ns: int, reason: str) -> None:
@@ -108,6 +112,10 @@ class Supervisor:
             elif st.status == "down" and st.restart_at_ns is not None:
                 times.append(st.restart_at_ns)
         return min(times) if times else None
+
+    def failed(self) -> list[str]:
+        """Nodes that could not start and will not be restarted."""
+        return [n for n, st in self.nodes.items() if st.status == "failed"]
 
     def all_ready(self) -> bool:
         return all(st.status == "ready" or not st.heartbeats for st in self.nodes.values())

@@ -12,7 +12,7 @@ from typing import Literal
 
 DEVICE_RE = re.compile(r"^(cpu|auto|cuda:\d+)$")
 NODE_NAMES = ("logger", "audio", "asr", "agent", "tts")  # runnable as python -m rtchat.nodes.<name>
-BUILT_NODES = ("logger",)  # the nodes this version can start; the others arrive with their issues
+BUILT_NODES = ("logger", "agent")  # the nodes this version can start; the others arrive with their issues
 
 
 def _check(ok: bool, key: str, message: str) -> None:

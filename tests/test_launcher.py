@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def launch(tmp_path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "launcher.py"), *args, f"run.runs_dir={tmp_path}", "bus.heartbeat_interval_s=0.2"],
+        [
+            sys.executable, str(ROOT / "launcher.py"),
+            f"run.runs_dir={tmp_path}", "bus.heartbeat_interval_s=0.2", "launcher.nodes=[logger]", "launcher.ui=none",
+            *args,
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -84,3 +84,23 @@ def test_all_ready_waits_for_every_heartbeating_node():
     assert sup.waiting_for() == ["asr"]
     sup.ready("asr", ms(5))
     assert sup.all_ready()
+
+
+def test_a_node_that_cannot_start_is_not_restarted():
+    from rtchat.bus.supervisor import START_FAILED
+
+    sup = Supervisor(CFG, HB, {"agent": True})
+    sup.started("agent", 0)
+    sup.exited("agent", START_FAILED, ms(300))
+    assert sup.failed() == ["agent"]
+    assert sup.on_tick(s(60)) == [] and sup.deadline_ns() is None
+
+
+def test_start_failed_code_after_ready_is_an_ordinary_crash():
+    from rtchat.bus.supervisor import START_FAILED
+
+    sup = Supervisor(CFG, HB, {"agent": True})
+    up(sup, "agent", 0)
+    sup.exited("agent", START_FAILED, ms(300))
+    assert sup.failed() == []
+    assert sup.on_tick(ms(800)) == [Start("agent", f"exited with {START_FAILED}", 1, ms(500))]

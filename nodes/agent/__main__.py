@@ -1,0 +1,5 @@
+import sys
+
+from rtchat.nodes.agent.node import main
+
+sys.exit(main())

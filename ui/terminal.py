@@ -1,0 +1,201 @@
+"""The terminal conversation: type to the agent as if speaking, read its words as they come.
+
+Keystrokes are read one by one (no Enter needed); each word goes to the agent as ``user.text``
+when space or Enter is pressed, so typing speed and hesitations become the user's timing, as
+speech would. The agent's words appear as it produces them, its pauses shown as ``(0.8)``.
+Typing the word ``--reset`` starts a new conversation; ``--exit`` (or Ctrl-C) quits.
+
+    rtchat chat [--agent-name Ava --user-name Sam --summary "…" --agent-starts --opening "Hi!"]
+    python launcher.py --ui terminal          (the same, with the profile's persona)
+
+Consumes: agent.say, agent.release, agent.pause, agent.cancel, ctl.reset.
+Produces: user.text, ctl.reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import termios
+import tty
+
+from rtchat.bus.client import BusClient
+from rtchat.bus.clock import Clock
+from rtchat.bus.events import AgentCancel, AgentPause, AgentRelease, AgentSay, Event, Reset, UserText
+from rtchat.bus.wire import WireError
+from rtchat.configs.schema import Config
+
+USER, AGENT = "S1", "S2"
+RESET_WORD, EXIT_WORD = "--reset", "--exit"
+BACKSPACES = ("\x7f", "\b")
+DIM, PLAIN = "\x1b[2m", "\x1b[0m"
+
+
+class TerminalView:
+    """Pure: turns keystrokes into bus events and bus events into screen text."""
+
+    def __init__(self, color: bool = True):
+        self.color = color
+        self.speaker: str | None = None  # whose line the cursor is on
+        self.word = ""
+        self.done = False
+
+    def _line_for(self, speaker: str) -> str:
+        if self.speaker == speaker:
+            return ""
+        self.speaker = speaker
+        return f"\n{speaker}:"
+
+    def _dim(self, text: str) -> str:
+        return f"{DIM}{text}{PLAIN}" if self.color else text
+
+    def on_key(self, ch: str) -> tuple[list[Event], str]:
+        """(events to publish, text to write) for one typed character."""
+        if ch in (" ", "\n", "\r"):
+            return self._submit()
+        if ch in BACKSPACES:
+            if not self.word:
+                return [], ""
+            self.word = self.word[:-1]
+            return [], "\b \b"
+        if ch == "\x04":  # Ctrl-D
+            self.done = True
+            return [], ""
+        if not ch.isprintable():
+            return [], ""
+        out = self._line_for(USER) + (" " if not self.word else "")
+        self.word += ch
+        return [], out + ch
+
+    def _submit(self) -> tuple[list[Event], str]:
+        word, self.word = self.word, ""
+        if not word:
+            return [], ""
+        if word == EXIT_WORD:
+            self.done = True
+            return [], self._dim(" (bye)") + "\n"
+        if word == RESET_WORD:
+            self.speaker = None
+            return [Reset(reason="terminal --reset")], self._dim(" — new conversation —") + "\n"
+        return [UserText(text=word)], ""
+
+    def on_event(self, ev: Event) -> str:
+        if isinstance(ev, (AgentSay, AgentRelease)):
+            return self._line_for(AGENT) + self._format(ev.text)
+        if isinstance(ev, AgentPause):
+            return self._line_for(AGENT) + self._dim(f" ({ev.duration_ns / 1e9:.1f})")
+        if isinstance(ev, AgentCancel):
+            return self._dim(" —")
+        if isinstance(ev, Reset) and ev.reason != "terminal --reset":
+            self.speaker = None
+            return self._dim("\n— new conversation —\n")
+        return ""
+
+    def _format(self, text: str) -> str:
+        """Agent text with its pause tokens dimmed."""
+        out = []
+        for token in text.split(" "):
+            is_pause = token.startswith("(") and token.endswith(")") or token == "<p>"
+            out.append(self._dim(token) if is_pause else token)
+        return " ".join(out)
+
+
+class TerminalFrontend:
+    """The shell: the launcher polls our bus socket and stdin with its own, and calls us."""
+
+    def __init__(self, cfg: Config, clock: Clock, stdin=None, stdout=None):
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.view = TerminalView(color=self.stdout.isatty())
+        self.client = BusClient(cfg.bus, src="terminal", session=cfg.run.id, clock=clock, topics=("agent.", "ctl.reset"))
+        self.fd = self.stdin.fileno()
+        self.saved = None
+
+    def start(self) -> None:
+        self.client.handshake(int(5e9))
+        if os.isatty(self.fd):
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd)  # keys one by one, no echo; Ctrl-C still interrupts
+        self.write("Type to talk; each word is sent when you press space or Enter. --reset, --exit.\n")
+
+    def poll_items(self) -> list:
+        return [self.client.data, self.fd]
+
+    def on_ready(self, item) -> None:
+        if item == self.fd:
+            data = os.read(self.fd, 1024)
+            if not data:
+                self.view.done = True
+                return
+            for ch in data.decode("utf-8", errors="replace"):
+                events, text = self.view.on_key(ch)
+                self.client.publish_many(events)
+                self.write(text)
+            return
+        while self.client.data.poll(0):
+            try:
+                ev = self.client.decode(self.client.data.recv_multipart()).event
+            except WireError:
+                continue
+            self.write(self.view.on_event(ev))
+
+    @property
+    def done(self) -> bool:
+        return self.view.done
+
+    def write(self, text: str) -> None:
+        if text:
+            self.stdout.write(text)
+            self.stdout.flush()
+
+    def close(self) -> None:
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            self.saved = None
+        self.write("\n")
+        self.client.close()
+
+
+def persona_overrides(args: argparse.Namespace) -> list[str]:
+    pairs = [
+        ("agent.user_name", args.user_name),
+        ("agent.user_age", args.user_age),
+        ("agent.user_sex", args.user_sex),
+        ("agent.agent_name", args.agent_name),
+        ("agent.agent_age", args.agent_age),
+        ("agent.agent_sex", args.agent_sex),
+        ("agent.summary", args.summary),
+        ("agent.opening_utterance", args.opening),
+    ]
+    out = [f"{k}={v}" for k, v in pairs if v is not None]
+    if args.agent_starts:
+        out.append("agent.agent_starts=true")
+    return out
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from rtchat.launcher import configure as configure_run
+
+    configure_run(parser)
+    persona = parser.add_argument_group("persona (S1 is you, S2 the agent)")
+    for who in ("user", "agent"):
+        persona.add_argument(f"--{who}-name", metavar="NAME")
+        persona.add_argument(f"--{who}-age", metavar="AGE")
+        persona.add_argument(f"--{who}-sex", metavar="SEX", help="e.g. female, male, unknown")
+    persona.add_argument("--summary", metavar="TEXT", help='e.g. "S1 and S2 are talking about their weekend."')
+    persona.add_argument("--agent-starts", action="store_true", help="the agent speaks first")
+    persona.add_argument("--opening", metavar="TEXT", help="the agent's first words")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtchat.launcher import run as run_session
+
+    args.ui = "terminal"
+    args.overrides = list(args.overrides) + persona_overrides(args)
+    return run_session(args)
+
+
+def has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
