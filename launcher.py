@@ -140,8 +140,10 @@ class Session:
 
     def spawn(self, name: str) -> subprocess.Popen:
         out = open(self.run_dir / f"{name}.log", "ab")
+        # OpenMP threads that spin while waiting starve the other nodes on a small machine
+        env = {"OMP_WAIT_POLICY": "PASSIVE"} | dict(os.environ)
         proc = subprocess.Popen(
-            self.command(name), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(name), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
         out.close()
         self.procs[name] = proc

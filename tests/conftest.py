@@ -104,3 +104,19 @@ def make_bad_frames(rng: random.Random, limit: int) -> list[list[bytes]]:
 def bad_frames():
     """make_bad_frames(rng, max_message_bytes) → frame sets every node must survive."""
     return make_bad_frames
+
+
+@pytest.fixture(scope="session")
+def bpe_tok():
+    """Byte-level BPE, GPT-2/SmolLM2 style: " S1:" = ĠS 1 :."""
+    from tiny_models import make_bpe_tok
+
+    return make_bpe_tok()
+
+
+@pytest.fixture(scope="session")
+def sp_tok():
+    """SentencePiece-style BPE as Llama's fast tokenizer (BOS, "▁", first space dropped)."""
+    from tiny_models import make_sp_tok
+
+    return make_sp_tok()

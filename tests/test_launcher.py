@@ -187,3 +187,12 @@ def test_a_frozen_node_misses_heartbeats_and_is_replaced(tmp_path):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.slow
+def test_an_agent_model_that_does_not_exist_stops_the_session_with_its_path(tmp_path):
+    proc = launch(tmp_path, "launcher.nodes=[logger,agent]", f"agent.model={tmp_path}/no-such-model")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "agent could not start" in err and f"{tmp_path}/no-such-model" in err
+    assert "restarting agent" not in err

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rtchat.bus.eventlog import LogReader
 from rtchat.bus.events import AgentCancel, AgentPause, AgentRelease, AgentSay, Reset, UserText
+from rtchat.bus.wire import decode
 from rtchat.ui.terminal import TerminalView
 
 
@@ -60,3 +71,49 @@ def test_control_characters_and_emoji():
     events, _ = type_keys(view, "\x1b\x01héllo🙂 ")
     assert events == [UserText(text="héllo🙂")]
     assert view.on_event(AgentCancel(turn=2, gen=3)) == " —"
+
+
+# ---------------------------------------------------------------- a real terminal (tmux)
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30).stdout
+
+
+def wait_for_screen(session: str, predicate, timeout_s: float) -> str:
+    end = time.monotonic() + timeout_s
+    screen = ""
+    while time.monotonic() < end:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if predicate(screen):
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"screen after {timeout_s} s:\n{screen}")
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_chat_works_in_a_real_terminal(tmp_path):
+    assert shutil.which("tmux"), "tmux is installed by scripts/setup-env.sh"
+    session = f"rtchat-chat-{os.getpid()}"
+    command = " ".join(
+        shlex.quote(a)
+        for a in [
+            sys.executable, "-m", "rtchat.cli", "chat", f"run.runs_dir={tmp_path}",
+            "--agent-starts", "--opening", "Hi! How are you?", "--agent-name", "Ava", "agent.seed=1",
+        ]
+    )
+    tmux("new-session", "-d", "-s", session, "-x", "150", "-y", "40", f"{command}; echo EXITED=$?; sleep 60")
+    try:
+        wait_for_screen(session, lambda s: "S2: Hi! How are you?" in s, 240)
+        tmux("send-keys", "-t", session, "good thanks ", "")
+        screen = wait_for_screen(session, lambda s: "S1: good thanks" in s, 20)
+        assert "S2: Hi! How are you?" in screen
+        tmux("send-keys", "-t", session, "--exit ", "")
+        screen = wait_for_screen(session, lambda s: "EXITED=" in s, 60)
+        assert "EXITED=0" in screen, screen
+    finally:
+        tmux("kill-session", "-t", session)
+    [run_dir] = [d for d in tmp_path.iterdir() if d.is_dir()]
+    texts = [decode(r.frames).event for r in LogReader(run_dir)]
+    assert [e.text for e in texts if isinstance(e, UserText)][:2] == ["good", "thanks"]

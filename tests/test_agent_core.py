@@ -1,0 +1,960 @@
+"""The agent core on virtual time: scripted timelines with exact event sequences (STYLE §5).
+
+Structure, so the same scenarios can run on real models later:
+- ``ScriptedModel`` answers from a script keyed by the end of the transcript; ``ChaosModel``
+  answers anything (malformed tags, endless or unfinished pauses, empty text, emoji).
+- ``Timeline`` drives a core: scheduled inputs, ticks at ``deadline_ns()``, and a ``FakeAudio``
+  that plays the agent's chunks at a fixed speed and reports ``audio.played``.
+- ``SCENARIOS``: model-agnostic timelines, ``scenario(model) -> Timeline``. The scripted tests
+  assert their exact story; ``test_invariants_hold_for_any_model`` runs every scenario on the
+  ``any_model`` fixture and checks only what must hold for any model (``check_invariants``).
+  Add AgentLM instances (tiny random OPT / Llama) to that fixture's params to run them there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import random
+import re
+import zlib
+
+import numpy as np
+import pytest
+
+from rtchat.bus.clock import ms, s
+from rtchat.bus.events import (
+    AgentCancel,
+    AgentCycle,
+    AgentPause,
+    AgentPrerender,
+    AgentRelease,
+    AgentSay,
+    AgentState,
+    AsrFinal,
+    AsrPartial,
+    AudioPlayed,
+    ConfigChange,
+    Envelope,
+    Reset,
+    UserText,
+    VadStart,
+)
+from rtchat.bus.wire import decode, encode
+from rtchat.configs.schema import AgentConfig
+from rtchat.nodes.agent.core import MAX_GENERATIONS, AgentCore
+from rtchat.nodes.agent.protocol import Generation, Lookahead
+from rtchat.nodes.agent.transcript import PAUSE_RE, grammar_errors
+
+# ---------------------------------------------------------------- models
+
+
+def bag_of_words(text: str) -> np.ndarray | None:
+    """A deterministic stand-in for a hidden state: hashed words, pauses left out."""
+    words = re.findall(r"[\w']+", PAUSE_RE.sub(" ", text).lower())
+    if not text.strip():
+        return None
+    v = np.zeros(64)
+    for w in words or ["<silence>"]:
+        v[zlib.crc32(w.encode()) % 64] += 1
+    return v
+
+
+class ScriptedModel:
+    """A LanguageModel answering from a script: each call takes the first rule whose regex is found
+    in the transcript; an answer list is used in turn and its last answer repeats.
+
+    generate: [(regex, text | [texts])]; lookahead: [(regex, (completion, response))];
+    switch: [(regex, bool)] for next_is_turn_switch. Unmatched calls get the defaults."""
+
+    def __init__(self, generate=(), lookahead=(), switch=(), default_generate=" (0.2)", default_lookahead=("", "")):
+        self.rules = {"generate": list(generate), "lookahead": list(lookahead), "switch": list(switch)}
+        self.defaults = {"generate": default_generate, "lookahead": default_lookahead, "switch": False}
+        self.used: dict[int, int] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def _answer(self, kind: str, text: str):
+        self.calls.append((kind, text))
+        for pattern, answer in self.rules[kind]:
+            if re.search(pattern, text):
+                if isinstance(answer, list):
+                    n = self.used[id(answer)] = self.used.get(id(answer), -1) + 1
+                    return answer[min(n, len(answer) - 1)]
+                return answer
+        return self.defaults[kind]
+
+    def generate(self, text, max_new_tokens):
+        out = self._answer("generate", text)
+        return Generation(text=out, n_tokens=len(out.split()))
+
+    def lookahead(self, text, max_new_tokens, max_response_tokens):
+        completion, response = self._answer("lookahead", text)
+        return Lookahead(completion, response, len(completion.split()), bag_of_words(completion) if completion else None)
+
+    def embed_continuation(self, context, continuation):
+        self.calls.append(("embed", continuation))
+        return bag_of_words(continuation)
+
+    def next_is_turn_switch(self, text):
+        return self._answer("switch", text)
+
+    def split_tokens(self, text, n):
+        words = text.split()
+        return [" " + " ".join(words[i : i + n]) for i in range(0, len(words), n)]
+
+    def timings_ns(self):
+        return {"model": 1000}
+
+    def count(self, kind: str) -> int:
+        return sum(k == kind for k, _ in self.calls)
+
+
+class ChaosModel(ScriptedModel):
+    """Any model at all: seeded answers drawn from well-formed and malformed pieces."""
+
+    PIECES = [
+        " yes",
+        " I think",
+        " S2:",
+        " S2: sure",
+        " S1:",
+        " S1: no",
+        " S3: who",
+        " S",
+        " S2",
+        "S2:hi",
+        " (0.4)",
+        " (99999.9)",
+        " (.)",
+        " (0.",
+        " <p> (1.2)",
+        "",
+        " ",
+        "\n",
+        " 🙂",
+        " naïve",
+        " (..)",
+        "'t",
+        " S12:",
+    ]
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.rng = random.Random(seed)
+
+    def _text(self) -> str:
+        return "".join(self.rng.choice(self.PIECES) for _ in range(self.rng.randint(0, 4)))
+
+    def generate(self, text, max_new_tokens):
+        out = self._text()
+        return Generation(out, len(out.split()))
+
+    def lookahead(self, text, max_new_tokens, max_response_tokens):
+        completion = "" if self.rng.random() < 0.3 else self._text()
+        response = self.rng.choice(["", " S2:", " S1:"]) + self._text()
+        emb = np.array([self.rng.random() for _ in range(8)]) if completion and self.rng.random() < 0.8 else None
+        return Lookahead(completion, response, len(completion.split()), emb)
+
+    def embed_continuation(self, context, continuation):
+        return np.array([self.rng.random() for _ in range(8)]) if self.rng.random() < 0.9 else None
+
+    def next_is_turn_switch(self, text):
+        return self.rng.random() < 0.3
+
+
+# ---------------------------------------------------------------- the timeline driver
+
+
+class FakeAudio:
+    """Plays agent chunks in order at seconds_per_word (pauses as their silence); reports each
+    chunk's audio.played when it ends; agent.cancel drops what has not finished."""
+
+    def __init__(self, seconds_per_word: float = 0.25):
+        self.per_word_ns = s(seconds_per_word)
+        self.free_ns = 0
+
+    def schedule(self, t: int, ev) -> list[tuple[int, AudioPlayed]]:
+        if isinstance(ev, AgentPause):
+            self.free_ns = max(self.free_ns, t) + ev.duration_ns
+            return []
+        if not isinstance(ev, AgentSay | AgentRelease):
+            return []
+        n = ev.n_chunks if isinstance(ev, AgentRelease) else 1
+        words = PAUSE_RE.sub(" ", ev.text).split()
+        silence = sum(int(float(v) * 1e9) for v in re.findall(r"\((\d+\.\d)\)", ev.text))
+        start = max(self.free_ns, t)
+        self.free_ns = start + len(words) * self.per_word_ns + silence
+        out, per = [], max(1, -(-len(words) // n))
+        for i in range(n):
+            end = start + (self.free_ns - start) * (i + 1) // n
+            text = " ".join(words[i * per : (i + 1) * per])
+            played = dict(turn=ev.turn, gen=ev.gen, chunk=ev.chunk + i, text=text, start_ns=start, end_ns=end)
+            out.append((end, AudioPlayed(**played, stream_pos=0, n_samples=0, sr_hz=16000)))
+        return out
+
+
+@dataclasses.dataclass
+class Step:
+    t: int
+    given: object  # the input event, or None for a tick
+    out: list
+    floor_before: str
+    floor_after: str
+
+
+class Timeline:
+    """Drives a core on virtual time: inputs at their times (before a tick due at the same time),
+    ticks at the core's deadline, fake audio reports. ``story()`` renders what happened."""
+
+    def __init__(self, core: AgentCore, audio: FakeAudio | None = None):
+        self.core, self.audio = core, audio
+        self.now = 0
+        self.queue: list[tuple[int, int, object]] = []
+        self.seq = itertools.count()
+        self.steps: list[Step] = []
+
+    def at(self, t_s: float, ev) -> Timeline:
+        heapq.heappush(self.queue, (s(t_s), next(self.seq), ev))
+        return self
+
+    def user(self, words: str, start_s: float, end_s: float, final_s: float | None, utterance: int = 0) -> Timeline:
+        """Partials every 0.5 s while the user speaks start–end (words in proportion), then a final."""
+        w = words.split()
+        t = start_s + 0.5
+        while t <= end_s + 1e-9:
+            k = -(-len(w) * round((t - start_s) * 1000) // round((end_s - start_s) * 1000))
+            self.at(t, AsrPartial(text=" ".join(w[:k]), rev=0, utterance=utterance))
+            t += 0.5
+        if final_s is not None:
+            self.at(final_s, AsrFinal(text=words, utterance=utterance))
+        return self
+
+    def run(self, until_s: float) -> Timeline:
+        until = s(until_s)
+        for _ in range(100_000):
+            deadline = self.core.deadline_ns()
+            t_in = self.queue[0][0] if self.queue else until + 1
+            t = min(t_in, deadline)
+            if t > until:
+                self.now = until
+                return self
+            before = self.core.floor
+            if t_in <= deadline:
+                _, _, ev = heapq.heappop(self.queue)
+                out = self.core.on_event(ev, t)
+            else:
+                ev, out = None, self.core.on_tick(t)
+                assert self.core.deadline_ns() > t, "a tick left the core due at once (no progress)"
+            self.now = t
+            self.steps.append(Step(t, ev, out, before, self.core.floor))
+            self._audio(t, out)
+        raise AssertionError("the timeline did not reach its end")
+
+    def _audio(self, t: int, out: list) -> None:
+        if self.audio is None:
+            return
+        for ev in out:
+            if isinstance(ev, AgentCancel):
+                self.queue = [q for q in self.queue if not (isinstance(q[2], AudioPlayed) and q[2].gen < ev.gen)]
+                heapq.heapify(self.queue)
+                self.audio.free_ns = t
+            for t_end, played in self.audio.schedule(t, ev):
+                heapq.heappush(self.queue, (t_end, next(self.seq), played))
+
+    @property
+    def events(self) -> list[tuple[int, object]]:
+        return [(st.t, ev) for st in self.steps for ev in st.out]
+
+    def story(self, *kinds: str) -> list[str]:
+        """Lines such as ``3.2 say " I'm good."``; kinds: in, played, say, release, prerender,
+        pause, cancel, cycle (decisions other than listen), listen, state."""
+        lines = []
+        for st in self.steps:
+            if st.given is not None:
+                lines.append((st.t, render(st.t, st.given)))
+            lines += [(st.t, render(st.t, ev)) for ev in st.out]
+        return [line for _, line in lines if line.split(" ", 2)[1] in kinds]
+
+    def state_at(self, t_s: float) -> str:
+        """The transcript body at time t (after everything due then)."""
+        body = self.core.t.text.split("Transcript:", 1)[1] if not self.steps else None
+        for st in self.steps:
+            if st.t > s(t_s):
+                break
+            for ev in st.out:
+                if isinstance(ev, AgentState):
+                    body = ev.sequence.split("Transcript:", 1)[1]
+        return body
+
+
+def render(t: int, ev) -> str:
+    ts = f"{t / 1e9:g}"
+    match ev:
+        case AsrPartial():
+            return f"{ts} in partial {ev.text!r}"
+        case AsrFinal() | UserText():
+            return f"{ts} in final {ev.text!r}"
+        case AudioPlayed():
+            return f"{ts} played {ev.chunk} {ev.text!r}"
+        case AgentSay():
+            return f"{ts} say {ev.text!r}"
+        case AgentRelease():
+            return f"{ts} release {ev.n_chunks} {ev.text!r}"
+        case AgentPrerender():
+            return f"{ts} prerender {list(ev.chunks)!r}"
+        case AgentPause():
+            return f"{ts} pause {ev.duration_ns / 1e9:g}"
+        case AgentCancel():
+            return f"{ts} cancel gen={ev.gen}"
+        case AgentCycle():
+            return f"{ts} {'listen' if ev.decision == 'listen' else 'cycle'} {ev.decision}"
+        case AgentState():
+            return f"{ts} state {ev.floor}:{ev.sequence.split('Transcript:', 1)[1]}"
+    return f"{ts} other {type(ev).__name__}"
+
+
+def agent(model, **overrides) -> AgentCore:
+    return AgentCore(dataclasses.replace(AgentConfig(), **overrides), model, 0)
+
+
+# ---------------------------------------------------------------- invariants (any model)
+
+
+def check_invariants(tl: Timeline) -> None:
+    """What holds whatever the model says: a well-formed sequence whose floor is its last tag's
+    speaker; the floor moves to the agent only by a switch decision (or an input rewrite), to the
+    user only on input; events that survive the wire; turn/gen/chunk counters that only grow."""
+    turn = gen = 0
+    chunks: dict[tuple[int, int], int] = {}
+    env = Envelope(v=1, src="agent", seq=0, t_ns=0, session="t")
+    interval = s(tl.core.cfg.interval_s)
+    for st in tl.steps:
+        decisions = [ev.decision for ev in st.out if isinstance(ev, AgentCycle)]
+        if st.floor_before == "user" and st.floor_after == "agent" and st.given is None:
+            assert "switch" in decisions, f"floor to agent at {st.t} without a switch: {decisions}"
+        if st.floor_before == "agent" and st.floor_after == "user":
+            assert isinstance(st.given, AsrPartial | AsrFinal | UserText | Reset), f"floor to user at {st.t} on a tick"
+        for ev in st.out:
+            assert decode(encode(ev, env)).event == ev
+            assert ev.turn >= turn and ev.gen >= gen, f"counters went back at {st.t}: {ev}"
+            if isinstance(ev, AgentCancel):
+                assert ev.gen == gen + 1
+            turn, gen = ev.turn, ev.gen
+            if isinstance(ev, AgentState):
+                prefix_len = ev.sequence.index("Transcript:") + len("Transcript:")
+                assert grammar_errors(ev.sequence, prefix_len) == [], (st.t, ev.sequence[prefix_len:])
+                last = re.findall(r" (S\d):", ev.sequence[prefix_len:])[-1]
+                assert ev.floor == ("agent" if last == "S2" else "user")
+            if isinstance(ev, AgentSay | AgentRelease):
+                assert ev.text.strip() and "\n" not in ev.text and not ev.text.endswith(" ")
+                assert ev.chunk >= chunks.get((ev.turn, ev.gen), 0)
+                chunks[(ev.turn, ev.gen)] = ev.chunk + (ev.n_chunks if isinstance(ev, AgentRelease) else 1)
+                assert all(float(v) <= tl.core.cfg.max_agent_pause_s for v in PAUSE_RE.findall(ev.text) if v != ".")
+            if isinstance(ev, AgentRelease):
+                assert ev.n_chunks >= 1
+            if isinstance(ev, AgentPrerender):
+                assert ev.chunks and all(c.strip() for c in ev.chunks)
+            if isinstance(ev, AgentPause):
+                assert ev.duration_ns == interval
+            if isinstance(ev, AgentCycle):
+                assert ev.decision in ("listen", "switch", "continue", "wait", "yield", "hold")
+                assert all(isinstance(v, int) for v in ev.timings_ns.values())
+
+
+# ---------------------------------------------------------------- scenarios (model-agnostic)
+
+
+def scenario_user_turn(model, **cfg) -> Timeline:
+    """User speaks 0.5–2.5 s, final at 2.7 s; the agent answers and goes on."""
+    return Timeline(agent(model, **({"lookahead": False} | cfg))).user("hello there how are you", 0.5, 2.5, 2.7).run(5.0)
+
+
+def scenario_lookahead_turn(model, **cfg) -> Timeline:
+    return Timeline(agent(model, **cfg)).user("hello there how are you", 0.5, 2.5, 2.7).run(5.0)
+
+
+def scenario_agent_starts(model, **cfg) -> Timeline:
+    cfg = {"agent_starts": True, "opening_utterance": "Hi! How are you?"} | cfg
+    return Timeline(agent(model, **cfg)).run(5.0)
+
+
+def scenario_barge_in(model, words: str = "wait actually I need to go", **cfg) -> Timeline:
+    """The agent answers at length; the user talks over it at 4.3 s."""
+    tl = Timeline(agent(model, **({"lookahead": False} | cfg)), FakeAudio(0.25))
+    tl.user("hello there how are you", 0.5, 2.5, 2.7)
+    tl.at(4.3, AsrPartial(text=words.split()[0], rev=0, utterance=1))
+    return tl.at(4.9, AsrFinal(text=words, utterance=1)).run(7.0)
+
+
+def scenario_partial_revised_after_switch(model, final: str = "so I was thinking", **cfg) -> Timeline:
+    tl = Timeline(agent(model, **({"lookahead": False} | cfg)), FakeAudio(0.25))
+    tl.at(0.5, AsrPartial(text="so I was thinking", rev=0, utterance=0))
+    return tl.at(2.3, AsrFinal(text=final, utterance=0)).run(3.5)
+
+
+def scenario_long_conversation(model, **cfg) -> Timeline:
+    tl = Timeline(agent(model, **({"lookahead": False, "max_history_words": 30} | cfg)), FakeAudio(0.25))
+    for i, start in enumerate([0.5, 6.5, 12.5]):
+        tl.user(f"turn {i} one two three four five six", start, start + 1.5, start + 1.7, utterance=i)
+    return tl.run(18.0)
+
+
+def scenario_odd_input(model, **cfg) -> Timeline:
+    tl = Timeline(agent(model, **({"lookahead": False} | cfg)))
+    tl.at(0.3, UserText(text=" \t\n ")).at(0.5, AsrPartial(text="héllo 🙂", rev=0, utterance=0))
+    tl.at(0.7, AsrPartial(text="   ", rev=1, utterance=0)).at(0.9, AsrFinal(text="héllo 🙂 S2: naïve\u200b", utterance=0))
+    for i in range(200):  # a flood of revisions, faster than any cycle
+        tl.at(1.0 + i / 1000, AsrPartial(text=" ".join(["word"] * (i + 1)), rev=i, utterance=1))
+    tl.at(1.25, VadStart(stream_pos=0, audio_ns=0))
+    return tl.at(1.3, AsrFinal(text="done", utterance=1)).run(4.0)
+
+
+def scenario_reset_and_config(model, **cfg) -> Timeline:
+    tl = Timeline(agent(model, **({"lookahead": False} | cfg)), FakeAudio(0.25))
+    tl.user("hello there how are you", 0.5, 2.5, 2.7)
+    tl.at(3.3, ConfigChange(changes={"agent.user_name": "Anna", "agent.summary": "new", "tts.voice": "x"}))
+    return tl.at(3.5, Reset(reason="test")).run(5.0)
+
+
+SCENARIOS = {
+    "user_turn": scenario_user_turn,
+    "lookahead_turn": scenario_lookahead_turn,
+    "agent_starts": scenario_agent_starts,
+    "barge_in": scenario_barge_in,
+    "partial_revised_after_switch": scenario_partial_revised_after_switch,
+    "long_conversation": scenario_long_conversation,
+    "odd_input": scenario_odd_input,
+    "reset_and_config": scenario_reset_and_config,
+}
+
+
+@pytest.fixture(params=["chaos-1", "chaos-2", "chaos-3", "silent", "scripted", "tiny-opt", "tiny-llama"])
+def any_model(request):
+    """Models for the invariant checks: scripted and random-output fakes, and the real AgentLM
+    (default decoding: dynamic contrastive sampling) on tiny randomly initialised OPT (byte-level
+    BPE) and Llama (SentencePiece-style) models."""
+    kind = request.param
+    if kind.startswith("chaos"):
+        return ChaosModel(int(kind.split("-")[1]))
+    if kind == "silent":
+        return ScriptedModel(default_generate="", default_lookahead=("", ""))
+    if kind.startswith("tiny"):
+        from tiny_models import tiny_llama, tiny_opt
+
+        from rtchat.nodes.agent.lm import AgentLM
+
+        tok = request.getfixturevalue("bpe_tok" if kind == "tiny-opt" else "sp_tok")
+        build = tiny_opt if kind == "tiny-opt" else tiny_llama
+        cfg = dataclasses.replace(AgentConfig(), device="cpu", lookahead_max_tokens=16, seed=3)
+        return AgentLM(build(len(tok)), tok, cfg)
+    return answering_model()
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_invariants_hold_for_any_model(name, any_model):
+    check_invariants(SCENARIOS[name](any_model))
+
+
+# ---------------------------------------------------------------- scripted scenarios, exact
+
+
+def answering_model(**extra) -> ScriptedModel:
+    """Answers "how are you" after half a second of silence, then keeps talking, then pauses."""
+    rules = extra.pop("generate", []) + [
+        (r"you \(0\.[5-9]\)$", " S2: I'm good, thanks. S1:"),
+        (r"thanks\.$", " And how was your day today? S1:"),
+        (r"today\?$", " S1: it was"),
+    ]
+    return ScriptedModel(generate=rules, **extra)
+
+
+def test_user_speaks_then_the_agent_takes_the_floor_by_3_2_s():
+    tl = scenario_user_turn(answering_model())
+    assert tl.story("in", "say", "pause", "cycle") == [
+        "1 in partial 'hello there'",
+        "1.5 in partial 'hello there how'",
+        "2 in partial 'hello there how are'",
+        "2.5 in partial 'hello there how are you'",
+        "2.7 in final 'hello there how are you'",
+        '3.2 say " I\'m good, thanks."',
+        "3.2 cycle switch",
+        "4 say ' And how was your day today?'",
+        "4 cycle continue",
+        "4.8 pause 0.8",
+        "4.8 cycle wait",
+    ]
+    assert tl.state_at(3.1) == " S1: (0.9) hello there how are you (0.6)"  # the final kept the pause since 2.5
+    assert tl.state_at(5.0) == " S1: (0.9) hello there how are you (0.7) S2: I'm good, thanks. And how was your day today? (0.8)"
+    assert [e.turn for _, e in tl.events if isinstance(e, AgentSay)] == [1, 1]
+    assert [e.chunk for _, e in tl.events if isinstance(e, AgentSay)] == [0, 1]
+
+
+def test_every_cycle_records_its_input_prediction_decision_and_timings():
+    tl = scenario_user_turn(answering_model())
+    cycles = {t: e for t, e in tl.events if isinstance(e, AgentCycle)}
+    assert cycles[s(2.8)] == AgentCycle(
+        turn=0,
+        gen=0,
+        input_text="~hello there how are you *hello there how are you",
+        prediction=" (0.2)",
+        decision="listen",
+        timings_ns={"model": 1000},
+    )
+    assert (cycles[s(2.0)].input_text, cycles[s(2.4)].input_text) == ("~hello there how are", "")
+    assert (cycles[s(3.2)].prediction, cycles[s(3.2)].decision) == (" S2: I'm good, thanks. S1:", "switch")
+
+
+def test_listening_cycles_every_0_4_s_discard_predictions_not_starting_with_s2():
+    tl = scenario_user_turn(answering_model())
+    listens = [line.split()[0] for line in tl.story("listen")]
+    assert listens == ["0.4", "0.8", "1.2", "1.6", "2", "2.4", "2.8"]
+
+
+def test_user_silence_grows_one_pause_in_steps():
+    tl = Timeline(agent(ScriptedModel(), lookahead=False)).at(0.25, UserText(text="hi")).run(0.7)
+    assert tl.story("state") == [
+        "0.1 state user: S1: (0.1)",
+        "0.2 state user: S1: (0.2)",
+        "0.25 state user: S1: (0.2) hi",
+        "0.35 state user: S1: (0.2) hi (0.1)",
+        "0.45 state user: S1: (0.2) hi (0.2)",
+        "0.55 state user: S1: (0.2) hi (0.3)",
+        "0.65 state user: S1: (0.2) hi (0.4)",
+    ]
+
+
+def test_a_late_tick_writes_the_exact_silence():
+    core = agent(ScriptedModel(), lookahead=False, interval_s=5.0, listen_interval_s=5.0)
+    core.on_tick(ms(730))
+    assert core.t.body == " S1: (0.7)"
+    assert core.deadline_ns() == ms(830)
+
+
+def test_agent_waits_for_the_pause_it_wrote_capped():
+    model = answering_model(generate=[(r"thanks\.$", " Well (2.5) you know S1:"), (r"Well \(2\.5\)$", " you know (99999.9) yes")])
+    tl = scenario_user_turn(model).run(17.0)
+    assert tl.story("say", "pause", "cycle") == [
+        '3.2 say " I\'m good, thanks."',
+        "3.2 cycle switch",
+        "4 say ' Well (2.5)'",  # cut after the first pause; the next cycle waits 2.5 s, not 0.8
+        "4 cycle continue",
+        "6.5 say ' you know (10.0)'",  # an "endless" pause is capped at max_agent_pause_s
+        "6.5 cycle continue",
+        "16.5 say ' (0.2)'",
+        "16.5 cycle continue",
+    ]
+
+
+def test_agent_pause_8b_grows_and_the_agent_resumes():
+    model = ScriptedModel(
+        generate=[
+            (r"you \(0\.[5-9]\)$", " S2: I'm good. S1:"),
+            (r"good\.( \(\d+\.\d\))?$", [" S1: and", " S1: and", " S1: and", " So anyway."]),
+        ]
+    )
+    tl = scenario_user_turn(model).run(7.0)
+    assert tl.story("say", "pause", "cycle") == [
+        '3.2 say " I\'m good."',
+        "3.2 cycle switch",
+        "4 pause 0.8",
+        "4 cycle wait",
+        "4.8 pause 0.8",
+        "4.8 cycle wait",
+        "5.6 pause 0.8",
+        "5.6 cycle wait",
+        "6.4 say ' So anyway.'",
+        "6.4 cycle continue",
+    ]
+    assert tl.state_at(7.0).endswith("S2: I'm good. (2.4) So anyway.")  # exactly 3 × 0.8 s, as sent to the TTS
+
+
+def test_agent_pauses_stay_exact_with_an_interval_off_the_tenths():
+    tl = scenario_agent_starts(ScriptedModel(default_generate=" S1: hm"), opening_utterance="", interval_s=0.25)
+    pauses = [line.split(":", 2)[2] for line in tl.story("state")][:5]
+    assert pauses == [" (0.3)", " (0.5)", " (0.8)", " (1.0)", " (1.3)"]  # 0.25 s each, rounded from the exact sum
+
+
+def test_switch_with_lookahead_prerenders_and_releases_the_reply():
+    reply = " S2: I'm fine, thanks! And how was your day today? S"
+    model = ScriptedModel(
+        lookahead=[
+            (r"are you( \(0\.[0-4]\))?$", (" (0.6)", reply)),
+            (r"hello there( how)?( are)?( \(\d\.\d\))?$", (" how are you", reply)),
+        ],
+        switch=[(r"you \(0\.[6-9]\)$", True)],
+        generate=[(r"today\?$", " S1: yes")],
+    )
+    tl = scenario_lookahead_turn(model)
+    assert tl.story("in", "prerender", "release", "say", "pause", "cycle") == [
+        "1 in partial 'hello there'",
+        "1.2 prerender [\" I'm fine, thanks! And how was your\", ' day today?']",  # later identical ones are not re-sent
+        "1.5 in partial 'hello there how'",
+        "2 in partial 'hello there how are'",
+        "2.5 in partial 'hello there how are you'",
+        "2.7 in final 'hello there how are you'",
+        '3.2 release 1 " I\'m fine, thanks! And how was your"',
+        "3.2 cycle switch",
+        "4 release 1 ' day today?'",
+        "4 cycle continue",
+        "4.8 pause 0.8",
+        "4.8 cycle wait",
+    ]
+    releases = [e for _, e in tl.events if isinstance(e, AgentRelease)]
+    assert [(r.turn, r.gen, r.chunk) for r in releases] == [(1, 0, 0), (1, 0, 1)]
+    # a new prediction at every cycle whose context was rewritten; at 3.2 the prediction made at
+    # 2.8 on "you (0.3)" is kept (only its pause grew) and a one-token probe says " S"
+    assert (model.count("lookahead"), model.count("switch"), model.count("embed")) == (7, 1, 1)
+
+
+def test_lookahead_keeps_a_prediction_the_actual_words_confirm():
+    model = ScriptedModel(lookahead=[(r"how are$", (" you", " S2: fine S"))], switch=[(r"you( \(\d\.\d\))?$", True)])
+    tl = Timeline(agent(model)).at(0.4, UserText(text="how are")).at(0.7, UserText(text="you")).run(0.8)
+    assert tl.story("prerender", "release", "cycle") == ["0.4 prerender [' fine']", "0.8 release 1 ' fine'", "0.8 cycle switch"]
+    assert ("embed", " (0.2) you (0.1)") in model.calls and model.count("lookahead") == 1
+    assert tl.state_at(0.8) == " S1: (0.3) how are (0.2) you (0.1) S2: fine"
+
+
+def test_a_rewrite_of_the_predicted_context_forces_a_new_prediction():
+    model = ScriptedModel(lookahead=[(r"", (" there", " S1: ok S"))])
+    tl = Timeline(agent(model)).at(0.1, AsrPartial(text="hello", rev=0, utterance=0))
+    tl.at(0.5, AsrPartial(text="yellow there", rev=1, utterance=0)).run(0.8)
+    assert model.count("lookahead") == 2 and model.count("embed") == 0  # the reference compared shifted text
+
+
+def test_agent_continues_in_chunks_and_opens_a_new_utterance_on_s2():
+    model = answering_model(generate=[(r"today\?$", " S2: Anyway. S1:")])
+    tl = scenario_user_turn(model)
+    assert tl.story("say")[-1] == "4.8 say ' Anyway.'"
+    assert tl.state_at(5.0).endswith("S2: I'm good, thanks. And how was your day today? S2: Anyway.")
+    assert tl.core.turn == 1
+
+
+def test_user_barges_in_and_the_agent_yields_keeping_only_played_words():
+    model = answering_model(generate=[(r"S1: wait$", " actually I"), (r"today\?$", " S1: it was")])
+    tl = scenario_barge_in(model)
+    assert tl.story("in", "played", "say", "cancel", "cycle")[5:] == [
+        '3.2 say " I\'m good, thanks."',
+        "3.2 cycle switch",
+        '3.95 played 0 "I\'m good, thanks."',
+        "4 say ' And how was your day today?'",
+        "4 cycle continue",
+        "4.3 in partial 'wait'",
+        "4.3 cancel gen=1",
+        "4.3 cycle yield",
+        "4.9 in final 'wait actually I need to go'",
+    ]
+    assert tl.state_at(4.3) == " S1: (0.9) hello there how are you (0.7) S2: I'm good, thanks. S1: wait"
+    assert tl.state_at(4.9) == " S1: (0.9) hello there how are you (0.7) S2: I'm good, thanks. S1: wait actually I need to go"
+    assert (tl.core.turn, tl.core.gen, tl.core.floor) == (2, 1, "user")
+
+
+def test_barge_in_is_decided_on_what_the_user_heard():
+    model = answering_model(generate=[(r"S1: wait$", " actually I")])
+    tl = scenario_barge_in(model)
+    asked = [text for kind, text in model.calls if kind == "generate" and text.endswith("S1: wait")]
+    assert [a.split("Transcript:")[1] for a in asked] == [
+        " S1: (0.9) hello there how are you (0.7) S2: I'm good, thanks. S1: wait"  # not the queued words
+    ]
+    assert tl.core.stats()["decision_yield"] == 1
+
+
+def test_barge_in_before_anything_played_removes_the_agent_turn():
+    model = answering_model(generate=[(r"S1: wait$", " no")])
+    tl = Timeline(agent(model, lookahead=False), FakeAudio(0.25)).user("hello there how are you", 0.5, 2.5, 2.7)
+    tl.at(3.3, AsrPartial(text="wait", rev=0, utterance=1)).run(3.5)
+    assert tl.story("say", "cancel", "cycle") == [
+        '3.2 say " I\'m good, thanks."',
+        "3.2 cycle switch",
+        "3.3 cancel gen=1",
+        "3.3 cycle yield",
+    ]
+    assert tl.state_at(3.3) == " S1: (0.9) hello there how are you (0.7) wait"  # the user never heard the agent
+
+
+def test_backchannel_is_ignored_and_the_agent_continues():
+    model = answering_model(generate=[(r"S1: mm-hmm$", " S2: So")])
+    tl = scenario_barge_in(model, words="mm-hmm")
+    assert tl.story("in", "played", "say", "pause", "cancel", "cycle")[5:] == [
+        '3.2 say " I\'m good, thanks."',
+        "3.2 cycle switch",
+        '3.95 played 0 "I\'m good, thanks."',
+        "4 say ' And how was your day today?'",
+        "4 cycle continue",
+        "4.3 in partial 'mm-hmm'",
+        "4.3 cycle hold",
+        "4.8 pause 0.8",
+        "4.8 cycle wait",
+        "4.9 in final 'mm-hmm'",
+        "4.9 cycle hold",
+        "5.5 played 1 'And how was your day today?'",
+        "5.6 say ' (0.2)'",
+        "5.6 cycle continue",
+        "6.4 say ' (0.2)'",
+        "6.4 cycle continue",
+        "6.5 played 2 ''",
+        "6.7 played 3 ''",
+    ]
+    assert tl.core.t.body == " S1: (0.9) hello there how are you (0.7) S2: I'm good, thanks. And how was your day today? (1.2)"
+    assert (tl.core.turn, tl.core.gen, tl.core.floor) == (1, 0, "agent")
+
+
+def test_typed_words_without_audio_reports_just_take_the_floor():
+    tl = Timeline(agent(answering_model(), lookahead=False)).at(0.5, UserText(text="hello there how are you"))
+    tl.at(2.1, UserText(text="wait")).run(2.3)
+    assert tl.story("say", "cancel", "cycle") == [
+        '1.2 say " I\'m good, thanks."',
+        "1.2 cycle switch",
+        "2 say ' And how was your day today?'",
+        "2 cycle continue",
+    ]
+    assert (
+        tl.state_at(2.3)
+        == " S1: (0.4) hello there how are you (0.7) S2: I'm good, thanks. And how was your day today? S1: wait (0.2)"
+    )
+
+
+def test_partial_revised_after_the_agent_started_gives_the_floor_back():
+    model = ScriptedModel(generate=[(r"thinking \(0\.[5-9]\)$", " S2: yeah. S1:"), (r"yeah\.$", " S1: so")])
+    tl = scenario_partial_revised_after_switch(model)
+    assert tl.story("in", "played", "say", "pause", "cancel", "cycle") == [
+        "0.5 in partial 'so I was thinking'",
+        "1.2 say ' yeah.'",
+        "1.2 cycle switch",
+        "1.45 played 0 'yeah.'",
+        "2 pause 0.8",
+        "2 cycle wait",
+        "2.3 in final 'so I was thinking'",
+        "2.8 say ' (0.2)'",
+        "2.8 cycle continue",
+        "3 played 1 ''",
+    ]
+    assert tl.state_at(2.0) == " S1: (0.4) so I was thinking (0.7) S2: yeah. (0.8)"
+    assert tl.state_at(2.3) == " S1: (0.4) so I was thinking S2: yeah. (0.8)"  # the user's pause is lost, as in the reference
+    assert (tl.core.turn, tl.core.floor) == (1, "agent")
+
+
+def test_more_words_in_a_final_after_the_agent_started_are_a_barge_in():
+    model = ScriptedModel(generate=[(r"thinking \(0\.[5-9]\)$", " S2: well I think that is fine S1:"), (r"next week$", " and")])
+    tl = scenario_partial_revised_after_switch(model, final="so I was thinking about the trip to Rome next week")
+    assert tl.story("in", "say", "cancel", "cycle") == [
+        "0.5 in partial 'so I was thinking'",
+        "1.2 say ' well I think that is fine'",
+        "1.2 cycle switch",
+        "2 say ' (0.2)'",
+        "2 cycle continue",
+        "2.3 in final 'so I was thinking about the trip to Rome next week'",
+        "2.3 cancel gen=1",
+        "2.3 cycle yield",
+    ]
+    assert tl.state_at(2.3) == " S1: (0.4) so I was thinking about the trip to Rome next week"
+
+
+def test_two_more_words_in_a_final_are_not_a_barge_in():
+    model = ScriptedModel(generate=[(r"thinking \(0\.[5-9]\)$", " S2: well I think that is fine S1:")])
+    tl = scenario_partial_revised_after_switch(model, final="so I was thinking about the trip")
+    assert tl.story("cancel", "cycle") == ["1.2 cycle switch", "2 cycle continue", "2.8 cycle continue"]
+    assert tl.state_at(2.3) == " S1: (0.4) so I was thinking about the trip S2: well I think that is fine (0.2)"
+
+
+def test_history_is_trimmed_at_speaker_tags():
+    model = answering_model(generate=[(r"five six \(0\.[5-9]\)$", " S2: I see. S1:"), (r"see\.$", " S1: and")])
+    tl = scenario_long_conversation(model)  # max_history_words=30
+    assert tl.state_at(13.1) == (
+        " S1: (0.9) turn 0 one two three four five six (0.8) S2: I see. (1.6)"
+        " S1: turn 1 one two three four five six (0.8) S2: I see. (1.6) S1: turn 2 one (0.1)"
+    )
+    assert tl.state_at(13.2) == (  # 32 words: the last 30 start inside the first turn; cut at the next tag
+        " S2: I see. (1.6) S1: turn 1 one two three four five six (0.8) S2: I see. (1.6) S1: turn 2 one (0.2)"
+    )
+    assert tl.state_at(15.6) == (
+        " S1: turn 1 one two three four five six (0.8) S2: I see. (1.6)"
+        " S1: turn 2 one two three four five six (0.8) S2: I see. (0.8)"
+    )
+    assert tl.core.stats()["trims"] == 2
+
+
+def test_opening_utterance_replaces_the_predicted_reply():
+    reply = " S2: I'm fine, thanks! And how was your day today? S"
+    model = ScriptedModel(lookahead=[(r"you \(0\.[3-9]\)$", ("", reply))], generate=[(r"How are you\?$", " S1: good")])
+    tl = scenario_lookahead_turn(model, opening_utterance="Hi! How are you?")
+    assert tl.story("prerender", "release", "say", "cycle") == [
+        "2.8 say ' Hi! How are you?'",  # no prerender of a reply the opening replaces; nothing released later
+        "2.8 cycle switch",
+        "3.6 cycle wait",
+        "4.4 say ' (0.2)'",
+        "4.4 cycle continue",
+    ]
+    assert tl.core.opening is None and not tl.core.look.cache
+
+
+def test_agent_starts_with_its_opening_utterance():
+    tl = scenario_agent_starts(ScriptedModel(generate=[(r"you\?( \(\d+\.\d\))?$", " S1: fine")]))
+    assert tl.story("say", "pause", "cycle") == [
+        "0.8 say ' Hi! How are you?'",
+        "0.8 cycle continue",
+        "1.6 pause 0.8",
+        "1.6 cycle wait",
+        "2.4 pause 0.8",
+        "2.4 cycle wait",
+        "3.2 pause 0.8",
+        "3.2 cycle wait",
+        "4 pause 0.8",
+        "4 cycle wait",
+        "4.8 pause 0.8",
+        "4.8 cycle wait",
+    ]
+    assert tl.state_at(5.0) == " S2: Hi! How are you? (4.0)"
+
+
+def test_an_opening_utterance_that_cleans_to_nothing_is_no_opening():
+    tl = scenario_agent_starts(ScriptedModel(generate=[(r"S2:$", " Hello!")]), opening_utterance=" <p> \n ")
+    assert tl.story("say")[0] == "0.8 say ' Hello!'"
+
+
+def test_agent_starts_without_an_opening_the_model_speaks_first():
+    tl = scenario_agent_starts(ScriptedModel(generate=[(r"S2:$", " Hello!")]), opening_utterance="")
+    assert tl.story("say")[0] == "0.8 say ' Hello!'"
+    assert tl.state_at(1.0) == " S2: Hello!"
+
+
+def test_user_speaking_first_replaces_the_agents_empty_turn():
+    tl = Timeline(agent(ScriptedModel(default_generate=" S1: x"), agent_starts=True)).at(0.3, UserText(text="hey"))
+    tl.run(0.5)
+    assert tl.state_at(0.5) == " S1: hey (0.2)" and tl.core.turn == 1
+
+
+def test_reset_cancels_unplayed_output_and_starts_over():
+    tl = scenario_reset_and_config(answering_model())
+    lines = tl.story("say", "cancel", "cycle", "state")
+    at = lines.index("3.2 cycle switch")
+    assert lines[at - 1 : at + 6] == [
+        '3.2 say " I\'m good, thanks."',
+        "3.2 cycle switch",
+        "3.2 state agent: S1: (0.9) hello there how are you (0.7) S2: I'm good, thanks.",
+        "3.3 state agent: S1: (0.9) hello there how are you (0.7) S2: I'm good, thanks.",  # the prefix changed
+        "3.5 cancel gen=1",  # "I'm good, thanks." had not finished playing
+        "3.5 state user: S1:",
+        "3.6 state user: S1: (0.1)",
+    ]
+    assert tl.state_at(3.3) == tl.state_at(3.2)
+    assert [e.sequence[:40] for t, e in tl.events if isinstance(e, AgentState) and t == s(3.3)] == [
+        "Participants: S1 (name: Anna, age: unkno"
+    ]
+    assert "S1 (name: Anna" in tl.core.t.text and "Summary: new;" in tl.core.t.text
+    assert (tl.core.turn, tl.core.gen) == (2, 1)
+
+
+def test_identity_change_rebuilds_the_prefix_at_once_summary_waits_for_reset():
+    core = agent(ScriptedModel(), summary="old")
+    core.on_event(AsrPartial(text="hello there", rev=0, utterance=0), ms(100))
+    out = core.on_event(ConfigChange(changes={"agent.agent_name": "Ava", "agent.summary": "new"}), ms(200))
+    assert out[0].sequence.startswith("Participants: S1 (name: unknown, age: unknown, sex: unknown), S2 (name: Ava,")
+    assert "Summary: old;" in core.t.text
+    assert core.t.text[core.t.partial_pos :] == " hello there"  # the partial's position followed the prefix
+    core.on_event(AsrPartial(text="hello there you", rev=1, utterance=0), ms(300))
+    assert core.t.body == " S1: hello there you"
+    core.on_event(Reset(), ms(400))
+    assert "Summary: new;" in core.t.text and "name: Ava" in core.t.text
+
+
+def test_bad_config_changes_are_rejected_whole():
+    core = agent(ScriptedModel())
+    with pytest.raises(ValueError, match="unknown agent config keys \\['nope'\\]; allowed: "):
+        core.on_event(ConfigChange(changes={"agent.nope": 1, "agent.user_name": "x"}), 0)
+    with pytest.raises(ValueError, match="interval_s"):
+        core.on_event(ConfigChange(changes={"agent.interval_s": -1}), 0)
+    assert core.cfg == AgentConfig()
+
+
+def test_decoding_changes_go_to_the_model_timing_changes_apply_next_cycle():
+    model = ScriptedModel()
+    seen = []
+    model.configure = seen.append
+    core = agent(model)
+    core.on_event(ConfigChange(changes={"agent.top_p": 0.9, "agent.listen_interval_s": 0.2}), 0)
+    assert [c.top_p for c in seen] == [0.9] and core.deadline_ns() == ms(100)
+    core.on_event(ConfigChange(changes={"agent.lookahead": False}), 0)
+    assert len(seen) == 1 and core.look.prediction is None
+
+
+def test_long_summary_is_cut_and_reported():
+    core = agent(ScriptedModel(), summary="word " * 100, max_summary_chars=22)
+    assert "Summary: word word word word; Transcript:" in core.t.text
+    assert core.warnings == ["summary cut from 499 to 19 characters (agent.max_summary_chars=22)"]
+    assert core.stats()["summary_cuts"] == 1
+
+
+def test_whitespace_emoji_and_floods_of_words():
+    tl = scenario_odd_input(ScriptedModel())
+    assert tl.story("in", "state")[2:13] == [
+        "0.3 in final ' \\t\\n '",  # typed whitespace: nothing at all
+        "0.3 state user: S1: (0.3)",
+        "0.4 state user: S1: (0.4)",
+        "0.5 in partial 'héllo 🙂'",
+        "0.5 state user: S1: (0.4) héllo 🙂",
+        "0.6 state user: S1: (0.4) héllo 🙂 (0.1)",
+        "0.7 in partial '   '",
+        "0.7 state user: S1: (0.4)",  # a blank partial takes the pending one back
+        "0.8 state user: S1: (0.5)",
+        "0.9 in final 'héllo 🙂 S2: naïve\\u200b'",
+        "0.9 state user: S1: (0.5) héllo 🙂 s2: naïve\u200b",  # a word that reads as a tag is defused
+    ]
+    flood = [st for st in tl.steps if isinstance(st.given, AsrPartial) and st.t >= s(1.0)]
+    assert len(flood) == 200 and all([type(e) for e in st.out] == [AgentState] for st in flood)
+    assert tl.state_at(1.199).endswith("naïve\u200b" + " word" * 200)
+    assert tl.state_at(1.3) == " S1: (0.5) héllo 🙂 s2: naïve\u200b done"  # the final replaced the long partial
+    assert tl.core.stats()["inputs"] == 204 and tl.core.stats()["vad_events"] == 1
+
+
+def test_empty_generations_terminate_and_count_as_silence():
+    model = ScriptedModel(default_generate="")
+    tl = scenario_agent_starts(model, opening_utterance="")
+    assert tl.story("say", "pause", "cycle")[:2] == ["0.8 pause 0.8", "0.8 cycle wait"]
+    cycles = tl.core.stats()["cycles"]
+    assert model.count("generate") == MAX_GENERATIONS * cycles
+    assert tl.core.stats()["empty_generations"] == MAX_GENERATIONS * cycles
+
+
+def test_empty_generations_while_listening_just_listen():
+    model = ScriptedModel(default_generate="")
+    tl = Timeline(agent(model, lookahead=False)).run(1.0)
+    assert tl.story("listen") == ["0.4 listen listen", "0.8 listen listen"]
+    assert model.count("generate") == 2 * MAX_GENERATIONS
+
+
+@pytest.mark.parametrize(
+    "generated, expected_say",
+    [
+        (" S2:", None),  # the reference crashed on search(...)[0]
+        (" S2: S1: hi", None),
+        (" S3: who is this", None),
+        (" S23 hmm", None),
+        ("S2:hi there", "' hi there'"),
+        (" S2 okay then", "' okay then'"),
+        (" S2: well (99999.9) ok", "' well (10.0)'"),
+        (" S2: wait <p> (0.4) ok", "' wait (0.4)'"),
+    ],
+)
+def test_malformed_switches_have_defined_outcomes(generated, expected_say):
+    model = ScriptedModel(generate=[(r"you \(0\.[5-9]\)$", generated)], default_generate=" (0.2)")
+    tl = Timeline(agent(model, lookahead=False)).user("hello there how are you", 0.5, 2.5, 2.7).run(3.3)
+    says = tl.story("say")
+    assert says == ([] if expected_say is None else [f"3.2 say {expected_say}"])
+    check_invariants(tl)
+
+
+def test_an_unfinished_pause_is_completed_then_given_up():
+    model = answering_model(generate=[(r"thanks\.$", " well (0."), (r"well \(0\.$", "5) and so")])
+    tl = scenario_user_turn(model)
+    assert tl.story("say")[1] == "4 say ' well (0.5)'"
+    stuck = answering_model(generate=[(r"thanks\.$", " well (0."), (r"\(0\.$", "")])
+    tl = scenario_user_turn(stuck)
+    assert tl.story("say")[1] == "4 say ' well'"
+    assert stuck.count("generate") > 0 and grammar_errors(tl.core.t.text, tl.core.t.prefix_len) == []
+
+
+def test_stats_count_what_happened():
+    stats = scenario_barge_in(answering_model(generate=[(r"S1: wait$", " actually")])).core.stats()
+    assert stats["decision_switch"] == 1 and stats["decision_yield"] == 1 and stats["cancels"] == 1
+    assert stats["says"] == 2 and stats["turn"] == 2 and stats["gen"] == 1 and stats["audio_played"] >= 1

@@ -1,0 +1,333 @@
+"""AgentLM: the KV cache kept across calls, lookahead, tokeniser quirks and load errors.
+
+Tiny random Llama models with tokenizers trained here in a fraction of a second: a byte-level
+BPE (GPT-2/SmolLM2 style, " S" = "ĠS") and a SentencePiece-style BPE (Llama style: BOS, a lone
+"▁" before a leading space, the first piece's space dropped on decode). The embedded SmolLM2
+test (marked ``model``) converts the packaged GGUF into the real cache folder once (~15 s) and
+reuses it afterwards, as the agent does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import PREFIX, tiny_llama
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from rtchat.configs.schema import AgentConfig
+from rtchat.nodes.agent import lm as lm_module
+from rtchat.nodes.agent.lm import AgentLM, CompletionAndResponse, LoadError, convert_once, load_lm
+
+
+def agent(tok, decoding="greedy", model=None, **over) -> AgentLM:
+    cfg = dataclasses.replace(AgentConfig(), decoding=decoding, device="cpu", **over)
+    return AgentLM(model or tiny_llama(len(tok)), tok, cfg)
+
+
+TRANSCRIPTS = [  # append, rewrite the tail (a revised partial), a pause that grows, a turn switch
+    PREFIX + " S1: hello there how",
+    PREFIX + " S1: hello there how are you",
+    PREFIX + " S1: hello there what about",
+    PREFIX + " S1: hello there what about the weather (0.3)",
+    PREFIX + " S1: hello there what about the weather (0.4)",
+    PREFIX + " S1: hello there what about the weather (0.4) S2:",
+    PREFIX + " S1: hello there what about the weather (0.4) S2: sure maybe later",
+]
+
+
+# -------------------------------------------------------------------- the cache across calls
+
+
+def no_cache_greedy(model, ids, n, eos):
+    out = []
+    with torch.no_grad():
+        while len(out) < n and eos not in out:
+            out.append(int(model(torch.tensor([ids + out])).logits[0, -1].argmax()))
+    return out
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "nucleus", "typical", "contrastive", "dynamic_contrastive"])
+def test_cached_calls_give_what_fresh_full_encoding_gives_and_reuse_the_cache(bpe_tok, decoding):
+    model = tiny_llama(len(bpe_tok))
+    over = {"min_penalty_alpha": 0.5} if decoding == "contrastive" else {}
+    kept = agent(bpe_tok, decoding, model, seed=7, **over)
+    for i, text in enumerate(TRANSCRIPTS):
+        before = kept.runner.tokens_run
+        got = kept.generate(text, 7)
+        fresh = agent(bpe_tok, decoding, model, seed=7, **over)
+        assert got == fresh.generate(text, 7), (decoding, text)
+        n_ids = len(bpe_tok(text)["input_ids"])
+        prefill_ran = kept.runner.tokens_run - before - (fresh.runner.tokens_run - n_ids)  # minus the decoding's own
+        if i:
+            assert 0 < prefill_ran < n_ids // 2, (text, prefill_ran)  # only the tail since the last call ran
+        if decoding == "greedy":
+            want = no_cache_greedy(model, bpe_tok(text)["input_ids"], 7, bpe_tok.eos_token_id)
+            assert got.text == kept.decode_text(want)
+
+
+def test_generated_tokens_survive_in_the_cache_only_where_the_next_transcript_agrees(bpe_tok):
+    kept = agent(bpe_tok)
+    kept.strategy = Scripted(ids_of(bpe_tok, " sure maybe later it is"))
+    text = TRANSCRIPTS[5]
+    gen = kept.generate(text, 5)
+    assert gen.text == " sure maybe later it is"
+    before = kept.runner.tokens_run
+    kept.strategy = Scripted(ids_of(bpe_tok, " nice"))
+    kept.generate(text + " sure maybe later it is", 1)  # the agent's words appended: all but the last were fed already
+    assert kept.runner.tokens_run - before == 1
+    before = kept.runner.tokens_run
+    kept.strategy = Scripted(ids_of(bpe_tok, " nice"))
+    kept.generate(text + " well", 1)  # other words: the cache is cropped back to the transcript
+    assert kept.runner.tokens_run - before == len(ids_of(bpe_tok, " well"))
+
+
+def test_a_transcript_longer_than_the_model_is_cut_from_the_left_keeping_bos(sp_tok):
+    lm = agent(sp_tok, model=tiny_llama(len(sp_tok), max_positions=64))
+    long = PREFIX + " S1:" + " hello there how are you" * 30
+    gen = lm.generate(long, 7)
+    assert gen.n_tokens == 7
+    assert len(lm.runner.ids) <= 64 and lm.runner.ids[0] == sp_tok.bos_token_id
+    assert lm.runner.ids[1:9] == sp_tok(long)["input_ids"][-(64 - 7 - 1) :][:8]
+
+
+def test_timings_are_reported_by_kind_and_reset(bpe_tok):
+    lm = agent(bpe_tok, "dynamic_contrastive")
+    lm.generate(TRANSCRIPTS[0], 5)
+    first = lm.timings_ns()
+    assert {"prefill", "decode", "tokenize"} <= set(first) and all(v > 0 for v in first.values())
+    assert lm.timings_ns() == {}
+
+
+# -------------------------------------------------------------------- lookahead (scripted tokens)
+
+
+class Scripted:
+    """A strategy that emits a fixed token list (the runner still feeds them through the model)."""
+
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+
+    def choose(self, runner, logits, generator):
+        return self.tokens.pop(0), False
+
+
+def ids_of(tok, text):
+    return lm_module.encode_fragment(tok, text)
+
+
+@pytest.fixture
+def scripted(bpe_tok):
+    lm = agent(bpe_tok)
+
+    def run(words: str, max_new=80, max_response=10):
+        lm.strategy = Scripted(ids_of(bpe_tok, words) + [bpe_tok.eos_token_id])
+        return lm.lookahead(TRANSCRIPTS[1], max_new, max_response)
+
+    return lm, run
+
+
+def test_lookahead_splits_completion_and_response_and_stops_at_the_second_tag(scripted, bpe_tok):
+    lm, run = scripted
+    la = run(" today I am fine S2: sure maybe later S1: no")
+    assert (la.completion, la.response) == (" today I am fine", " S2: sure maybe later")
+    assert la.completion_tokens == len(ids_of(bpe_tok, " today I am fine"))
+    assert len(lm.runner.ids) - len(bpe_tok(TRANSCRIPTS[1])["input_ids"]) == len(
+        ids_of(bpe_tok, " today I am fine S2: sure maybe later")
+    )
+
+
+def test_lookahead_embedding_is_the_mean_state_over_completion_tokens_like_embed_continuation(scripted):
+    lm, run = scripted
+    la = run(" today I am fine S2: sure")
+    assert la.embedding.shape == (48,)
+    actual = lm.embed_continuation(TRANSCRIPTS[1], " today I am fine")
+    np.testing.assert_allclose(la.embedding, actual, atol=1e-5)
+    fresh = agent(lm.tok, model=lm.runner.model).embed_continuation(TRANSCRIPTS[1], " today I am fine")
+    np.testing.assert_allclose(fresh, actual, atol=1e-5)
+    assert lm.embed_continuation(TRANSCRIPTS[1], "") is None
+
+
+def test_lookahead_response_is_cut_at_max_response_tokens_with_its_tag_counted(scripted, bpe_tok):
+    _, run = scripted
+    la = run(" fine S2: sure maybe later it is nice", max_response=5)
+    assert la.response == bpe_tok.decode(ids_of(bpe_tok, " S2: sure maybe later")[:5])
+    assert la.completion == " fine"
+
+
+def test_lookahead_with_a_tag_first_is_a_switch_without_embedding(scripted):
+    _, run = scripted
+    la = run(" S2: sure maybe S1:")
+    assert (la.completion, la.completion_tokens, la.embedding) == ("", 0, None)
+    assert la.response == " S2: sure maybe"
+
+
+def test_lookahead_without_a_tag_fills_the_budget_and_averages_the_fed_tokens(scripted, bpe_tok):
+    lm, run = scripted
+    la = run(" today I am fine thanks what about", max_new=4)
+    assert la.completion_tokens == 4 and la.response == ""
+    four = ids_of(bpe_tok, " today I am fine thanks what about")[:4]
+    np.testing.assert_allclose(la.embedding, lm.embed_continuation(TRANSCRIPTS[1], bpe_tok.decode(four[:3])), atol=1e-5)
+
+
+def test_completion_and_response_rule():
+    rule = CompletionAndResponse(s_id=9, max_response=3)
+    assert [rule(t) for t in (1, 2, 9, 4, 5)] == [False, False, False, False, True]
+    assert (rule.completion_length, rule.response_length) == (2, 3)
+    rule = CompletionAndResponse(s_id=9, max_response=10)
+    assert [rule(t) for t in (9, 4, 9)] == [False, False, True]
+
+
+def test_next_is_turn_switch_is_one_step_of_the_decoding(scripted, bpe_tok):
+    lm, _ = scripted
+    lm.strategy = Scripted(ids_of(bpe_tok, " S2:"))
+    assert lm.next_is_turn_switch(TRANSCRIPTS[1])
+    lm.strategy = Scripted(ids_of(bpe_tok, " hello"))
+    assert not lm.next_is_turn_switch(TRANSCRIPTS[1])
+
+
+# -------------------------------------------------------------------- tokeniser quirks
+
+
+def test_sentencepiece_tokens_are_decoded_with_their_leading_space(sp_tok):
+    lm = agent(sp_tok)
+    assert lm.s_id == sp_tok.convert_tokens_to_ids("▁S")  # after the lone "▁"
+    ids = ids_of(sp_tok, " sure maybe later")
+    assert sp_tok.convert_ids_to_tokens(ids)[0] == "▁sure" and sp_tok.decode(ids) == "sure maybe later"
+    assert lm.decode_text(ids) == " sure maybe later"
+    assert lm.split_tokens(" S2: sure maybe later", 2) == [" S2", ": sure", " maybe later"]
+    gen = lm.generate(TRANSCRIPTS[5], 7)
+    assert gen.n_tokens == 7
+
+
+def test_split_tokens_pieces_join_back_to_the_text(bpe_tok):
+    lm = agent(bpe_tok)
+    text = " S2: sure, I think that we can go to the market"
+    pieces = lm.split_tokens(text, 3)
+    assert "".join(pieces) == text and all(len(ids_of(bpe_tok, p)) <= 3 for p in pieces)
+
+
+def test_pad_defaults_to_eos_and_is_removed_from_text(bpe_tok):
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe_tok.backend_tokenizer, eos_token="<|endoftext|>")
+    lm = agent(tok)
+    assert tok.pad_token == tok.eos_token
+    assert lm.decode_text([tok.eos_token_id] + ids_of(tok, " hello") + [tok.eos_token_id]) == " hello"
+
+
+def test_a_tokenizer_whose_tags_do_not_start_with_one_s_token_is_refused():
+    tk = Tokenizer(models.WordLevel({"<unk>": 0, "</s>": 1, "S1:": 2, "S2:": 3, "S": 4, "hello": 5}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="</s>", unk_token="<unk>")
+    with pytest.raises(LoadError, match="turn-switch"):
+        agent(tok)
+
+
+def test_prevent_special_tokens_bans_newlines_eos_and_the_prefix_words(bpe_tok):
+    model = tiny_llama(len(bpe_tok))
+    newline = bpe_tok.convert_tokens_to_ids("Ċ")
+    probe = agent(bpe_tok, model=model)
+    probe.generate(TRANSCRIPTS[1], 1)
+    with torch.no_grad():  # make a newline the model's clear favourite
+        h = probe.runner.hidden[-1]
+        model.lm_head.weight[newline] = 50 * h / h.norm() ** 2
+    assert agent(bpe_tok, model=model).generate(TRANSCRIPTS[1], 1).text == "\n"
+    lm = agent(bpe_tok, model=model, prevent_special_tokens=True)
+    assert "\n" not in lm.generate(TRANSCRIPTS[1], 5).text
+    assert {newline, bpe_tok.eos_token_id} <= set(lm.bans.always)
+    assert ids_of(bpe_tok, " Transcript:") in [list(s) for s in lm.bans.sequences]
+
+
+# -------------------------------------------------------------------- loading
+
+
+def test_a_missing_path_is_a_load_error_naming_it(tmp_path):
+    for spec in (str(tmp_path / "nope"), str(tmp_path / "nope.gguf"), "./not/here"):
+        with pytest.raises(LoadError, match="no such file") as err:
+            load_lm(dataclasses.replace(AgentConfig(), model=spec, device="cpu"))
+        assert spec in str(err.value)
+
+
+def test_a_broken_gguf_is_a_load_error_naming_it(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+    with pytest.raises(LoadError, match="GGUF") as err:
+        load_lm(dataclasses.replace(AgentConfig(), model=str(bad), device="cpu"))
+    assert str(bad) in str(err.value)
+
+
+def test_a_folder_without_a_model_and_an_unknown_embedded_name_are_load_errors(tmp_path):
+    with pytest.raises(LoadError, match="config.json"):
+        load_lm(dataclasses.replace(AgentConfig(), model=str(tmp_path), device="cpu"))
+    with pytest.raises(LoadError, match="embedded:smollm2-135m"):
+        load_lm(dataclasses.replace(AgentConfig(), model="embedded:gpt-5", device="cpu"))
+
+
+def test_a_saved_folder_and_a_lora_adapter_load(tmp_path, bpe_tok):
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_llama(len(bpe_tok))
+    model.save_pretrained(tmp_path / "base")
+    bpe_tok.save_pretrained(tmp_path / "base")
+    cfg = dataclasses.replace(AgentConfig(), model=str(tmp_path / "base"), device="cpu", decoding="greedy", threads=2)
+    assert load_lm(cfg).generate(TRANSCRIPTS[1], 5) == agent(bpe_tok, model=model).generate(TRANSCRIPTS[1], 5)
+
+    peft = get_peft_model(tiny_llama(len(bpe_tok)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "lora")
+    merged = load_lm(dataclasses.replace(cfg, adapter=str(tmp_path / "lora")))
+    want = agent(bpe_tok, model=peft.merge_and_unload()).generate(TRANSCRIPTS[1], 5)
+    assert merged.generate(TRANSCRIPTS[1], 5) == want
+    with pytest.raises(LoadError, match="LoRA"):
+        load_lm(dataclasses.replace(cfg, adapter=str(tmp_path / "base")))
+
+
+def test_int8_linears_stay_close_to_float32_and_load_with_dtype_int8(tmp_path, bpe_tok):
+    model = tiny_llama(len(bpe_tok))
+    ids = torch.tensor([bpe_tok(TRANSCRIPTS[1])["input_ids"]])
+    with torch.no_grad():
+        want = model(ids).logits
+        lm_module.quantize_linears(model)
+        got = model(ids).logits  # prefill: the bf16 path; one token: the int8 kernel
+        one = model(ids[:, :1]).logits
+    assert isinstance(model.lm_head, lm_module.Int8Linear)
+    assert float((got - want).abs().mean() / want.abs().mean()) < 0.08  # a wrong layer would be ~1
+    assert float((got.argmax(-1) == want.argmax(-1)).float().mean()) > 0.8
+    assert float((one[0, 0] - want[0, 0]).abs().mean() / want[0, 0].abs().mean()) < 0.08
+    tiny_llama(len(bpe_tok)).save_pretrained(tmp_path)
+    bpe_tok.save_pretrained(tmp_path)
+    cfg = dataclasses.replace(AgentConfig(), model=str(tmp_path), device="cpu", dtype="int8", decoding="dynamic_contrastive")
+    assert load_lm(cfg).generate(TRANSCRIPTS[1], 5).n_tokens == 5
+
+
+def test_conversion_is_atomic_and_done_once(tmp_path):
+    target = tmp_path / "models" / "m"
+    calls = []
+
+    def convert(out):
+        calls.append(out)
+        (out / "config.json").write_text("{}")
+
+    def broken(out):
+        (out / "half.bin").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        convert_once(target, broken)
+    assert not target.exists() and not list(target.parent.iterdir())  # nothing half-written is left
+    assert convert_once(target, convert) == target and convert_once(target, convert) == target
+    assert len(calls) == 1 and (target / "config.json").stat().st_mode & 0o044  # readable by others, as usual
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_embedded_smollm2_loads_from_its_converted_folder_and_generates():
+    lm = load_lm(dataclasses.replace(AgentConfig(), device="cpu", decoding="greedy"))
+    assert lm.tok.convert_ids_to_tokens(lm.s_id) == "ĠS"
+    assert lm_module.embedded_dir("smollm2-135m").joinpath("config.json").is_file()
+    text = PREFIX + " S1: hi, how are you doing today? (0.6) S2: I'm good, thanks. How about you? (0.5) S1: pretty good (0.8)"
+    gen = lm.generate(text, 7)
+    assert gen.n_tokens >= 1 and gen.text.strip()
+    la = lm.lookahead(PREFIX + " S1: hi, how are you doing", 40, 10)
+    assert la.completion_tokens + len(la.response) > 0
