@@ -48,6 +48,8 @@ def test_agent_words_and_pauses_appear_on_the_agent_line():
     out += view.on_event(AgentSay(turn=1, gen=0, text=" How are (0.4) you?", chunk=1))
     out += view.on_event(AgentPause(turn=1, gen=0, duration_ns=800_000_000))
     assert out == "\nS2: Hey there! How are (0.4) you? (0.8)"
+    out = view.on_event(AgentPause(turn=1, gen=0, duration_ns=800_000_000))
+    assert out == "\b" * 6 + " (1.6)"  # one growing silence, as in the transcript
     _, screen = type_keys(view, "good")
     assert screen == "\nS1: good"
 
@@ -106,10 +108,10 @@ def test_chat_works_in_a_real_terminal(tmp_path):
     tmux("new-session", "-d", "-s", session, "-x", "150", "-y", "40", f"{command}; echo EXITED=$?; sleep 60")
     try:
         wait_for_screen(session, lambda s: "S2: Hi! How are you?" in s, 240)
-        tmux("send-keys", "-t", session, "good thanks ", "")
+        tmux("send-keys", "-t", session, "-l", "--", "good thanks ")
         screen = wait_for_screen(session, lambda s: "S1: good thanks" in s, 20)
         assert "S2: Hi! How are you?" in screen
-        tmux("send-keys", "-t", session, "--exit ", "")
+        tmux("send-keys", "-t", session, "-l", "--", "--exit ")
         screen = wait_for_screen(session, lambda s: "EXITED=" in s, 60)
         assert "EXITED=0" in screen, screen
     finally:

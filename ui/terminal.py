@@ -40,8 +40,11 @@ class TerminalView:
         self.speaker: str | None = None  # whose line the cursor is on
         self.word = ""
         self.done = False
+        self.pause_ns = 0  # the agent's silence written last, shown as one growing pause
+        self.pause_chars = 0  # its width on screen, to overwrite it when it grows
 
     def _line_for(self, speaker: str) -> str:
+        self.pause_ns = self.pause_chars = 0
         if self.speaker == speaker:
             return ""
         self.speaker = speaker
@@ -84,7 +87,11 @@ class TerminalView:
         if isinstance(ev, (AgentSay, AgentRelease)):
             return self._line_for(AGENT) + self._format(ev.text)
         if isinstance(ev, AgentPause):
-            return self._line_for(AGENT) + self._dim(f" ({ev.duration_ns / 1e9:.1f})")
+            erase = "\b" * self.pause_chars if self.speaker == AGENT else self._line_for(AGENT)
+            self.pause_ns += ev.duration_ns
+            text = f" ({self.pause_ns / 1e9:.1f})"
+            self.pause_chars = len(text)
+            return erase + self._dim(text)
         if isinstance(ev, AgentCancel):
             return self._dim(" —")
         if isinstance(ev, Reset) and ev.reason != "terminal --reset":
