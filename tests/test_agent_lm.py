@@ -331,3 +331,14 @@ def test_embedded_smollm2_loads_from_its_converted_folder_and_generates():
     assert gen.n_tokens >= 1 and gen.text.strip()
     la = lm.lookahead(PREFIX + " S1: hi, how are you doing", 40, 10)
     assert la.completion_tokens + len(la.response) > 0
+
+
+def test_configure_switches_the_decoding_live(bpe_tok):
+    from rtchat.nodes.agent import decoding
+
+    lm = agent(bpe_tok, decoding="dynamic_contrastive")
+    assert isinstance(lm.strategy, decoding.DynamicContrastive)
+    before = lm.generate(PREFIX + " S1: hello there", 5)
+    lm.configure(dataclasses.replace(lm.cfg, decoding="greedy", prevent_special_tokens=True))
+    assert isinstance(lm.strategy, decoding.Greedy) and lm.bans is not None
+    assert 1 <= lm.generate(PREFIX + " S1: hello there", 5).n_tokens <= 5 and 1 <= before.n_tokens <= 5

@@ -313,6 +313,12 @@ class AgentLM:
         self.generator = torch.Generator()  # sampling runs on the CPU: the same seed gives the same words anywhere
         self._tokenize_ns = 0
 
+    def configure(self, cfg: AgentConfig) -> None:
+        """Apply changed decoding settings (``ctl.config``); model, device and dtype stay as loaded."""
+        self.cfg = cfg
+        self.strategy = decoding.make_strategy(cfg)
+        self.bans = decoding.TokenBans(*prefix_word_bans(self.tok, self.eos_ids)) if cfg.prevent_special_tokens else None
+
     @staticmethod
     def _max_length(model, tok) -> int:
         if tok.model_max_length and tok.model_max_length <= MAX_TOKENIZER_LENGTH:
