@@ -23,8 +23,8 @@ from pathlib import Path
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import Event, Message, NodeError, NodeHeartbeat, NodeLoading, NodeReady, Shutdown
-from rtchat.bus.supervisor import START_FAILED
 from rtchat.bus.sockets import check_security
+from rtchat.bus.supervisor import START_FAILED
 from rtchat.bus.wire import WireError
 from rtchat.configs import ConfigError, load
 from rtchat.configs.schema import Config
