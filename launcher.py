@@ -127,6 +127,7 @@ class Session:
         self.supervisor = Supervisor(cfg.launcher, hb_ns, names)
         self.client: BusClient | None = None
         self.notices: dict[str, NodeRestarted] = {}  # restarts not yet announced on the bus
+        self.fatal: dict[str, str] = {}  # a node's last fatal error, to say why it stopped
         self.frontend_factory = frontend_factory  # builds the UI once the bus is up
         self.frontend = None
         self.errors = 0
@@ -159,7 +160,8 @@ class Session:
         os.close(fd)
         rc = self.procs[name].wait()
         if rc == START_FAILED and not self.supervisor.shutting_down:
-            self.say(f"{name} could not start: {last_line(self.run_dir / (name + '.log'))}")
+            why = self.fatal.pop(name, None) or last_line(self.run_dir / (name + ".log"))
+            self.say(f"{name} could not start: {why}")
         elif not self.supervisor.shutting_down:
             self.say(f"{name} exited with {rc}; see {self.run_dir / (name + '.log')}")
         self.supervisor.exited(name, rc, self.clock.now_ns())
@@ -209,6 +211,8 @@ class Session:
         elif isinstance(ev, NodeLoading):
             frac = f" {ev.fraction:.0%}" if ev.fraction is not None else ""
             self.say(f"{ev.node}: {ev.stage}{frac}")
+        elif isinstance(ev, NodeError) and ev.kind == "fatal":
+            self.fatal[ev.node] = ev.detail
         elif isinstance(ev, NodeError):
             self.errors += 1
             log.warning("%s reported a %s error (#%d): %s", ev.node, ev.kind, ev.count, ev.detail)
