@@ -20,7 +20,11 @@ COMMANDS = (
     ("config", "rtchat.configs.cli", "show the resolved configuration of a profile with overrides"),
     ("log", "rtchat.bus.logcli", "inspect an event log: info, dump"),
     ("replay", "rtchat.bus.replay", "republish a recorded log onto a live bus"),
-    ("bench", "rtchat.evals.bench", "benchmarks that write JSON (bench bus)"),
+    ("bench", "rtchat.evals.bench", "benchmarks that write JSON (bench bus, bench agent)"),
+    ("data", "rtchat.datasets.cli", "build training data: data synthetic, data talkbank"),
+    ("train", "rtchat.train.cli", "fine-tune a causal LM on transcript lines (full, LoRA, anchored)"),
+    ("eval", "rtchat.evals.cli", "turn-taking evaluations: eval switch, eval ppl"),
+    ("models", "rtchat.configs.models", "embedded models: models install, models list"),
     ("keys", "rtchat.bus.keys", "create CURVE keys for a bus that spans hosts"),
 )
 

@@ -50,6 +50,9 @@ setup(
         "gguf>=0.10",  # reading GGUF checkpoints (the embedded SmolLM2)
         "accelerate>=1.0",
         "peft>=0.13",  # LoRA adapters (the reference's Llama-2 checkpoint)
+        "pylangacq>=0.19",  # TalkBank CHAT transcripts
+        "chitchat-dataset>=0.9",  # typed dialogues for the synthetic spoken corpus
+        "tqdm>=4.66",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test

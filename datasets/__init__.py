@@ -1,1 +1,1 @@
-"""rtchat.datasets — see DESIGN.md §2 (filled in by later issues)."""
+"""Training data: the transcript-line format (``lines``), TalkBank CHAT, a synthetic spoken corpus."""

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from rtchat.configs.schema import AgentConfig
+from rtchat.datasets.lines import build_prefix
 from rtchat.nodes.agent.rewrite import rewrite_input
 from rtchat.nodes.agent.transcript import (
     INCOMPLETE_PAUSE_RE,
     PAUSE_RE,
     Identity,
     Transcript,
-    build_prefix,
     canonical_pauses,
     clean_output,
     clean_words,

@@ -95,6 +95,7 @@ from rtchat.bus.events import (
 )
 from rtchat.bus.node import Core
 from rtchat.configs.schema import AgentConfig
+from rtchat.datasets.lines import build_prefix
 from rtchat.nodes.agent.lookahead import Prediction, Predictor
 from rtchat.nodes.agent.protocol import LanguageModel
 from rtchat.nodes.agent.rewrite import rewrite_input
@@ -107,7 +108,6 @@ from rtchat.nodes.agent.transcript import (
     TAG_START_RE,
     USER,
     Transcript,
-    build_prefix,
     canonical_pauses,
     clean_output,
     clean_words,

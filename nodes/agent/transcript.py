@@ -34,9 +34,11 @@ Fixed against the reference (each has a test in ``tests/test_agent_transcript.py
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import unicodedata
+
+from rtchat.datasets.lines import Identity
+from rtchat.datasets.lines import one_line as _one_line
 
 USER = "S1"
 AGENT = "S2"
@@ -64,18 +66,6 @@ _UNFINISHED_PAUSE_RE = re.compile(r" ?(?:<p> ?)?\((?=[\d.])\d*\.?\d*(?![\d.)])| 
 # ---------------------------------------------------------------- identities and the prefix (§1.1)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Identity:
-    name: str = "unknown"
-    age: str = "unknown"
-    sex: str = "unknown"
-
-    def describe(self, tag: str) -> str:
-        """``S1 (name: Anna, age: 30, sex: female)``; blank values are ``unknown``."""
-        name, age, sex = (_one_line(v) or "unknown" for v in (self.name, self.age, self.sex))
-        return f"{tag} (name: {name}, age: {age}, sex: {sex})"
-
-
 def identities_of(cfg) -> dict[str, Identity]:
     """Consumes an AgentConfig; produces {"S1": user, "S2": agent}."""
     return {
@@ -94,20 +84,7 @@ def clip_summary(summary: str, max_chars: int) -> tuple[str, str | None]:
     return clipped, f"summary cut from {len(text)} to {len(clipped)} characters (agent.max_summary_chars={max_chars})"
 
 
-def build_prefix(identities: dict[str, Identity], summary: str) -> str:
-    """``Participants: …; [Summary: …; ]Transcript:`` (no trailing space; the body brings it)."""
-    people = ", ".join(identity.describe(tag) for tag, identity in identities.items())
-    summary_part = f"Summary: {summary}; " if summary else ""
-    return f"Participants: {people}; {summary_part}Transcript:"
-
-
 # ---------------------------------------------------------------- text hygiene
-
-
-def _one_line(text: str) -> str:
-    """Control characters become spaces; whitespace runs collapse to one space; stripped."""
-    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in str(text))
-    return " ".join(text.split())
 
 
 def clean_words(text: str) -> str:
