@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtchat.datasets.lines import Identity, LineError, format_line, parse_line
+from rtchat.datasets.lines import Identity, LineError, format_line, one_line, parse_line
 
 SAFE = st.text(alphabet=st.characters(blacklist_characters="(),;:\n\r", blacklist_categories=("Cc", "Cs")), min_size=1, max_size=12)
 
@@ -31,7 +31,7 @@ def test_a_line_without_summary_and_with_three_speakers():
 
 
 @settings(max_examples=60, deadline=None)
-@given(name=SAFE.filter(lambda s: s.strip() == s and " " not in s), summary=SAFE, words=st.lists(SAFE, min_size=1, max_size=5))
+@given(name=SAFE.filter(lambda s: one_line(s) == s and " " not in s), summary=SAFE, words=st.lists(SAFE, min_size=1, max_size=5))
 def test_round_trip(name, summary, words):
     ids = {"S1": Identity(name=name), "S2": Identity()}
     body = "S1: " + " ".join(w.strip() or "x" for w in words)
