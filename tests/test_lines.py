@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from rtchat.datasets.lines import Identity, LineError, format_line, one_line, parse_line
 
-SAFE = st.text(alphabet=st.characters(blacklist_characters="(),;:\n\r", blacklist_categories=("Cc", "Cs")), min_size=1, max_size=12)
+SAFE = st.text(
+    alphabet=st.characters(blacklist_characters="(),;:\n\r", blacklist_categories=("Cc", "Cs")), min_size=1, max_size=12
+)
 
 
 def test_a_line_is_written_as_the_reference_wrote_it():
