@@ -1,0 +1,125 @@
+"""rtchat eval switch: the point selection rule on parsed lines, the metrics, and a run on a tiny
+model and a scripted one."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from tiny_models import PREFIX, tiny_llama
+
+from rtchat.datasets.lines import parse_line
+from rtchat.evals.switch import auc, evaluate, points, predicted_switch
+
+LINE = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great (0.4) really great S1: good"
+LINES = [
+    LINE,
+    PREFIX + " S1: hello there (0.5) how are you S2: fine thanks (0.2) and you (1.1) S1: fine",
+    PREFIX + " S1: what about the weather S2: it is nice (0.3) sure",
+]
+
+
+def test_switch_points_end_after_the_turn_final_pause_and_name_the_speaker():
+    parse_line(LINE)  # a real transcript line
+    switch = [p for p in points(LINE, random.Random(0)) if p.switch]
+    assert [p.prefix.split("Transcript: ")[1] for p in switch] == [
+        "S1: how was it (0.3) the trip I mean (0.8)",
+        "S1: how was it (0.3) the trip I mean (0.8) S2: great (0.4) really great",
+    ]
+    assert [(p.speaker, p.after_pause) for p in switch] == [("1", True), ("2", False)]
+
+
+def test_within_turn_points_match_switch_count_half_after_pause_never_after_a_tag():
+    for seed in range(5):
+        pts = points(LINE, random.Random(seed))
+        within = [p for p in pts if not p.switch]
+        assert len(within) == 2  # as many as switch points
+        assert sum(p.after_pause for p in within) == 1  # half right after a within-turn pause
+        for p in within:
+            last = p.prefix.split()[-1]
+            assert not last.endswith(":")  # never straight after a tag
+            assert p.after_pause == last.startswith("(")
+            assert not LINE[len(p.prefix) :].lstrip().startswith(("S1:", "S2:"))  # the next unit is not a tag
+
+
+def test_predicted_switch_needs_the_other_speakers_tag():
+    assert predicted_switch(" S2:", "1") and predicted_switch("S2: yes", "1") and predicted_switch(" ok S1", "2")
+    assert not predicted_switch(" S1:", "1") and not predicted_switch(" (0.5)", "1") and not predicted_switch(" Sure", "1")
+
+
+def test_auc_ranks_and_ties():
+    assert auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5
+    assert auc([0.5], [True]) is None
+
+
+def test_tiny_model_gives_every_key_in_range(bpe_tok, tmp_path):
+    bpe_tok.pad_token = bpe_tok.eos_token
+    report = evaluate(tiny_llama(len(bpe_tok)), bpe_tok, LINES, num_examples=3, seed=0, batch_size=4)
+    for key in ("precision", "recall", "f1", "auc", "f1_after_pause"):
+        assert 0.0 <= report[key] <= 1.0, key
+    counts = report["counts"]
+    assert counts["switch"] == counts["within_turn"] == 5 and counts["lines"] == 3
+    json.dumps(report)
+
+
+class ScriptedLM(torch.nn.Module):
+    """Predicts " S2:" after every prefix that ends in a pause written by S1, else " (": a model
+    whose answers the test knows."""
+
+    def __init__(self, tok):
+        super().__init__()
+        self.tok = tok
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.s = tok(" S", add_special_tokens=False)["input_ids"][0]
+        self.p = tok(" (", add_special_tokens=False)["input_ids"][0]
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        from types import SimpleNamespace
+
+        rows, scores = [], torch.zeros(len(input_ids), len(self.tok))
+        for i, ids in enumerate(input_ids.tolist()):
+            text = self.tok.decode([t for t, m in zip(ids, attention_mask[i].tolist(), strict=True) if m])
+            turn = text.rsplit("S", 1)[-1]
+            switch = text.rstrip().endswith(")") and turn.startswith("1")
+            new = self.tok(" S2:" if switch else " (0.5", add_special_tokens=False)["input_ids"][:3]
+            rows.append(ids + new)
+            scores[i, self.s if switch else self.p] = 10.0
+        return SimpleNamespace(sequences=torch.tensor(rows), scores=[scores])
+
+
+def test_scripted_model_scores_exactly(bpe_tok):
+    bpe_tok.pad_token = bpe_tok.eos_token
+    line = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great really great S1: good"
+    report = evaluate(ScriptedLM(bpe_tok), bpe_tok, [line], num_examples=1, seed=0)
+    # switches: after "(0.8)" by S1 (predicted), after "really great" by S2 (missed);
+    # within-turn: one after a pause by S1 (wrongly predicted), one after a word (not predicted).
+    assert report["counts"]["tp"] == 1 and report["counts"]["fp"] == 1 and report["counts"]["fn"] == 1
+    assert report["precision"] == pytest.approx(0.5) and report["recall"] == pytest.approx(0.5)
+    assert report["auc"] == pytest.approx(0.5)
+    assert report["f1_after_pause"] == pytest.approx(2 / 3)
+
+
+def test_cli_writes_json_and_embedded_without_adapter_says_how(tmp_path, bpe_tok, monkeypatch, capsys):
+    from rtchat.cli import main as cli
+
+    model_dir = tmp_path / "m"
+    bpe_tok.save_pretrained(model_dir)
+    tiny_llama(len(bpe_tok)).save_pretrained(model_dir)
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    assert cli(["eval", "switch", "--model", str(model_dir), "--data", str(data), "--num-examples", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"precision", "recall", "f1", "auc", "f1_after_pause", "counts", "config"} <= report.keys()
+    assert report["config"]["num_examples"] == 2 and len(report["config"]["data_sha256"]) == 64
+
+    monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path / "cache"))
+    assert cli(["eval", "switch", "--model", "embedded", "--data", str(data), "--num-examples", "1", "--json", str(out)]) == 1
+    assert "rtchat train --model embedded-base --method lora" in capsys.readouterr().out

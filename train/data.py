@@ -1,0 +1,73 @@
+"""Training data: one transcript line per example, checked with ``parse_line``, tokenised
+truncating from the LEFT (the end of a conversation is what the agent continues), padded on the
+right per batch, never packed (spec §14.1)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from rtchat.datasets.lines import LineError, parse_line
+
+
+class DataError(ValueError):
+    """The training data is missing, empty or has a line that is not a transcript line."""
+
+
+def data_files(path: str | Path) -> list[Path]:
+    """A file, or every ``*.txt`` in a folder (sorted)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(path.glob("*.txt"))
+        if not files:
+            raise DataError(f"{path}: a folder with no *.txt files; expected transcript lines, one per line")
+        return files
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder; expected a file of transcript lines or a folder of *.txt")
+    return [path]
+
+
+def read_lines(files: list[Path]) -> list[str]:
+    """Every non-blank line, each checked as a transcript line; LineError names file:line."""
+    lines = []
+    for file in files:
+        for number, text in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+            if not text.strip():
+                continue
+            try:
+                parse_line(text, where=f"{file}:{number}")
+            except LineError as exc:
+                raise DataError(str(exc)) from None
+            lines.append(text.strip())
+    if not lines:
+        raise DataError(f"{', '.join(map(str, files))}: no transcript lines (the data is empty)")
+    return lines
+
+
+def sha256_files(files: list[Path]) -> str:
+    """One hash over the files' names and bytes, in order (a single file: its plain sha256)."""
+    if len(files) == 1:
+        return hashlib.sha256(files[0].read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for file in files:
+        h.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def tokenize(tok, lines: list[str], max_length: int) -> list[list[int]]:
+    """Token ids per line, cut from the left to max_length (the line's end is kept)."""
+    tok.truncation_side = "left"
+    return tok(lines, truncation=True, max_length=max_length)["input_ids"]
+
+
+def collate(examples: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are the ids with pad positions set to -100 (not trained on)."""
+    width = max(len(ids) for ids in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, ids in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
