@@ -35,7 +35,7 @@ setup(
     python_requires=">=3.11",
     package_dir={"rtchat": "."},
     packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent"],
-    package_data={"rtchat.configs": ["*.yaml"]},
+    package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"]},
     cmdclass={"build_py": BuildPy},
     install_requires=[
         "pyzmq>=26,<28",

@@ -34,10 +34,17 @@ ROLES = (
 )
 
 
+SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "train" / "embedded" / ADAPTER_NAME  # carried by the repo
+
+
 def agent_adapter_dir() -> Path:
+    """The project's adapter: one trained locally into the model cache wins over the shipped one."""
     from rtchat.nodes.agent.lm import cache_root
 
-    return cache_root() / "models" / ADAPTER_NAME
+    local = cache_root() / "models" / ADAPTER_NAME
+    if (local / "adapter_config.json").is_file() or not (SHIPPED_ADAPTER / "adapter_config.json").is_file():
+        return local
+    return SHIPPED_ADAPTER
 
 
 def package_dir(package: str) -> Path | None:

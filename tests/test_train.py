@@ -107,3 +107,11 @@ def test_cli_trains_and_reports_bad_method(tiny_dir, data_file, tmp_path, capsys
     assert (tmp_path / "o" / "config.json").is_file()
     with pytest.raises(SystemExit):
         cli(["train", "--model", "x", "--data", "y", "--out", "z", "--method", "qlora"])
+
+
+def test_a_data_folder_made_by_rtchat_data_trains_on_its_train_split_only(tmp_path):
+    from rtchat.train.data import data_files
+
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"dataset_{split}.txt").write_text("x\n")
+    assert data_files(tmp_path) == [tmp_path / "dataset_train.txt"]

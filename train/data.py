@@ -16,10 +16,16 @@ class DataError(ValueError):
     """The training data is missing, empty or has a line that is not a transcript line."""
 
 
+TRAIN_SPLIT = "dataset_train.txt"  # in a folder made by `rtchat data …`, the only file trained on
+
+
 def data_files(path: str | Path) -> list[Path]:
-    """A file, or every ``*.txt`` in a folder (sorted)."""
+    """A file; a folder made by ``rtchat data`` (its train split only — dev and test stay held
+    out); or every ``*.txt`` in any other folder (sorted)."""
     path = Path(path).expanduser()
     if path.is_dir():
+        if (path / TRAIN_SPLIT).is_file():
+            return [path / TRAIN_SPLIT]
         files = sorted(path.glob("*.txt"))
         if not files:
             raise DataError(f"{path}: a folder with no *.txt files; expected transcript lines, one per line")

@@ -170,6 +170,10 @@ def load_model(spec: str, adapter: str, device: str, dtype):
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         except Exception as exc:
             raise LoadError(f"{spec}: expected a causal LM (local folder or hub id) that transformers can load: {exc}") from exc
+    if adapter == "embedded":  # the project's adapter for the embedded base (rtchat models list)
+        from rtchat.configs.models import agent_adapter_dir
+
+        adapter = str(agent_adapter_dir())
     if adapter:
         model, tok = _apply_adapter(model, tok, adapter)
     return model.to(device).eval().requires_grad_(False), tok

