@@ -46,6 +46,8 @@ def ship(
         "weights_dtype": "float16",
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for path in (tmp, *tmp.iterdir()):  # mkdtemp makes a private folder; these are for everyone
+        path.chmod(0o755 if path.is_dir() else 0o644)
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
