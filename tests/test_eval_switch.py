@@ -121,5 +121,6 @@ def test_cli_writes_json_and_embedded_without_adapter_says_how(tmp_path, bpe_tok
     assert report["config"]["num_examples"] == 2 and len(report["config"]["data_sha256"]) == 64
 
     monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("rtchat.configs.models.SHIPPED_ADAPTER", tmp_path / "no-shipped-adapter")
     assert cli(["eval", "switch", "--model", "embedded", "--data", str(data), "--num-examples", "1", "--json", str(out)]) == 1
     assert "rtchat train --model embedded-base --method lora" in capsys.readouterr().out

