@@ -1,1 +1,1 @@
-"""rtchat.evals — see DESIGN.md §2 (filled in by later issues)."""
+"""Evaluations (``rtchat eval``) and benchmarks (``rtchat bench``)."""

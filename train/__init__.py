@@ -1,1 +1,1 @@
-"""rtchat.train — see DESIGN.md §2 (filled in by later issues)."""
+"""Fine-tuning any causal LM on transcript lines (``rtchat train``) and the embedded agent's adapter."""

@@ -1,1 +1,1 @@
-"""rtchat.ui — see DESIGN.md §2 (filled in by later issues)."""
+"""Front-ends; each only talks to the bus: the terminal conversation (``terminal``)."""
