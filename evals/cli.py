@@ -11,7 +11,7 @@ import importlib
 
 EVALS = (
     ("switch", "rtchat.evals.switch", "greedy turn-switch prediction: precision, recall, F1, AUC, F1 after pauses"),
-    # ("ppl", "rtchat.evals.ppl", "perplexity of real vs inserted tags and pauses") — register here when it exists
+    ("ppl", "rtchat.evals.ppl", "perplexity of real vs inserted tags and pauses (table 4, simplified)"),
 )
 
 

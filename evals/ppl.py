@@ -1,0 +1,176 @@
+"""``rtchat eval ppl``: perplexity of real vs inserted tags and pauses (a simplified form of the
+reference's table 4; lora-trial.md §3a measured the same thing).
+
+For N sampled lines (``random.Random(seed).sample``; every line must pass ``parse_line``), the
+transcript is split on whitespace into units (a tag ``S2:``, a pause ``(0.4)`` or a word) and four
+kinds of cases are scored, each as the tokens of `` <unit>`` appended to the real prefix (the line
+up to that point, no trailing space):
+
+- ``trp_pos``: every real speaker tag that changes the speaker (the first tag of the line is not
+  scored; a tag repeating the current speaker is not scored either);
+- ``trp_neg``: the other speaker's tag (``S2`` while S1 holds the floor, ``S1`` otherwise) inserted
+  at a mid-clause word boundary. At most min(#trp_pos of the line, 8) per line, drawn at random;
+- ``pause_pos``: every real pause ``(x.y)``;
+- ``pause_neg``: a pause inserted at a mid-clause word boundary, reusing the values of the line's
+  real pauses in order (so the durations match the positives). At most min(#pause_pos, 8) per line.
+
+A mid-clause word boundary is a point inside a turn where the previous unit is a word (not a tag,
+not a pause, not ending in ``.``, ``?`` or ``!``) and the next real unit is a word; so the previous
+word is not followed by a pause and no tag comes next.
+
+Perplexity = exp(mean NLL over all scored tokens of the category), pooled over lines. The prompt
+is cut from the left to ``--max-length`` tokens; the scored tokens are always kept. Plain HF
+forward passes, right-padded batches, loss only on the scored tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import random
+import re
+from pathlib import Path
+
+from rtchat.evals.switch import EvalError, resolve_model
+
+log = logging.getLogger(__name__)
+
+TAG_RE = re.compile(r"S(\d+):")
+PAUSE_RE = re.compile(r"\(\d*\.\d*\)")
+CLAUSE_END = (".", "?", "!")
+MAX_NEG_PER_LINE = 8
+CATEGORIES = ("trp_pos", "trp_neg", "pause_pos", "pause_neg")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Case:
+    category: str  # one of CATEGORIES
+    prefix: str  # the real line up to the point, no trailing space
+    target: str  # the scored text, with its leading space (" S2:", " (0.4)")
+
+
+def _is_word(unit: str) -> bool:
+    return TAG_RE.fullmatch(unit) is None and PAUSE_RE.fullmatch(unit) is None
+
+
+def cases(text: str, rng: random.Random) -> list[Case]:
+    """The positive and negative cases of one line (see the module docstring)."""
+    head, _, body = text.partition("Transcript:")
+    units = body.split()
+    trp_pos, pause_pos, boundaries = [], [], []  # boundaries: (index, speaker)
+    pause_values = []
+    speaker = None
+    for i, unit in enumerate(units):
+        prefix = head + "Transcript: " + " ".join(units[:i])
+        prefix = prefix.rstrip()
+        tag = TAG_RE.fullmatch(unit)
+        if tag:
+            if speaker is not None and tag.group(1) != speaker:
+                trp_pos.append(Case("trp_pos", prefix, " " + unit))
+            speaker = tag.group(1)
+            continue
+        if PAUSE_RE.fullmatch(unit):
+            pause_pos.append(Case("pause_pos", prefix, " " + unit))
+            pause_values.append(unit)
+            continue
+        prev = units[i - 1] if i else ""
+        if speaker is not None and i and _is_word(prev) and not prev.endswith(CLAUSE_END):
+            boundaries.append((prefix, speaker))
+    n_trp = min(len(trp_pos), MAX_NEG_PER_LINE, len(boundaries))
+    trp_neg = [Case("trp_neg", p, f" S{'2' if s == '1' else '1'}:") for p, s in rng.sample(boundaries, n_trp)]
+    n_pause = min(len(pause_pos), MAX_NEG_PER_LINE, len(boundaries))
+    pause_neg = [Case("pause_neg", p, " " + pause_values[k % len(pause_values)])
+                 for k, (p, _) in enumerate(rng.sample(boundaries, n_pause))]
+    return trp_pos + trp_neg + pause_pos + pause_neg
+
+
+def score(model, tok, batch: list[Case], max_length: int) -> list[tuple[float, int]]:
+    """(summed NLL, token count) of each case's target given its prefix."""
+    import torch
+
+    rows, spans = [], []
+    for c in batch:
+        prompt = tok(c.prefix)["input_ids"]
+        target = tok(c.target, add_special_tokens=False)["input_ids"]
+        keep = max(1, max_length - len(target))
+        ids = prompt[-keep:] + target
+        rows.append(ids)
+        spans.append((len(ids) - len(target), len(ids)))
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], -1).cpu()
+    out = []
+    for i, (start, end) in enumerate(spans):
+        tgt = input_ids[i, start:end]
+        nll = -logp[i, start - 1 : end - 1].gather(-1, tgt[:, None]).sum().item()
+        out.append((nll, end - start))
+    return out
+
+
+def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, batch_size: int = 8, max_length: int = 512) -> dict:
+    from rtchat.datasets.lines import LineError, parse_line
+
+    for n, line in enumerate(lines, 1):
+        try:
+            parse_line(line, f"line {n}")
+        except LineError as exc:
+            raise EvalError(str(exc)) from None
+    rng = random.Random(seed)
+    sample = rng.sample(lines, min(num_examples, len(lines)))
+    all_cases = [c for line in sample for c in cases(line, rng)]
+    if not all_cases:
+        raise EvalError("no tags or pauses to score in the sampled lines")
+    nll = dict.fromkeys(CATEGORIES, 0.0)
+    tokens = dict.fromkeys(CATEGORIES, 0)
+    for start in range(0, len(all_cases), batch_size):
+        batch = all_cases[start : start + batch_size]
+        for c, (s, n) in zip(batch, score(model, tok, batch, max_length), strict=True):
+            nll[c.category] += s
+            tokens[c.category] += n
+    report = {f"ppl_{k}": (math.exp(nll[k] / tokens[k]) if tokens[k] else None) for k in CATEGORIES}
+    report["counts"] = {"lines": len(sample), **{k: sum(c.category == k for c in all_cases) for k in CATEGORIES},
+                        **{f"{k}_tokens": tokens[k] for k in CATEGORIES}}
+    return report
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
+    parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
+    parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
+    parser.add_argument("--json", required=True, help="write the report here")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--batch-size", type=int, default=8, help="cases per forward pass (default 8)")
+    parser.add_argument("--max-length", type=int, default=512, help="tokens per case, prompt cut from the left (default 512)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtchat.configs import write_atomic
+    from rtchat.train.data import DataError, data_files, read_lines, sha256_files
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        files = data_files(args.data)
+        lines = read_lines(files)
+        model, tok = resolve_model(args.model)
+        report = evaluate(model, tok, lines, args.num_examples, args.seed, args.batch_size, args.max_length)
+    except (DataError, EvalError) as exc:
+        print(f"rtchat eval ppl: {exc}")
+        return 1
+    report["model"] = args.model
+    report["seed"] = args.seed
+    report["data_sha256"] = sha256_files(files)
+    report["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
+    write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
+    print(json.dumps({f"ppl_{k}": report[f"ppl_{k}"] for k in CATEGORIES}))
+    return 0

@@ -1,0 +1,80 @@
+"""rtchat eval ppl: the case selection rule on a hand-made line, and runs on a tiny random Llama
+(directly and through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+from tiny_models import PREFIX, tiny_llama
+
+from rtchat.datasets.lines import parse_line
+from rtchat.evals.ppl import CATEGORIES, cases, evaluate
+
+# tags S1 S2 S1 (two speaker changes), pauses (0.3) (0.8) (0.4)
+LINE = PREFIX + " S1: how was it (0.3) the trip I mean. (0.8) S2: great (0.4) really great S1: good one"
+LINES = [
+    LINE,
+    PREFIX + " S1: hello there (0.5) how are you S2: fine thanks (0.2) and you (1.1) S1: fine",
+    PREFIX + " S1: what about the weather S2: it is nice (0.3) sure",
+]
+
+
+def test_cases_count_and_negatives_only_at_mid_clause_boundaries():
+    parse_line(LINE)
+    for seed in range(5):
+        got = cases(LINE, random.Random(seed))
+        by = {k: [c for c in got if c.category == k] for k in CATEGORIES}
+        assert [c.target for c in by["trp_pos"]] == [" S2:", " S1:"]
+        assert [c.target for c in by["pause_pos"]] == [" (0.3)", " (0.8)", " (0.4)"]
+        assert by["trp_pos"][0].prefix.endswith("I mean. (0.8)")
+        # boundaries: how|was, was|it, the|trip, trip|I, I|mean., really|great, good|one -> 7
+        assert len(by["trp_neg"]) == 2 and len(by["pause_neg"]) == 3
+        assert sorted(c.target for c in by["pause_neg"]) == [" (0.3)", " (0.4)", " (0.8)"]
+        for c in by["trp_neg"] + by["pause_neg"]:
+            rest = LINE[len(c.prefix):].split()
+            prev = c.prefix.split()[-1]
+            assert rest and not rest[0].startswith(("S1:", "S2:", "("))  # next real unit is a word
+            assert not prev.endswith((":", ")", "."))  # previous unit is a non-final word
+        # the other speaker's tag
+        for c in by["trp_neg"]:
+            speaker = [u for u in c.prefix.split("Transcript:")[1].split() if u.endswith(":")][-1]
+            assert c.target.strip() != speaker
+
+
+def test_tiny_model_gives_finite_perplexities(bpe_tok):
+    bpe_tok.pad_token = bpe_tok.eos_token
+    report = evaluate(tiny_llama(len(bpe_tok)), bpe_tok, LINES, num_examples=3, seed=0, batch_size=4)
+    for k in CATEGORIES:
+        v = report[f"ppl_{k}"]
+        assert math.isfinite(v) and v > 1.0, k
+    c = report["counts"]
+    assert c["lines"] == 3 and c["trp_pos"] == 5 and c["pause_pos"] == 7
+    assert c["trp_neg"] == 2 + 2 + 1 and c["pause_neg"] == 3 + 3 + 1
+    assert c["trp_pos_tokens"] == 3 * c["trp_pos"]  # " S2:" = ĠS 2 :
+    json.dumps(report)
+
+
+def test_batching_does_not_change_the_scores(bpe_tok):
+    bpe_tok.pad_token = bpe_tok.eos_token
+    model = tiny_llama(len(bpe_tok))
+    a = evaluate(model, bpe_tok, LINES, num_examples=3, seed=1, batch_size=1)
+    b = evaluate(model, bpe_tok, LINES, num_examples=3, seed=1, batch_size=16)
+    for k in CATEGORIES:
+        assert math.isclose(a[f"ppl_{k}"], b[f"ppl_{k}"], rel_tol=1e-4)
+
+
+def test_cli_writes_json(tmp_path, bpe_tok):
+    from rtchat.cli import main as cli
+
+    model_dir = tmp_path / "m"
+    bpe_tok.save_pretrained(model_dir)
+    tiny_llama(len(bpe_tok)).save_pretrained(model_dir)
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    assert cli(["eval", "ppl", "--model", str(model_dir), "--data", str(data), "--num-examples", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {f"ppl_{k}" for k in CATEGORIES} | {"counts", "model", "seed", "data_sha256"} <= report.keys()
+    assert report["seed"] == 0 and len(report["data_sha256"]) == 64 and report["counts"]["lines"] == 2
