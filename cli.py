@@ -29,6 +29,21 @@ COMMANDS = (
 )
 
 
+def add_subcommands(parser: argparse.ArgumentParser, table, dest: str, metavar: str) -> None:
+    """Second-level commands (``bench bus``, ``data synthetic``, ``eval switch``…): ``table`` rows
+    are (name, module, help); each module provides ``configure(parser)`` and ``run(args)``."""
+    sub = parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+    for name, module, help_text in table:
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.configure(p)
+        p.set_defaults(_subcommand=mod.run)
+
+
+def run_subcommand(args: argparse.Namespace) -> int:
+    return args._subcommand(args)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s sub-parser gets its full options."""
     parser = argparse.ArgumentParser(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from rtchat.cli import add_subcommands, run_subcommand
 
 SOURCES = (
     ("synthetic", "rtchat.datasets.synthetic", "a spoken-dialogue corpus from chitchat-dataset with human-like timing"),
@@ -12,13 +13,7 @@ SOURCES = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    for name, module, help_text in SOURCES:
-        mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.configure(p)
-        p.set_defaults(_data=mod.run)
+    add_subcommands(parser, SOURCES, dest="source", metavar="SOURCE")
 
 
-def run(args: argparse.Namespace) -> int:
-    return args._data(args)
+run = run_subcommand

@@ -8,7 +8,8 @@ inside their functions, so building this parser stays cheap.
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from rtchat.cli import add_subcommands, run_subcommand
 
 BENCHES = (
     ("bus", "rtchat.evals.bench_bus", "bus latency and sustained rate, ZeroMQ vs multiprocessing.Queue"),
@@ -17,13 +18,7 @@ BENCHES = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    for name, module, help_text in BENCHES:
-        mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.configure(p)
-        p.set_defaults(_bench=mod.run)
+    add_subcommands(parser, BENCHES, dest="bench", metavar="BENCH")
 
 
-def run(args: argparse.Namespace) -> int:
-    return args._bench(args)
+run = run_subcommand

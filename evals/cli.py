@@ -7,7 +7,8 @@ transformers) happen inside ``run``, so building this parser stays cheap.
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from rtchat.cli import add_subcommands, run_subcommand
 
 EVALS = (
     ("switch", "rtchat.evals.switch", "greedy turn-switch prediction: precision, recall, F1, AUC, F1 after pauses"),
@@ -16,13 +17,7 @@ EVALS = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="evaluation", metavar="EVAL", required=True)
-    for name, module, help_text in EVALS:
-        mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.configure(p)
-        p.set_defaults(_eval=mod.run)
+    add_subcommands(parser, EVALS, dest="evaluation", metavar="EVAL")
 
 
-def run(args: argparse.Namespace) -> int:
-    return args._eval(args)
+run = run_subcommand

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import random
 import re
-from pathlib import Path
 
-from rtchat.evals.switch import EvalError, resolve_model
+from rtchat.evals import switch
+from rtchat.evals.switch import EvalError
 
 log = logging.getLogger(__name__)
 
@@ -143,34 +142,8 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, batch_s
     return report
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
-    parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
-    parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
-    parser.add_argument("--json", required=True, help="write the report here")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--batch-size", type=int, default=8, help="cases per forward pass (default 8)")
-    parser.add_argument("--max-length", type=int, default=512, help="tokens per case, prompt cut from the left (default 512)")
+configure = switch.configure  # the same options as eval switch
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import write_atomic
-    from rtchat.train.data import DataError, data_files, read_lines, sha256_files
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        files = data_files(args.data)
-        lines = read_lines(files)
-        model, tok = resolve_model(args.model)
-        report = evaluate(model, tok, lines, args.num_examples, args.seed, args.batch_size, args.max_length)
-    except (DataError, EvalError) as exc:
-        print(f"rtchat eval ppl: {exc}")
-        return 1
-    report["model"] = args.model
-    report["seed"] = args.seed
-    report["data_sha256"] = sha256_files(files)
-    report["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
-    write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
-    print(json.dumps({f"ppl_{k}": report[f"ppl_{k}"] for k in CATEGORIES}))
-    return 0
+    return switch.run_eval(args, "ppl", evaluate, tuple(f"ppl_{k}" for k in CATEGORIES))

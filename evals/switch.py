@@ -174,17 +174,20 @@ def resolve_model(spec: str):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The options every ``rtchat eval`` over transcript lines takes (switch, ppl)."""
     parser.add_argument("--model", required=True,
                         help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
     parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
     parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
     parser.add_argument("--json", required=True, help="write the report here")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
     parser.add_argument("--max-length", type=int, default=512, help="prompt tokens, cut from the left (default 512)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[str, ...]) -> int:
+    """Load data and model, evaluate, write the JSON report (with model, seed, data hash and
+    config) atomically and print the headline figures; 1 with a message on bad data/model."""
     from rtchat.configs import write_atomic
     from rtchat.train.data import DataError, data_files, read_lines, sha256_files
 
@@ -193,12 +196,18 @@ def run(args: argparse.Namespace) -> int:
         files = data_files(args.data)
         lines = read_lines(files)
         model, tok = resolve_model(args.model)
-        report = evaluate(model, tok, lines, args.num_examples, args.seed, args.batch_size, args.max_length)
+        report = evaluate_fn(model, tok, lines, args.num_examples, args.seed, args.batch_size, args.max_length)
     except (DataError, EvalError) as exc:
-        print(f"rtchat eval switch: {exc}")
+        print(f"rtchat eval {name}: {exc}")
         return 1
+    digest = sha256_files(files)
+    report |= {"model": args.model, "seed": args.seed, "data_sha256": digest}
     report["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
-    report["config"]["data_sha256"] = sha256_files(files)
+    report["config"]["data_sha256"] = digest
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("precision", "recall", "f1", "auc", "f1_after_pause")}))
+    print(json.dumps({k: report[k] for k in headline}))
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_eval(args, "switch", evaluate, ("precision", "recall", "f1", "auc", "f1_after_pause"))
