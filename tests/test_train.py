@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_models import PREFIX, corpus, tiny_llama
 
-from rtchat.train.data import DataError, collate, data_files, read_lines, tokenize
+from rtchat.train.data import DataError, collate, data_files, decision_chars, read_lines, tokenize
 from rtchat.train.train import TrainConfig, TrainError, last_checkpoint, main
 
 
@@ -60,7 +60,8 @@ def test_resume_continues_the_step_count(tiny_dir, data_file, tmp_path):
 
 def test_lines_are_truncated_from_the_left(bpe_tok):
     line = corpus()[0]
-    [ids] = tokenize(bpe_tok, [line], max_length=10)
+    [example] = tokenize(bpe_tok, [line], max_length=10)
+    ids = example["ids"]
     assert len(ids) == 10
     assert ids == bpe_tok(line)["input_ids"][-10:]  # the end of the conversation is kept
 
@@ -68,8 +69,8 @@ def test_lines_are_truncated_from_the_left(bpe_tok):
 def test_batch_is_padded_not_packed(bpe_tok):
     examples = tokenize(bpe_tok, [PREFIX + " S1: hi", PREFIX + " S1: hello there how are you S2: fine"], max_length=512)
     batch = collate(examples, pad_id=bpe_tok.eos_token_id)
-    assert batch["input_ids"].shape == (2, max(map(len, examples)))  # one row per line, no concatenation
-    short = len(examples[0])
+    assert batch["input_ids"].shape == (2, max(len(ex["ids"]) for ex in examples))  # one row per line, no concatenation
+    short = len(examples[0]["ids"])
     assert batch["attention_mask"][0].tolist() == [1] * short + [0] * (batch["input_ids"].shape[1] - short)
     assert (batch["labels"][0, short:] == -100).all() and torch.equal(batch["labels"][1], batch["input_ids"][1])
 
@@ -115,3 +116,39 @@ def test_a_data_folder_made_by_rtchat_data_trains_on_its_train_split_only(tmp_pa
     for split in ("train", "dev", "test"):
         (tmp_path / f"dataset_{split}.txt").write_text("x\n")
     assert data_files(tmp_path) == [tmp_path / "dataset_train.txt"]
+
+
+def test_decision_points_are_speaker_tags_and_the_unit_after_each_pause(bpe_tok):
+    line = PREFIX + " S1: so i went (0.6) to the store (0.3) S2: nice S1: yes"
+    assert [line[c:c + 3] for c in decision_chars(line)] == ["S1:", "to ", "S2:", "S1:"]
+    [example] = tokenize(bpe_tok, [line], max_length=512)
+    flagged = [bpe_tok.decode([i]).strip() for i, f in zip(example["ids"], example["decision"], strict=True) if f]
+    assert [piece[:1] for piece in flagged] == ["S", "t", "S", "S"]  # the token that starts each point
+    assert not any(example["decision"][: len(bpe_tok(PREFIX)["input_ids"]) - 1])  # nothing in the header
+
+
+def test_decision_weight_one_is_the_plain_loss_and_higher_weights_move_it(tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rtchat.train.train import compute_loss
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    batch = collate(tokenize(tok, corpus()[:2], 64), tok.eos_token_id)
+    cfg = TrainConfig(model="m", data="d", out="o")
+    with torch.no_grad():
+        plain = float(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss)
+        one = float(compute_loss(model, None, batch, dataclasses.replace(cfg, decision_weight=1.0)))
+        unit = float(compute_loss(model, None, batch, dataclasses.replace(cfg, decision_weight=1.0 + 1e-9)))
+        heavy = float(compute_loss(model, None, batch, dataclasses.replace(cfg, decision_weight=1000.0)))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels, decision = batch["labels"][:, 1:], batch["decision"][:, 1:].bool()
+        only = float(torch.nn.functional.cross_entropy(logits[decision], labels[decision]))
+    assert batch["decision"].sum() > 0
+    assert one == pytest.approx(plain, rel=1e-6) and unit == pytest.approx(plain, rel=1e-5)
+    assert heavy == pytest.approx(only, rel=0.02) and abs(heavy - plain) > 1e-3  # dominated by the decision tokens
+
+
+def test_decision_weight_below_one_is_refused():
+    with pytest.raises(TrainError, match="decision_weight"):
+        TrainConfig(model="m", data="d", out="o", decision_weight=0.5)

@@ -22,6 +22,8 @@ _OPTIONS = (
     ("--anchor-weight", float, "anchored: weight of the KL term"),
     ("--kl-temperature", float, "anchored: softmax temperature of the KL term"),
     ("--cosine-weight", float, "anchored: weight of the last-hidden-state cosine term"),
+    ("--decision-weight", float, "loss weight of decision-point tokens: speaker tags and the unit after a pause "
+     "(1 = plain LM loss)"),
     ("--lr", float, "peak learning rate (AdamW)"),
     ("--warmup-steps", int, "linear warm-up steps, then constant"),
     ("--epochs", int, "passes over the data (ignored with --max-steps)"),

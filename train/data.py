@@ -5,6 +5,7 @@ right per batch, never packed (spec §14.1)."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -62,18 +63,54 @@ def sha256_files(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def tokenize(tok, lines: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per line, cut from the left to max_length (the line's end is kept)."""
+# Decision points: where a listener decides whether the floor changes. The first character of a
+# speaker tag inside the transcript, and the first character of whatever follows a pause token.
+TAG_START_RE = re.compile(r"(?<=\s)S\d+:")
+AFTER_PAUSE_RE = re.compile(r"\(\d+(?:\.\d+)?\)\s+(?=\S)")
+
+
+def decision_chars(line: str) -> list[int]:
+    """Character positions of the line's decision points (tags and the unit after each pause)."""
+    start = line.find("Transcript:")
+    if start < 0:
+        return []
+    tags = [m.start() for m in TAG_START_RE.finditer(line, start)]
+    after = [m.end() for m in AFTER_PAUSE_RE.finditer(line, start)]
+    return sorted(set(tags + after))
+
+
+def tokenize(tok, lines: list[str], max_length: int) -> list[dict[str, list[int]]]:
+    """Per line ``ids`` (cut from the left to max_length: the line's end is kept) and
+    ``decision`` (1 on the tokens that start a decision point, see ``decision_chars``; needs a
+    fast tokenizer's offsets, all 0 without one)."""
     tok.truncation_side = "left"
-    return tok(lines, truncation=True, max_length=max_length)["input_ids"]
+    fast = getattr(tok, "is_fast", False)
+    enc = tok(lines, truncation=True, max_length=max_length, return_offsets_mapping=fast)
+    examples = []
+    for i, ids in enumerate(enc["input_ids"]):
+        flags = [0] * len(ids)
+        if fast:
+            wanted = decision_chars(lines[i])
+            for k, (a, b) in enumerate(enc["offset_mapping"][i]):
+                # a token starts a decision point when it covers its first character and begins
+                # no earlier than the space before it (byte-level BPE puts the space in the token)
+                if b > a and any(a <= c < b and a >= c - 1 for c in wanted):
+                    flags[k] = 1
+        examples.append({"ids": ids, "decision": flags})
+    return examples
 
 
-def collate(examples: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; labels are the ids with pad positions set to -100 (not trained on)."""
-    width = max(len(ids) for ids in examples)
+def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are the ids with pad positions set to -100 (not trained on);
+    ``decision`` marks decision-point tokens (0 on padding)."""
+    width = max(len(ex["ids"]) for ex in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, ids in enumerate(examples):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
+    decision = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, ex in enumerate(examples):
+        n = len(ex["ids"])
+        input_ids[row, :n] = torch.tensor(ex["ids"])
+        mask[row, :n] = 1
+        decision[row, :n] = torch.tensor(ex["decision"])
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100),
+            "decision": decision}

@@ -54,6 +54,7 @@ class TrainConfig:
     anchor_weight: float = 5.0  # λ_anc for the KL to the frozen copy (spec §14.1 default)
     kl_temperature: float = 2.0  # T
     cosine_weight: float = 1.0  # λ_cos for 1 - cos(hidden, anchor hidden)
+    decision_weight: float = 1.0  # loss weight of decision-point tokens (speaker tags, the unit after a pause); 1 = plain LM
     lr: float = 2e-4
     warmup_steps: int = 5  # linear warm-up, then constant
     epochs: int = 1
@@ -74,6 +75,8 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "epochs", "max_length", "lora_r"):
             if getattr(self, name) < 1:
                 raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.decision_weight >= 1:
+            raise TrainError(f"decision_weight must be at least 1 (1 = plain LM loss), got {self.decision_weight}")
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -220,20 +223,26 @@ def add_lora(model, cfg: TrainConfig):
 
 
 def compute_loss(model, anchor, batch: dict, cfg: TrainConfig) -> torch.Tensor:
-    """Next-token cross-entropy over real tokens; anchored adds λ_anc·KL + λ_cos·(1 − cos) (§14.4)."""
-    if anchor is None:
-        return model(**batch).loss
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-    with torch.no_grad():
-        ref = anchor(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    """Next-token cross-entropy over real tokens, decision-point tokens weighted by
+    ``decision_weight`` (a weighted mean); anchored adds λ_anc·KL + λ_cos·(1 − cos) (§14.4)."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if anchor is None and cfg.decision_weight == 1:
+        return model(**inputs, labels=batch["labels"]).loss
+    out = model(**inputs, output_hidden_states=anchor is not None)
     labels = batch["labels"][:, 1:]
     keep = labels != -100  # positions M: a real next token (right padding; the last real token is left out)
+    z = out.logits[:, :-1][keep].float()
+    weight = 1 + (cfg.decision_weight - 1) * batch["decision"][:, 1:][keep].float()
+    loss = (F.cross_entropy(z, labels[keep], reduction="none") * weight).sum() / weight.sum()
+    if anchor is None:
+        return loss
+    with torch.no_grad():
+        ref = anchor(**inputs, output_hidden_states=True)
     vocab = ref.logits.shape[-1]  # V0: the anchor's vocabulary, before any added tokens
-    z, a = out.logits[:, :-1][keep].float(), ref.logits[:, :-1][keep].float()
-    lm = F.cross_entropy(z, labels[keep])
+    a = ref.logits[:, :-1][keep].float()
     t = cfg.kl_temperature
     kl = F.kl_div(F.log_softmax(z[:, :vocab] / t, -1), F.log_softmax(a / t, -1), log_target=True, reduction="none")
-    loss = lm + cfg.anchor_weight * t * t * kl.sum(-1).mean()
+    loss = loss + cfg.anchor_weight * t * t * kl.sum(-1).mean()
     if cfg.cosine_weight > 0:
         h, g = out.hidden_states[-1][:, :-1][keep].float(), ref.hidden_states[-1][:, :-1][keep].float()
         loss = loss + cfg.cosine_weight * (1 - F.cosine_similarity(h, g, dim=-1)).mean()
