@@ -18,9 +18,10 @@ A mid-clause word boundary is a point inside a turn where the previous unit is a
 not a pause, not ending in ``.``, ``?`` or ``!``) and the next real unit is a word; so the previous
 word is not followed by a pause and no tag comes next.
 
-Perplexity = exp(mean NLL over all scored tokens of the category), pooled over lines. The prompt
-is cut from the left to ``--max-length`` tokens; the scored tokens are always kept. Plain HF
-forward passes, right-padded batches, loss only on the scored tokens.
+Perplexity = exp(mean NLL over all scored tokens of the category), pooled over lines. Each line
+takes two forward passes (``evals.tree``): the line itself scores every positive, and every
+negative is a branch over the line's KV cache. A line longer than ``--max-length`` tokens loses
+its beginning (as in training), and cases there are not scored.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Case:
     category: str  # one of CATEGORIES
     prefix: str  # the real line up to the point, no trailing space
     target: str  # the scored text, with its leading space (" S2:", " (0.4)")
+    unit: int  # index of the transcript unit that follows the point (a positive's target is that unit)
 
 
 def _is_word(unit: str) -> bool:
@@ -68,55 +70,48 @@ def cases(text: str, rng: random.Random) -> list[Case]:
         tag = TAG_RE.fullmatch(unit)
         if tag:
             if speaker is not None and tag.group(1) != speaker:
-                trp_pos.append(Case("trp_pos", prefix, " " + unit))
+                trp_pos.append(Case("trp_pos", prefix, " " + unit, i))
             speaker = tag.group(1)
             continue
         if PAUSE_RE.fullmatch(unit):
-            pause_pos.append(Case("pause_pos", prefix, " " + unit))
+            pause_pos.append(Case("pause_pos", prefix, " " + unit, i))
             pause_values.append(unit)
             continue
         prev = units[i - 1] if i else ""
         if speaker is not None and i and _is_word(prev) and not prev.endswith(CLAUSE_END):
-            boundaries.append((prefix, speaker))
+            boundaries.append((prefix, speaker, i))
     n_trp = min(len(trp_pos), MAX_NEG_PER_LINE, len(boundaries))
-    trp_neg = [Case("trp_neg", p, f" S{'2' if s == '1' else '1'}:") for p, s in rng.sample(boundaries, n_trp)]
+    trp_neg = [Case("trp_neg", p, f" S{'2' if s == '1' else '1'}:", i) for p, s, i in rng.sample(boundaries, n_trp)]
     n_pause = min(len(pause_pos), MAX_NEG_PER_LINE, len(boundaries))
-    pause_neg = [Case("pause_neg", p, " " + pause_values[k % len(pause_values)])
-                 for k, (p, _) in enumerate(rng.sample(boundaries, n_pause))]
+    pause_neg = [Case("pause_neg", p, " " + pause_values[k % len(pause_values)], i)
+                 for k, (p, _, i) in enumerate(rng.sample(boundaries, n_pause))]
     return trp_pos + trp_neg + pause_pos + pause_neg
 
 
-def score(model, tok, batch: list[Case], max_length: int) -> list[tuple[float, int]]:
-    """(summed NLL, token count) of each case's target given its prefix."""
-    import torch
+def score(model, tok, line: str, line_cases: list[Case], max_length: int) -> list[tuple[Case, float, int]]:
+    """(case, summed NLL, token count) for the cases of one line that fall in its kept part."""
+    from rtchat.evals.tree import LineScorer
 
-    rows, spans = [], []
-    for c in batch:
-        prompt = tok(c.prefix)["input_ids"]
-        target = tok(c.target, add_special_tokens=False)["input_ids"]
-        keep = max(1, max_length - len(target))
-        ids = prompt[-keep:] + target
-        rows.append(ids)
-        spans.append((len(ids) - len(target), len(ids)))
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        input_ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    with torch.no_grad():
-        logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-    logp = torch.log_softmax(logits[:, :-1], -1).cpu()
-    out = []
-    for i, (start, end) in enumerate(spans):
-        tgt = input_ids[i, start:end]
-        nll = -logp[i, start - 1 : end - 1].gather(-1, tgt[:, None]).sum().item()
-        out.append((nll, end - start))
+    scorer = LineScorer(model, tok, line, max_length)
+    out, negatives = [], []
+    for c in line_cases:
+        j = scorer.point_token(c.unit)
+        if j is None:
+            continue
+        if c.category.endswith("_pos"):
+            out.append((c, *scorer.unit_nll(c.unit)))
+        else:
+            negatives.append((c, j, tok(c.target, add_special_tokens=False)["input_ids"]))
+    branch_logp = scorer.branches([j for _, j, _ in negatives], [ids[:-1] for _, _, ids in negatives])
+    for (c, j, ids), lp in zip(negatives, branch_logp, strict=True):
+        nll = -float(scorer.next_logp(j)[ids[0]]) - sum(float(lp[r, t]) for r, t in enumerate(ids[1:]))
+        out.append((c, nll, len(ids)))
     return out
 
 
-def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, batch_size: int = 8, max_length: int = 512) -> dict:
+def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_length: int = 512) -> dict:
+    from tqdm.auto import tqdm
+
     from rtchat.datasets.lines import LineError, parse_line
 
     for n, line in enumerate(lines, 1):
@@ -126,19 +121,19 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, batch_s
             raise EvalError(str(exc)) from None
     rng = random.Random(seed)
     sample = rng.sample(lines, min(num_examples, len(lines)))
-    all_cases = [c for line in sample for c in cases(line, rng)]
-    if not all_cases:
+    per_line = [(line, cases(line, rng)) for line in sample]
+    if not any(cs for _, cs in per_line):
         raise EvalError("no tags or pauses to score in the sampled lines")
     nll = dict.fromkeys(CATEGORIES, 0.0)
     tokens = dict.fromkeys(CATEGORIES, 0)
-    for start in range(0, len(all_cases), batch_size):
-        batch = all_cases[start : start + batch_size]
-        for c, (s, n) in zip(batch, score(model, tok, batch, max_length), strict=True):
+    count = dict.fromkeys(CATEGORIES, 0)
+    for line, line_cases in tqdm(per_line, desc="eval ppl", unit="line"):
+        for c, s, n in score(model, tok, line, line_cases, max_length):
             nll[c.category] += s
             tokens[c.category] += n
+            count[c.category] += 1
     report = {f"ppl_{k}": (math.exp(nll[k] / tokens[k]) if tokens[k] else None) for k in CATEGORIES}
-    report["counts"] = {"lines": len(sample), **{k: sum(c.category == k for c in all_cases) for k in CATEGORIES},
-                        **{f"{k}_tokens": tokens[k] for k in CATEGORIES}}
+    report["counts"] = {"lines": len(sample), **count, **{f"{k}_tokens": tokens[k] for k in CATEGORIES}}
     return report
 
 

@@ -7,7 +7,13 @@ For N sampled lines, the model sees the line up to a point and decodes 3 tokens 
   within-turn pause, the rest after a word, never straight after a tag.
 A switch is predicted when the 3 tokens hold a tag of the other speaker (`` S2`` after S1's
 words). AUC ranks the points by p(" S") at the point. ``f1_after_pause`` counts only the points
-right after a pause. Plain HF forward passes (``generate``, greedy), batched with left padding.
+right after a pause.
+
+Each line takes three forward passes whatever its number of points (``evals.tree``): the line
+itself (every point's first token and p(" S")), then every point's second and third greedy token
+as branches over the line's KV cache. The result equals greedy ``generate`` on each prefix
+(tested); a line longer than ``--max-length`` tokens loses its beginning, and points there are
+not scored.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class EvalError(RuntimeError):
 @dataclasses.dataclass(frozen=True, slots=True)
 class Point:
     prefix: str  # the line up to the point, no trailing space
+    unit: int  # index of the transcript unit that follows the point
     switch: bool  # the next unit is the other speaker's tag
     after_pause: bool  # the prefix ends with a pause
     speaker: str  # the digit of the speaker holding the floor
@@ -53,12 +60,12 @@ def points(text: str, rng: random.Random) -> list[Point]:
         tag = TAG_RE.fullmatch(unit)
         if tag:
             if speaker is not None and tag.group(1) != speaker:
-                switches.append(Point(prefix, True, PAUSE_RE.fullmatch(units[i - 1]) is not None, speaker))
+                switches.append(Point(prefix, i, True, PAUSE_RE.fullmatch(units[i - 1]) is not None, speaker))
             speaker, words_in_turn = tag.group(1), 0
             continue
         if speaker is not None and words_in_turn > 0:
             previous_is_pause = PAUSE_RE.fullmatch(units[i - 1]) is not None
-            (after_pause if previous_is_pause else after_word).append(Point(prefix, False, previous_is_pause, speaker))
+            (after_pause if previous_is_pause else after_word).append(Point(prefix, i, False, previous_is_pause, speaker))
         words_in_turn += 1
     n = len(switches)
     n_pause = min(len(after_pause), n // 2 + n % 2)
@@ -91,50 +98,67 @@ def prf(pred: list[bool], labels: list[bool]) -> dict:
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 
-def predict(model, tok, prompts: list[str], batch_size: int, max_length: int) -> tuple[list[str], list[float]]:
-    """Greedy 3-token continuations and p(" S") at the point, batched with left padding."""
+def predict(model, tok, line: str, pts: list[Point], max_length: int) -> list[tuple[Point, str, float]]:
+    """(point, greedy 3-token continuation, p(" S")) for the points of one line that fall in its
+    kept part; three forward passes (see the module docstring)."""
     import torch
-    from transformers import GenerationConfig
 
+    from rtchat.evals.tree import LineScorer
     from rtchat.nodes.agent.lm import turn_switch_id
 
     s_id = turn_switch_id(tok)
-    tok.padding_side, tok.truncation_side = "left", "left"
-    gen = GenerationConfig(max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tok.pad_token_id,
-                           eos_token_id=tok.eos_token_id, output_scores=True, return_dict_in_generate=True)
-    texts, probs = [], []
-    for start in range(0, len(prompts), batch_size):
-        enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                  max_length=max_length).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**enc, generation_config=gen)
-        probs += torch.softmax(out.scores[0].float(), -1)[:, s_id].tolist()
-        for row in out.sequences[:, enc["input_ids"].shape[1] :].tolist():
-            texts.append(tok.decode(row, skip_special_tokens=True))  # a tag at the start matches with or without its space
-    return texts, probs
+    scorer = LineScorer(model, tok, line, max_length)
+    kept = [(p, scorer.point_token(p.unit)) for p in pts]
+    kept = [(p, j) for p, j in kept if j is not None]
+    if not kept:
+        return []
+    first = torch.stack([scorer.next_logp(j) for _, j in kept])
+    probs = first[:, s_id].exp().tolist()
+    tokens = [[t] for t in first.argmax(-1).tolist()]
+    for _ in range(NEW_TOKENS - 1):
+        logps = scorer.branches([j for _, j in kept], tokens)
+        for ts, lp in zip(tokens, logps, strict=True):
+            ts.append(int(lp[-1].argmax()))
+    out = []
+    for (p, _), ts, q in zip(kept, tokens, probs, strict=True):
+        if tok.eos_token_id in ts:  # generate stops at the end of text
+            ts = ts[: ts.index(tok.eos_token_id)]
+        out.append((p, tok.decode(ts, skip_special_tokens=True), q))  # a tag at the start matches with or without its space
+    return out
 
 
-def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, batch_size: int = 8, max_length: int = 512) -> dict:
-    rng = random.Random(seed)
-    sample = rng.sample(lines, min(num_examples, len(lines)))
-    pts = [p for line in sample for p in points(line, rng)]
-    if not pts:
+def score(results: list[tuple[Point, str, float]], lines: int) -> dict:
+    """The report from (point, continuation, p(" S")) triples."""
+    if not results:
         raise EvalError("no switch points in the sampled lines (each needs at least two speakers)")
-    texts, probs = predict(model, tok, [p.prefix for p in pts], batch_size, max_length)
+    pts = [p for p, _, _ in results]
     labels = [p.switch for p in pts]
-    pred = [predicted_switch(t, p.speaker) for t, p in zip(texts, pts, strict=True)]
+    pred = [predicted_switch(t, p.speaker) for p, t, _ in results]
     idx = [i for i, p in enumerate(pts) if p.after_pause]
     after = prf([pred[i] for i in idx], [labels[i] for i in idx])
     scores = prf(pred, labels)
     return {
-        "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"], "auc": auc(probs, labels),
+        "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
+        "auc": auc([q for _, _, q in results], labels),
         "f1_after_pause": after["f1"] if idx else None,
-        "counts": {"lines": len(sample), "points": len(pts), "switch": sum(labels), "within_turn": len(pts) - sum(labels),
+        "counts": {"lines": lines, "points": len(pts), "switch": sum(labels), "within_turn": len(pts) - sum(labels),
                    "after_pause": len(idx), "after_pause_switch": sum(labels[i] for i in idx),
                    "tp": scores["tp"], "fp": scores["fp"], "fn": scores["fn"]},
         "examples": [{"prefix_end": p.prefix[-60:], "switch": p.switch, "continuation": t, "p_switch": q}
-                     for p, t, q in list(zip(pts, texts, probs, strict=True))[:10]],
+                     for p, t, q in results[:10]],
     }
+
+
+def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_length: int = 512) -> dict:
+    from tqdm.auto import tqdm
+
+    rng = random.Random(seed)
+    sample = rng.sample(lines, min(num_examples, len(lines)))
+    per_line = [(line, points(line, rng)) for line in sample]
+    results = []
+    for line, pts in tqdm(per_line, desc="eval switch", unit="line"):
+        results += predict(model, tok, line, pts, max_length)
+    return score(results, len(sample))
 
 
 # -------------------------------------------------------------------- model resolution and CLI
@@ -181,8 +205,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
     parser.add_argument("--json", required=True, help="write the report here")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
-    parser.add_argument("--max-length", type=int, default=512, help="prompt tokens, cut from the left (default 512)")
+    parser.add_argument("--max-length", type=int, default=512,
+                        help="tokens per line, cut from the left as in training; points in the cut part are not "
+                             "scored (default 512)")
 
 
 def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[str, ...]) -> int:
@@ -196,7 +221,7 @@ def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[s
         files = data_files(args.data)
         lines = read_lines(files)
         model, tok = resolve_model(args.model)
-        report = evaluate_fn(model, tok, lines, args.num_examples, args.seed, args.batch_size, args.max_length)
+        report = evaluate_fn(model, tok, lines, args.num_examples, args.seed, args.max_length)
     except (DataError, EvalError) as exc:
         print(f"rtchat eval {name}: {exc}")
         return 1

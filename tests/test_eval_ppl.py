@@ -7,10 +7,12 @@ import json
 import math
 import random
 
+import pytest
+
 from tiny_models import PREFIX, tiny_llama
 
 from rtchat.datasets.lines import parse_line
-from rtchat.evals.ppl import CATEGORIES, cases, evaluate
+from rtchat.evals.ppl import CATEGORIES, cases, evaluate, score
 
 # tags S1 S2 S1 (two speaker changes), pauses (0.3) (0.8) (0.4)
 LINE = PREFIX + " S1: how was it (0.3) the trip I mean. (0.8) S2: great (0.4) really great S1: good one"
@@ -45,7 +47,7 @@ def test_cases_count_and_negatives_only_at_mid_clause_boundaries():
 
 def test_tiny_model_gives_finite_perplexities(bpe_tok):
     bpe_tok.pad_token = bpe_tok.eos_token
-    report = evaluate(tiny_llama(len(bpe_tok)), bpe_tok, LINES, num_examples=3, seed=0, batch_size=4)
+    report = evaluate(tiny_llama(len(bpe_tok)), bpe_tok, LINES, num_examples=3, seed=0)
     for k in CATEGORIES:
         v = report[f"ppl_{k}"]
         assert math.isfinite(v) and v > 1.0, k
@@ -56,13 +58,23 @@ def test_tiny_model_gives_finite_perplexities(bpe_tok):
     json.dumps(report)
 
 
-def test_batching_does_not_change_the_scores(bpe_tok):
-    bpe_tok.pad_token = bpe_tok.eos_token
-    model = tiny_llama(len(bpe_tok))
-    a = evaluate(model, bpe_tok, LINES, num_examples=3, seed=1, batch_size=1)
-    b = evaluate(model, bpe_tok, LINES, num_examples=3, seed=1, batch_size=16)
-    for k in CATEGORIES:
-        assert math.isclose(a[f"ppl_{k}"], b[f"ppl_{k}"], rel_tol=1e-4)
+def test_each_case_scores_as_a_plain_forward_pass_over_its_prompt(bpe_tok):
+    import torch
+
+    torch.manual_seed(5)
+    model = tiny_llama(len(bpe_tok)).eval()
+    for line in LINES:
+        line_cases = cases(line, random.Random(2))
+        got = score(model, bpe_tok, line, line_cases, max_length=512)
+        assert sorted(c.target + c.category + str(c.unit) for c, _, _ in got) == sorted(
+            c.target + c.category + str(c.unit) for c in line_cases)
+        for c, nll, n in got:
+            prompt = bpe_tok(c.prefix)["input_ids"]
+            target = bpe_tok(c.target, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + target])).logits[0].float(), -1)
+            want = -sum(float(logp[len(prompt) - 1 + r, t]) for r, t in enumerate(target))
+            assert n == len(target) and nll == pytest.approx(want, rel=1e-4), (c.category, c.target)
 
 
 def test_cli_writes_json(tmp_path, bpe_tok):

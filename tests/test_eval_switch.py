@@ -11,7 +11,7 @@ import torch
 from tiny_models import PREFIX, tiny_llama
 
 from rtchat.datasets.lines import parse_line
-from rtchat.evals.switch import auc, evaluate, points, predicted_switch
+from rtchat.evals.switch import auc, evaluate, points, predict, predicted_switch, score
 
 LINE = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great (0.4) really great S1: good"
 LINES = [
@@ -57,7 +57,7 @@ def test_auc_ranks_and_ties():
 
 def test_tiny_model_gives_every_key_in_range(bpe_tok, tmp_path):
     bpe_tok.pad_token = bpe_tok.eos_token
-    report = evaluate(tiny_llama(len(bpe_tok)), bpe_tok, LINES, num_examples=3, seed=0, batch_size=4)
+    report = evaluate(tiny_llama(len(bpe_tok)), bpe_tok, LINES, num_examples=3, seed=0)
     for key in ("precision", "recall", "f1", "auc", "f1_after_pause"):
         assert 0.0 <= report[key] <= 1.0, key
     counts = report["counts"]
@@ -65,41 +65,51 @@ def test_tiny_model_gives_every_key_in_range(bpe_tok, tmp_path):
     json.dumps(report)
 
 
-class ScriptedLM(torch.nn.Module):
-    """Predicts " S2:" after every prefix that ends in a pause written by S1, else " (": a model
-    whose answers the test knows."""
+def test_continuations_and_switch_probability_equal_greedy_generate_on_each_prefix(bpe_tok):
+    from transformers import GenerationConfig
 
-    def __init__(self, tok):
-        super().__init__()
-        self.tok = tok
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-        self.s = tok(" S", add_special_tokens=False)["input_ids"][0]
-        self.p = tok(" (", add_special_tokens=False)["input_ids"][0]
-
-    @property
-    def device(self):
-        return self.anchor.device
-
-    def generate(self, input_ids, attention_mask, generation_config):
-        from types import SimpleNamespace
-
-        rows, scores = [], torch.zeros(len(input_ids), len(self.tok))
-        for i, ids in enumerate(input_ids.tolist()):
-            text = self.tok.decode([t for t, m in zip(ids, attention_mask[i].tolist(), strict=True) if m])
-            turn = text.rsplit("S", 1)[-1]
-            switch = text.rstrip().endswith(")") and turn.startswith("1")
-            new = self.tok(" S2:" if switch else " (0.5", add_special_tokens=False)["input_ids"][:3]
-            rows.append(ids + new)
-            scores[i, self.s if switch else self.p] = 10.0
-        return SimpleNamespace(sequences=torch.tensor(rows), scores=[scores])
-
-
-def test_scripted_model_scores_exactly(bpe_tok):
     bpe_tok.pad_token = bpe_tok.eos_token
+    torch.manual_seed(3)
+    model = tiny_llama(len(bpe_tok)).eval()
+    s_id = bpe_tok(" S", add_special_tokens=False)["input_ids"][0]
+    gen = GenerationConfig(max_new_tokens=3, do_sample=False, pad_token_id=bpe_tok.eos_token_id,
+                           output_scores=True, return_dict_in_generate=True)
+    for line in LINES:
+        pts = points(line, random.Random(0))
+        got = predict(model, bpe_tok, line, pts, max_length=512)
+        assert [p for p, _, _ in got] == pts
+        for p, text, q in got:
+            enc = bpe_tok(p.prefix, return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(**enc, generation_config=gen)
+            new = out.sequences[0, enc["input_ids"].shape[1]:].tolist()
+            assert text == bpe_tok.decode(new, skip_special_tokens=True), p.prefix
+            assert q == pytest.approx(torch.softmax(out.scores[0][0].float(), -1)[s_id].item(), rel=1e-4, abs=1e-7)
+
+
+def test_points_cut_off_with_the_beginning_of_a_long_line_are_not_scored(bpe_tok):
+    model = tiny_llama(len(bpe_tok)).eval()
+    pts = points(LINE, random.Random(0))
+    n = len(bpe_tok(LINE)["input_ids"])
+    kept = predict(model, bpe_tok, LINE, pts, max_length=n - 6)  # loses the header's first tokens only
+    assert [p for p, _, _ in kept] == pts
+    late = predict(model, bpe_tok, LINE, pts, max_length=12)  # keeps only the end of the line
+    assert 0 < len(late) < len(pts)
+    assert all(len(bpe_tok(p.prefix)["input_ids"]) > n - 12 for p, _, _ in late)
+
+
+def test_scripted_results_score_exactly():
     line = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great really great S1: good"
-    report = evaluate(ScriptedLM(bpe_tok), bpe_tok, [line], num_examples=1, seed=0)
-    # switches: after "(0.8)" by S1 (predicted), after "really great" by S2 (missed);
-    # within-turn: one after a pause by S1 (wrongly predicted), one after a word (not predicted).
+    pts = points(line, random.Random(0))
+    # a model that says " S2:" after every pause by S1 and " (0.5" otherwise: the switch after
+    # "(0.8)" is found, the one after "really great" missed, the within-turn point after "(0.3)"
+    # wrongly called a switch, the one after a word not.
+    results = []
+    for p in pts:
+        switch = p.prefix.endswith(")") and p.speaker == "1"
+        results.append((p, " S2:" if switch else " (0.5", 0.9 if switch else 0.1))
+    report = score(results, lines=1)
+    assert [(p.switch, p.after_pause) for p in pts] == [(True, True), (True, False), (False, True), (False, False)]
     assert report["counts"]["tp"] == 1 and report["counts"]["fp"] == 1 and report["counts"]["fn"] == 1
     assert report["precision"] == pytest.approx(0.5) and report["recall"] == pytest.approx(0.5)
     assert report["auc"] == pytest.approx(0.5)
