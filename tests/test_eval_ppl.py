@@ -8,7 +8,6 @@ import math
 import random
 
 import pytest
-
 from tiny_models import PREFIX, tiny_llama
 
 from rtchat.datasets.lines import parse_line
