@@ -58,6 +58,8 @@ NOT_KEPT_RE = re.compile(r"[^\w !?.,;\"'`()&=%\[\]]")
 LONG_EVENT_RE = re.compile(r"&[l,n]=\S*")
 DROPPED_EVENTS_RE = re.compile(r"&=(?:lengthened|tsk|in|nonvocal|ex)\b", re.I)
 SHORT_PAUSE_RE = re.compile(r"\((\.\.?)\)")  # (.) and (..); (...) is never standardised
+SINGLE_DOT_PAUSE_RE = re.compile(r"\((?=\d*\.\d*\))")  # the "(" of (0.5) or (.), not of (..) / (...)
+PAUSE_TOKEN = "<p>"  # step 10: the reference's --add-special-pause-token marker
 SPACE_BEFORE_RE = re.compile(r" (?=[!?.,;']|n')")
 BLANK_UTTERANCES = frozenset({"", ".", "0."})
 
@@ -82,8 +84,9 @@ class Dialogue:
 # ---- cleaning (spec §13.3, in order) -----------------------------------------------------------
 
 
-def clean_line(text: str, rng: random.Random | None = None) -> str:
-    """One main tier → cleaned text; ``rng`` given = standardise ``(.)``/``(..)`` (step 9)."""
+def clean_line(text: str, rng: random.Random | None = None, pause_token: bool = False) -> str:
+    """One main tier → cleaned text; ``rng`` given = standardise ``(.)``/``(..)`` (step 9);
+    ``pause_token`` = ``<p> `` before every single-dot pause (step 10, after step 9)."""
     text = text.replace(" [!]", "!")  # 1
     text = BRACKET_RE.sub("", text)  # 2: [/], [//], [<], [=! laughs] go; [% comment] stays
     text = BULLET_RE.sub("", text)  # 3
@@ -96,6 +99,8 @@ def clean_line(text: str, rng: random.Random | None = None) -> str:
     text = DROPPED_EVENTS_RE.sub("", text)
     if rng is not None:  # 9
         text = SHORT_PAUSE_RE.sub(lambda m: f"({_short_pause_s(m.group(1), rng):.1f})", text)
+    if pause_token:  # 10
+        text = SINGLE_DOT_PAUSE_RE.sub(PAUSE_TOKEN + " (", text)
     text = " ".join(text.split())  # 11
     return SPACE_BEFORE_RE.sub("", text).strip()
 
@@ -236,12 +241,13 @@ def _by_hand(url: str) -> str:
 # ---- utterances (spec §13.6 steps 2–4) --------------------------------------------------------------------
 
 
-def utterances(dialogue: Dialogue, rng: random.Random | None, pauses_from_bullets: bool) -> list[str]:
+def utterances(dialogue: Dialogue, rng: random.Random | None, pauses_from_bullets: bool,
+               pause_token: bool = False) -> list[str]:
     """Cleaned, tagged utterances (``S1: …``), blanks dropped, each cut to 150 words."""
     turns = bullets_to_pauses(list(dialogue.turns)) if pauses_from_bullets else dialogue.turns
     out = []
     for turn in turns:
-        text = clean_line(turn.text, rng)
+        text = clean_line(turn.text, rng, pause_token)
         if text in BLANK_UTTERANCES:
             continue
         words = f"{turn.tag}: {text}".split()
@@ -296,6 +302,7 @@ class Options:
     standardize_pauses: bool = False  # (.) → 0.2–0.6 s, (..) → 0.7–1.2 s; (...) stays
     pauses_from_bullets: bool = False  # media-bullet gaps ≥ 0.1 s → (x.y)
     seed: int = 42  # split shuffle and pause standardisation
+    pause_token: bool = False  # <p> before every single-dot pause (the reference's --add-special-pause-token)
 
 
 def build(files: list[tuple[Path, str]], opts: Options, summarize=None) -> tuple[dict[str, list[str]], int]:
@@ -310,7 +317,7 @@ def build(files: list[tuple[Path, str]], opts: Options, summarize=None) -> tuple
             log.warning("skipped %s", e)
             skipped += 1
             continue
-        body = " ".join(utterances(dialogue, rng, opts.pauses_from_bullets))
+        body = " ".join(utterances(dialogue, rng, opts.pauses_from_bullets, opts.pause_token))
         if not body:
             log.warning("skipped %s: no utterances left after cleaning", name)
             skipped += 1
@@ -332,6 +339,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpora", default="All", help=f"All or comma-separated keys of {', '.join(CORPORA)}")
     parser.add_argument("--standardize-pauses", action="store_true", help="(.) → 0.2–0.6 s, (..) → 0.7–1.2 s, seeded")
     parser.add_argument("--pauses-from-bullets", action="store_true", help="write media-bullet gaps ≥ 0.1 s as (x.y)")
+    parser.add_argument("--add-special-pause-token", dest="pause_token", action="store_true",
+                        help="write <p> before every single-dot pause such as (0.5) or (.), as the reference's option")
     parser.add_argument("--seed", type=int, default=42, help="split and pause seed (default 42)")
     parser.add_argument("--summaries", metavar="MODEL_ID", help="summarization model (hub id or folder); off by default")
     parser.add_argument("--base-url", default=BASE_URL, help=f"where the corpus zips live (default {BASE_URL})")
@@ -359,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
             keys = corpus_keys(args.corpora)
             files = [(p, n) for p, n in files if n.split("/", 1)[0] in keys]
         summarize = load_summarizer(args.summaries) if args.summaries else None
-        opts = Options(args.standardize_pauses, args.pauses_from_bullets, args.seed)
+        opts = Options(args.standardize_pauses, args.pauses_from_bullets, args.seed, args.pause_token)
         parts, skipped = build(files, opts, summarize)
         paths = splits.write_splits(args.out, parts)
     except (TalkbankError, splits.EmptyDatasetError) as e:

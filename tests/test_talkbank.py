@@ -103,6 +103,16 @@ def test_standardized_pauses_are_seeded_numbers_in_the_reference_ranges():
     assert all(re.fullmatch(r"\(\d\.\d\)", t) for t in out[0::3] + out[1::3])
 
 
+def test_special_pause_token_marks_single_dot_pauses_after_standardising():
+    raw = "so (.) I went (..) to the (0.5) store (...) ok"
+    assert talkbank.clean_line(raw, pause_token=True) == "so <p> (.) I went (..) to the <p> (0.5) store (...) ok"
+    marked = talkbank.clean_line(raw, random.Random(1), pause_token=True).split()
+    after = [marked[i + 1] for i, w in enumerate(marked) if w == "<p>"]
+    assert len(after) == 3 and all(re.fullmatch(r"\(\d\.\d\)", t) for t in after)  # (..) standardised, then marked
+    assert "(...)" in marked and marked[marked.index("(...)") - 1] != "<p>"
+    assert "<p>" not in talkbank.clean_line(raw, random.Random(1))
+
+
 def test_overlap_brackets_vanish_and_overlapping_speech_stays_in_file_order():
     out = talkbank.clean_line("⌈yes⌉ I ⌊know⌋ [<] it [>] .")
     assert out == "yes I know it."
