@@ -34,13 +34,28 @@ Timing (all durations in seconds, written one decimal as `` (x.y)``; every draw 
     * ``P_LONG_GAP`` = 0.08 — long gap, lognormal median 1.3 s, σ 0.35, clipped to 3.0 s;
     * otherwise lognormal with mode 0.2 s, σ 0.6 (μ = ln 0.2 + σ² → median ≈ 0.29 s, mean
       ≈ 0.34 s), clipped to 0.1–3.0 s, so it is always written as at least ``(0.1)``.
-- **Within-turn pauses** after a non-final clause with probability ``P_WITHIN_PAUSE`` = 0.5,
-  lognormal median 0.4 s, σ 0.6, clipped to 0.1–2.5 s. Within-speaker pauses run somewhat longer
-  than between-speaker gaps (Heldner & Edlund 2010) but the two ranges largely overlap, so a pause
-  token alone does not reveal a switch.
-- **Fillers**: ``um``/``uh`` at a clause start (p 0.06) and just before a within-turn pause
-  (p 0.08) — the places hesitations cluster (Clark & Fox Tree 2002, Cognition 84:73).
-- **Backchannels**: inside the other speaker's within-turn pause of ≥ ``BACKCHANNEL_MIN_PAUSE_S``
+- **Within-turn pauses** (holds), placed where speakers hold the floor in speech, so that the
+  model must judge whether the utterance is complete — the cue listeners use (De Ruiter, Mitterer
+  & Enfield 2006, Language 82:515: lexico-syntactic content, not intonation, lets listeners
+  anticipate turn ends):
+    * at a clause boundary inside a sentence (after ``,`` or ``;``), probability
+      ``P_PAUSE_INNER`` = 0.5;
+    * at a possible completion point inside a turn (the end of a sentence or of a chat message
+      that the same speaker follows up), only ``P_PAUSE_COMPLETION`` = 0.15: speakers who go on
+      past a possible completion tend to "rush through" it without a pause (Schegloff 1982, in
+      Analyzing Discourse, Georgetown UP, 71–93), since silence there invites the other to speak;
+      such a pause is preceded by a filler with probability ``P_FILLER_BEFORE_HOLD`` = 0.4, the
+      delay signal of a speaker who means to go on (Clark & Fox Tree 2002, Cognition 84:73);
+    * a hesitation inside a clause of ≥ 4 words, probability ``P_HESITATION`` = 0.2 per clause,
+      right after a function word (before the content word being searched for: Maclay & Osgood
+      1959, Word 15:19; Clark & Wasow 1998, Cogn. Psychol. 37:201), with a filler before it with
+      probability 0.3.
+  Durations: lognormal median 0.4 s, σ 0.6, clipped to 0.1–2.5 s. Within-speaker pauses run
+  somewhat longer than between-speaker gaps (Heldner & Edlund 2010) but the two ranges largely
+  overlap, so a pause token alone does not reveal a switch.
+- **Fillers**: ``um``/``uh`` at a clause start (p 0.06) and just before an inner-clause pause
+  (p 0.08) — the places hesitations cluster (Clark & Fox Tree 2002).
+- **Backchannels**: inside the other speaker's clause-boundary pause of ≥ ``BACKCHANNEL_MIN_PAUSE_S``
   = 0.5 s, with probability 0.3, the listener gets a short turn (mm-hmm, yeah, right, uh-huh,
   okay, oh yeah, mm) and the speaker's tag resumes with no pause of its own:
   ``S1: so I went (0.6) S2: mm-hmm S1: to the store``.
@@ -72,7 +87,17 @@ P_LONG_GAP = 0.08
 GAP_MODE_S, GAP_SIGMA = 0.2, 0.6
 LONG_GAP_MEDIAN_S, LONG_GAP_SIGMA = 1.3, 0.35
 GAP_RANGE_S = (0.1, 3.0)
-P_WITHIN_PAUSE = 0.5
+P_PAUSE_INNER = 0.5
+P_PAUSE_COMPLETION = 0.15
+P_FILLER_BEFORE_HOLD = 0.4
+P_HESITATION = 0.2
+P_FILLER_BEFORE_HESITATION = 0.3
+HESITATION_MIN_WORDS = 4
+FUNCTION_WORDS = frozenset(
+    "a an the to of in on at for with from about into and but or so because if that this these those my your "
+    "his her our their its i you we they he she it is was are were be been have has had do did will would can "
+    "could should just really very like some any more".split()
+)
 WITHIN_MEDIAN_S, WITHIN_SIGMA = 0.4, 0.6
 WITHIN_RANGE_S = (0.1, 2.5)
 P_FILLER_CLAUSE_START = 0.06
@@ -129,7 +154,8 @@ MALE_NAMES = (
 )
 
 NON_WORD_RE = re.compile(r"[^\w'\-]+|_")
-CLAUSE_RE = re.compile(r"[,;.!?…]+")
+CLAUSE_RE = re.compile(r"([,;.!?…]+)")  # the delimiter is kept: it tells an inner boundary from a completion
+INNER, COMPLETION = "inner", "completion"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,13 +173,23 @@ def clean(text: str) -> str:
     return " ".join(NON_WORD_RE.sub(" ", text.lower()).split())
 
 
-def clauses(messages: list[str]) -> list[list[str]]:
+def clauses(messages: list[str]) -> list[tuple[list[str], str]]:
+    """(words, boundary after them): ``inner`` after , or ; inside a sentence; ``completion``
+    after the end of a sentence or of a message (a possible turn end)."""
     out = []
     for message in messages:
-        for part in CLAUSE_RE.split(message):
-            words = clean(part).split()
+        parts = CLAUSE_RE.split(message)
+        found = []
+        for k in range(0, len(parts), 2):
+            words = clean(parts[k]).split()
+            delimiter = parts[k + 1] if k + 1 < len(parts) else ""
             if words:
-                out.append(words)
+                found.append((words, INNER if delimiter and set(delimiter) <= {",", ";"} else COMPLETION))
+            elif found and delimiter and not set(delimiter) <= {",", ";"}:
+                found[-1] = (found[-1][0], COMPLETION)  # "well, ." -- the sentence ends here
+        if found:
+            found[-1] = (found[-1][0], COMPLETION)  # a message end is a possible completion
+        out.extend(found)
     return out
 
 
@@ -175,26 +211,55 @@ def turn_gap_s(rng: random.Random) -> float | None:
 def speak(turns: list[tuple[str, list[str]]], rng: random.Random) -> list[Segment]:
     """(speaker, messages) turns → timed segments with pauses, fillers and backchannels."""
     segments: list[Segment] = []
+
+    def hold(speaker: str, words: list[str]) -> None:
+        segments.append(Segment(speaker, tuple(words), lognormal(rng, WITHIN_MEDIAN_S, WITHIN_SIGMA, *WITHIN_RANGE_S),
+                                turn_final=False))
+
     for t, (speaker, messages) in enumerate(turns):
         other = "S2" if speaker == "S1" else "S1"
         cl = clauses(messages)
         words: list[str] = []
-        for i, clause in enumerate(cl):
+        for i, (clause, boundary) in enumerate(cl):
             if rng.random() < P_FILLER_CLAUSE_START:
                 words.append(rng.choice(FILLERS))
-            words.extend(clause)
-            if i == len(cl) - 1 or rng.random() >= P_WITHIN_PAUSE:
+            at = _hesitation_point(clause, rng)
+            if at is not None:
+                words.extend(clause[:at])
+                if rng.random() < P_FILLER_BEFORE_HESITATION:
+                    words.append(rng.choice(FILLERS))
+                hold(speaker, words)
+                words = list(clause[at:])
+            else:
+                words.extend(clause)
+            if i == len(cl) - 1:
                 continue
-            if rng.random() < P_FILLER_BEFORE_PAUSE:
-                words.append(rng.choice(FILLERS))
-            pause = lognormal(rng, WITHIN_MEDIAN_S, WITHIN_SIGMA, *WITHIN_RANGE_S)
-            segments.append(Segment(speaker, tuple(words), pause, turn_final=False))
+            if boundary == INNER:
+                if rng.random() >= P_PAUSE_INNER:
+                    continue
+                if rng.random() < P_FILLER_BEFORE_PAUSE:
+                    words.append(rng.choice(FILLERS))
+            else:
+                if rng.random() >= P_PAUSE_COMPLETION:
+                    continue
+                if rng.random() < P_FILLER_BEFORE_HOLD:
+                    words.append(rng.choice(FILLERS))
+            hold(speaker, words)
             words = []
-            if round(pause, 1) >= BACKCHANNEL_MIN_PAUSE_S and rng.random() < P_BACKCHANNEL:
+            if round(segments[-1].pause_s, 1) >= BACKCHANNEL_MIN_PAUSE_S and rng.random() < P_BACKCHANNEL:
                 segments.append(Segment(other, tuple(rng.choice(BACKCHANNELS).split()), None, False, backchannel=True))
         gap = turn_gap_s(rng) if t < len(turns) - 1 else None
         segments.append(Segment(speaker, tuple(words), gap, turn_final=True))
     return segments
+
+
+def _hesitation_point(clause: list[str], rng: random.Random) -> int | None:
+    """Index of the word a hesitation pause comes before (right after a function word, never at
+    the clause's edges), or None."""
+    if len(clause) < HESITATION_MIN_WORDS or rng.random() >= P_HESITATION:
+        return None
+    candidates = [k for k in range(1, len(clause) - 1) if clause[k - 1] in FUNCTION_WORDS]
+    return rng.choice(candidates) if candidates else None
 
 
 def render(segments: list[Segment]) -> str:

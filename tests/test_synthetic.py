@@ -86,6 +86,47 @@ def test_within_turn_pauses_overlap_turn_final_durations():
     assert statistics.median(final) < statistics.median(within) < 2 * statistics.median(final) + 0.2
 
 
+def test_clauses_tell_inner_boundaries_from_possible_completions():
+    got = synthetic.clauses(["Hi, how are you? I'm fine", "ok, .", "so"])
+    assert got == [(["hi"], "inner"), (["how", "are", "you"], "completion"), (["i'm", "fine"], "completion"),
+                   (["ok"], "completion"), (["so"], "completion")]
+
+
+def _hold_rates(monkeypatch, **probabilities) -> tuple[float, float, list[synthetic.Segment]]:
+    """Share of inner (after "c,") and completion (after "f.") boundaries followed by a hold, for
+    a turn "a b c, d e f. g h i" said many times; hesitations off unless given."""
+    monkeypatch.setattr(synthetic, "P_HESITATION", probabilities.pop("P_HESITATION", 0.0))
+    for name, value in probabilities.items():
+        monkeypatch.setattr(synthetic, name, value)
+    turns = [("S1" if t % 2 == 0 else "S2", ["A b c, d e f. G h i"]) for t in range(4000)]
+    segments = synthetic.speak(turns, random.Random(3))
+    holds = [s for s in segments if not s.turn_final and not s.backchannel]
+    last = [s.words[-1] if s.words[-1] not in synthetic.FILLERS else s.words[-2] for s in holds]
+    return last.count("c") / 4000, last.count("f") / 4000, holds
+
+
+def test_speakers_rush_through_possible_completions_and_hold_them_with_a_filler(monkeypatch):
+    inner, completion, holds = _hold_rates(monkeypatch)
+    assert abs(inner - synthetic.P_PAUSE_INNER) < 0.03 and abs(completion - synthetic.P_PAUSE_COMPLETION) < 0.03
+    at_completion = [s for s in holds if "f" in s.words[-2:]]
+    with_filler = sum(s.words[-1] in synthetic.FILLERS for s in at_completion) / len(at_completion)
+    assert abs(with_filler - synthetic.P_FILLER_BEFORE_HOLD) < 0.06
+
+
+def test_hesitation_pauses_come_right_after_a_function_word_inside_a_clause(monkeypatch):
+    monkeypatch.setattr(synthetic, "P_PAUSE_INNER", 0.0)
+    monkeypatch.setattr(synthetic, "P_PAUSE_COMPLETION", 0.0)
+    monkeypatch.setattr(synthetic, "P_HESITATION", 0.5)
+    turns = [("S1" if t % 2 == 0 else "S2", ["I went to the store and bought the milk"]) for t in range(400)]
+    segments = synthetic.speak(turns, random.Random(4))
+    holds = [s for s in segments if not s.turn_final]
+    assert 150 < len(holds) < 250  # one clause per turn, p 0.5
+    for s in holds:
+        words = [w for w in s.words if w not in synthetic.FILLERS]
+        assert words[-1] in synthetic.FUNCTION_WORDS
+    assert any(s.words[-1] in synthetic.FILLERS for s in holds)
+
+
 def test_backchannels_sit_inside_the_other_speakers_longer_pause():
     count = 0
     for segments in many_segments():
