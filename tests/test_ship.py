@@ -18,9 +18,11 @@ def test_ship_halves_the_weights_and_writes_the_manifest(tmp_path):
     (adapter / "training.json").write_text(json.dumps({"data_sha256": "ab12", "git_commit": "c0ffee", "steps": 3}))
     for name, f1 in (("base.json", 0.3), ("adapted.json", 0.8)):
         (tmp_path / name).write_text(json.dumps({"f1": f1, "auc": 0.7, "f1_after_pause": f1, "precision": 1, "recall": 1}))
+    (tmp_path / "ppl.json").write_text(json.dumps({"ppl_trp_pos": 2.5, "ppl_trp_neg": 40.0, "counts": {}}))
     dest = ship(
         adapter, tmp_path / "base.json", tmp_path / "adapted.json",
         "data synthetic --out DATA", "train --model embedded-base --data DATA --out OUT", dest=tmp_path / "shipped",
+        ppl_adapter=tmp_path / "ppl.json", eval_commands=("eval switch --model embedded --data T",),
     )
     weights = load_file(str(dest / "adapter_model.safetensors"))
     assert weights["lora_A"].dtype == torch.float16
@@ -28,4 +30,6 @@ def test_ship_halves_the_weights_and_writes_the_manifest(tmp_path):
     assert manifest["train_command"] == ["train", "--model", "embedded-base", "--data", "DATA", "--out", "OUT"]
     assert (manifest["data_sha256"], manifest["git_commit"]) == ("ab12", "c0ffee")
     assert manifest["metrics"]["embedded"]["f1"] == 0.8 and manifest["metrics"]["embedded-base"]["f1"] == 0.3
+    assert manifest["metrics"]["embedded"]["ppl_trp_pos"] == 2.5 and "ppl_trp_pos" not in manifest["metrics"]["embedded-base"]
+    assert manifest["eval_commands"] == [["eval", "switch", "--model", "embedded", "--data", "T"]]
     assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "manifest.json"]

@@ -1,13 +1,14 @@
 """Put a trained adapter into the repository as the embedded agent's adapter, with its manifest.
 
     python -m rtchat.train.ship --adapter OUT --eval-base base.json --eval-adapter adapted.json \\
+        [--ppl-base ppl-base.json --ppl-adapter ppl-adapted.json] [--eval-command "eval switch …" …] \\
         --data-command "data synthetic --out DATA" --train-command "train --model embedded-base …"
 
 The adapter weights are stored in float16 (half the size; they are merged into the float32 base
 at load time), next to ``manifest.json``: the exact commands that made the data and the adapter,
 the data's sha256 and the git commit (from the trainer's ``training.json``), and the held-out
-``rtchat eval switch`` figures of the base and the adapted model. Written to a temporary folder
-and renamed into place.
+``rtchat eval switch`` (and ``rtchat eval ppl``) figures of the base and the adapted model with
+the commands that measured them. Written to a temporary folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from rtchat.configs.models import SHIPPED_ADAPTER
 
 
 def ship(
-    adapter: Path, eval_base: Path, eval_adapter: Path, data_command: str, train_command: str, dest: Path = SHIPPED_ADAPTER
+    adapter: Path, eval_base: Path, eval_adapter: Path, data_command: str, train_command: str, dest: Path = SHIPPED_ADAPTER,
+    ppl_base: Path | None = None, ppl_adapter: Path | None = None, eval_commands: tuple[str, ...] = (),
 ) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
@@ -42,7 +44,8 @@ def ship(
         "data_sha256": training.get("data_sha256"),
         "git_commit": training.get("git_commit"),
         "training": {k: v for k, v in training.items() if k not in ("data_sha256", "git_commit")},
-        "metrics": {"embedded-base": _metrics(eval_base), "embedded": _metrics(eval_adapter)},
+        "eval_commands": [shlex.split(c) for c in eval_commands],
+        "metrics": {"embedded-base": _metrics(eval_base, ppl_base), "embedded": _metrics(eval_adapter, ppl_adapter)},
         "weights_dtype": "float16",
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -54,10 +57,14 @@ def ship(
     return dest
 
 
-def _metrics(path: Path) -> dict:
+def _metrics(path: Path, ppl: Path | None) -> dict:
     report = json.loads(path.read_text())
-    keep = ("precision", "recall", "f1", "auc", "f1_after_pause", "num_examples", "n_points", "data_sha256")
-    return {k: report[k] for k in keep if k in report} | {"report": path.name}
+    keep = ("precision", "recall", "f1", "auc", "f1_after_pause", "counts", "data_sha256")
+    out = {k: report[k] for k in keep if k in report} | {"report": path.name}
+    if ppl is not None:
+        figures = json.loads(ppl.read_text())
+        out |= {k: v for k, v in figures.items() if k.startswith("ppl_")} | {"ppl_report": ppl.name}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapter", type=Path, required=True)
     p.add_argument("--eval-base", type=Path, required=True)
     p.add_argument("--eval-adapter", type=Path, required=True)
+    p.add_argument("--ppl-base", type=Path, help="rtchat eval ppl report of the base")
+    p.add_argument("--ppl-adapter", type=Path, help="rtchat eval ppl report of the adapted model")
+    p.add_argument("--eval-command", action="append", default=[], help="an rtchat eval command that measured them")
     p.add_argument("--data-command", required=True, help="the rtchat arguments that built the data")
     p.add_argument("--train-command", required=True, help="the rtchat arguments that trained the adapter")
     args = p.parse_args(argv)
-    out = ship(args.adapter, args.eval_base, args.eval_adapter, args.data_command, args.train_command)
+    out = ship(args.adapter, args.eval_base, args.eval_adapter, args.data_command, args.train_command,
+               ppl_base=args.ppl_base, ppl_adapter=args.ppl_adapter, eval_commands=tuple(args.eval_command))
     print(f"shipped {args.adapter} as {out}")
     return 0
 
