@@ -53,6 +53,7 @@ setup(
         "pylangacq>=0.19",  # TalkBank CHAT transcripts
         "chitchat-dataset>=0.9",  # typed dialogues for the synthetic spoken corpus
         "tqdm>=4.66",
+        "soxr>=0.5",  # streaming resampling of incoming audio to the recogniser's 16 kHz
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test

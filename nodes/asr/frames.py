@@ -15,15 +15,14 @@ Defined behaviour, each case counted in ``FrameStats``:
   its new samples;
 - a change of sample rate continues the 16 kHz timeline where the old rate ended.
 
-Resampling is polyphase with a Kaiser-windowed sinc low-pass, the filter design of
-``scipy.signal.resample_poly`` (scipy is not a dependency), computed in numpy and streaming:
-filter state carries across frames, so 20 ms frames give the same samples as one long array.
+Resampling is libsoxr's (``soxr.ResampleStream``, high quality): its filter state carries
+across frames, so 20 ms frames give the same samples as one long array, and output sample k is
+at time k / 16 kHz (the filter delay is compensated).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal
 
 import numpy as np
@@ -32,9 +31,6 @@ SR_HZ = 16_000  # the recogniser's rate
 NS_PER_SAMPLE = 1_000_000_000 // SR_HZ  # 62_500: 16 kHz sample indices convert to ns exactly
 SUPPORTED_RATES_HZ = (8_000, 11_025, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
 CLIP_LEVEL = 32_767 / 32_768  # int16 full scale; a float sample this loud counts as clipped
-KAISER_BETA = 5.0  # as scipy.signal.resample_poly
-HALF_LEN_PER_RATE = 10  # filter half-length = 10 * max(up, down) taps, as resample_poly
-BLOCK_OUT = 4_096  # outputs computed per vectorised block (bounds memory for long inputs)
 
 SampleFormat = Literal["int16", "float32"]
 
@@ -84,73 +80,35 @@ def sanitize(x: np.ndarray) -> tuple[np.ndarray, int, int]:
     return x.astype(np.float32, copy=False), n_bad, n_clipped
 
 
-def design_filter(up: int, down: int) -> np.ndarray:
-    """resample_poly's low-pass: cutoff at the lower Nyquist, Kaiser β=5, gain ``up``."""
-    max_rate = max(up, down)
-    half_len = HALF_LEN_PER_RATE * max_rate
-    n = np.arange(-half_len, half_len + 1)
-    h = np.sinc(n / max_rate) * np.kaiser(2 * half_len + 1, KAISER_BETA)
-    return (h / h.sum() * up).astype(np.float64)
-
-
 class Resampler:
-    """Streaming rational resampler from ``sr_in_hz`` to ``sr_out_hz``.
-
-    Output sample n is y[n] = Σ_m h[p + m·up] · x[t//up − m] with t = n·down + half_len and
-    p = t mod up (the zero-phase polyphase form of upsample → filter → downsample). It is
-    emitted once its last input has arrived, so output lags input by half the filter
-    (≤ 1.3 ms at the supported rates); ``flush`` emits the rest with zeros as future input.
-    """
+    """Streaming resampler from ``sr_in_hz`` to ``sr_out_hz`` (libsoxr); counts samples in and out."""
 
     def __init__(self, sr_in_hz: int, sr_out_hz: int = SR_HZ):
-        g = math.gcd(sr_in_hz, sr_out_hz)
-        self.up, self.down = sr_out_hz // g, sr_in_hz // g
-        h = design_filter(self.up, self.down)
-        self.half_len = (len(h) - 1) // 2
-        self.taps = -(-len(h) // self.up)  # per phase
-        h = np.concatenate([h, np.zeros(self.taps * self.up - len(h))])
-        self.phases = h.reshape(self.taps, self.up).T  # phases[p, m] = h[p + m*up]
-        self.hist = np.zeros(self.taps - 1, dtype=np.float64)  # x[-taps+1 .. -1] are zeros
-        self.hist_start = -(self.taps - 1)  # input index of hist[0]
+        import soxr
+
+        self.same = sr_in_hz == sr_out_hz
+        self.stream = None if self.same else soxr.ResampleStream(sr_in_hz, sr_out_hz, 1, dtype="float32", quality="HQ")
         self.n_in = 0
         self.n_out = 0
 
     def push(self, x: np.ndarray) -> np.ndarray:
-        """Append input samples; return every output sample they complete."""
-        if self.up == self.down:
-            self.n_in += len(x)
-            self.n_out += len(x)
-            return x.astype(np.float32, copy=True)
-        self.hist = np.concatenate([self.hist, x.astype(np.float64)])
-        self.n_in += len(x)
-        return self._emit(self.n_in)
+        """Append input samples; return the output samples that are ready."""
+        return self._count(x, last=False)
 
     def flush(self) -> np.ndarray:
-        """The remaining outputs, up to ceil(n_in·up/down), as if zeros followed."""
-        if self.up == self.down:
-            return np.zeros(0, dtype=np.float32)
-        self.hist = np.concatenate([self.hist, np.zeros(self.taps)])
-        return self._emit(self.n_in, total=-(-self.n_in * self.up // self.down))
+        """The remaining output samples (the input has ended)."""
+        return self._count(np.zeros(0, dtype=np.float32), last=True)
 
-    def _emit(self, avail: int, total: int | None = None) -> np.ndarray:
-        """Outputs whose newest input index t//up is < avail (and < total outputs when given)."""
-        last = (avail * self.up - self.half_len - 1) // self.down  # last n with (n·down + half_len)//up < avail
-        end = last + 1 if total is None else total
-        out = [self._block(n0, min(n0 + BLOCK_OUT, end)) for n0 in range(self.n_out, end, BLOCK_OUT)]
-        self.n_out = max(self.n_out, end)
-        keep_from = (self.n_out * self.down + self.half_len) // self.up - (self.taps - 1)
-        drop = max(0, keep_from - self.hist_start)
-        self.hist, self.hist_start = self.hist[drop:], self.hist_start + drop
-        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
-
-    def _block(self, n0: int, n1: int) -> np.ndarray:
-        t = np.arange(n0, n1) * self.down + self.half_len
-        idx = (t // self.up)[:, None] - np.arange(self.taps)[None, :] - self.hist_start
-        return np.einsum("nm,nm->n", self.phases[t % self.up], self.hist[idx])
+    def _count(self, x: np.ndarray, last: bool) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.n_in += len(x)
+        y = x.copy() if self.same else self.stream.resample_chunk(x, last=last)
+        self.n_out += len(y)
+        return y
 
 
 def resample(x: np.ndarray, sr_in_hz: int, sr_out_hz: int = SR_HZ) -> np.ndarray:
-    """One-shot resampling of a whole signal: ceil(len·out/in) samples."""
+    """One-shot resampling of a whole signal (the streaming resampler, pushed once and flushed)."""
     r = Resampler(sr_in_hz, sr_out_hz)
     return np.concatenate([r.push(x), r.flush()])
 
