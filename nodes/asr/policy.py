@@ -199,6 +199,12 @@ class StreamingPolicy:
         self.start = self.heard = start
         return out
 
+    def skip_to(self, start: int) -> None:
+        """The next audio added starts at 16 kHz index ``start`` (audio in between is not speech
+        and was never added). Any buffered audio is dropped; the start never moves backwards."""
+        self._drop_to(self.end)
+        self.start = self.heard = max(start, self.start)
+
     def due(self) -> bool:
         return self.end - self.heard >= self.hop
 
