@@ -175,6 +175,8 @@ class AsrConfig:
     # the streaming policy (nodes/asr/policy.py)
     hop_s: float = 0.5  # new speech between two transcriptions
     max_buffer_s: float = 15.0  # the most audio one transcription sees
+    trim_after_s: float = 10.0  # keep committed audio as context until the buffer is this long
+    preroll_s: float = 0.3  # audio before the VAD's speech start that Whisper hears too
     prompt_words: int = 50  # committed words passed to Whisper as its prompt
     silence_dbfs: float = -50.0  # a buffer quieter than this is not transcribed
     # voice activity (nodes/asr/vad.py): gates transcription, publishes vad.start / vad.end
@@ -197,6 +199,12 @@ class AsrConfig:
             f"got hop_s={self.hop_s}, max_buffer_s={self.max_buffer_s}; allowed: 0 < hop_s < max_buffer_s",
         )
         _check(self.prompt_words >= 0, "asr.prompt_words", "allowed: an integer >= 0")
+        _check(
+            0 <= self.trim_after_s <= self.max_buffer_s,
+            "asr.trim_after_s",
+            f"got {self.trim_after_s}; allowed: 0 … max_buffer_s ({self.max_buffer_s})",
+        )
+        _check(0 <= self.preroll_s <= 0.9, "asr.preroll_s", f"got {self.preroll_s}; allowed: 0 … 0.9")
         _check(
             0 < self.vad_end_threshold <= self.vad_start_threshold < 1,
             "asr.vad_start_threshold",

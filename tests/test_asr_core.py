@@ -109,7 +109,8 @@ def test_speech_gives_vad_start_rising_partials_finals_with_absolute_times_then_
         assert w.text == text
         assert abs(w.start_ns - s * 1e9) < 1000 and abs(w.end_ns - e * 1e9) < 1000
     assert all(e.utterance == 0 for e in out if isinstance(e, AsrFinal | AsrPartial))
-    assert whisper.calls and all(t0 >= 0.4 and t1 <= 3.2 for t0, t1, _ in whisper.calls)  # only speech is heard
+    # only speech is heard, with asr.preroll_s of audio before the VAD's start
+    assert whisper.calls and all(abs(t0 - (start.audio_ns / 1e9 - 0.3)) < 1e-3 and t1 <= 3.2 for t0, t1, _ in whisper.calls)
     assert core.stats()["vad_starts"] == core.stats()["vad_ends"] == 1
 
 
@@ -202,14 +203,14 @@ def test_played_words_far_from_the_user_words_are_kept():
 def test_reset_drops_the_open_utterance_and_the_prompt():
     core, whisper = make_core()
     evs = list(frames(speech(16_000), 16_000))
-    half = int(1.5 * 50)  # two hypotheses agreed on "Hello"; "there," is still pending
+    half = int(1.8 * 50)  # two hypotheses agreed on "Hello"; "there," is still pending
     before = run(core, evs[:half])
     assert finals_text(before) == "Hello"
     n_calls = len(whisper.calls)
     assert core.on_event(Reset(reason="test"), T0) == []
     after = run(core, evs[half:])
     assert isinstance(after[0], VadStart)  # the tone goes on: speech starts again, a new utterance
-    assert "Hello" not in finals_text(after) and finals_text(after).endswith("are you?")
+    assert finals_text(after) == "you?"  # audio heard before the reset is not heard again
     assert {e.utterance for e in after if isinstance(e, AsrFinal)} == {1}
     assert all("Hello" not in p for _, _, p in whisper.calls[n_calls:])
 

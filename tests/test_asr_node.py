@@ -27,6 +27,10 @@ SENTENCE = "Hello, how are you doing today? I was wondering if you could help me
 LEAD_S, TAIL_S = 0.6, 1.2  # silence around the speech
 T0 = 1_700_000_000_000_000_000
 CPU = dataclasses.replace(AsrConfig(), device="cpu", threads=2)
+# Whole-sentence decoding of this speech by tiny.en: WER 0.0. Streaming (0.5 s hops, commits by
+# LocalAgreement-2) measured 0.19 at 16 and 48 kHz, mostly dropped short words; the bound leaves
+# room for espeak-ng's run-to-run variation.
+STREAMING_MAX_WER = 0.25
 
 
 def espeak(text: str) -> tuple[np.ndarray, int]:
@@ -110,7 +114,7 @@ def tiny_en():
 def test_embedded_tiny_en_hears_the_sentence(tiny_en, speech):
     pcm, sr, start, end = speech
     words = tiny_en(pcm.astype(np.float32) / 32768, "")
-    assert wer(SENTENCE, " ".join(w for w, *_ in words)) <= 0.2
+    assert wer(SENTENCE, " ".join(w for w, *_ in words)) <= 0.1
     assert all(start - 0.3 <= s <= e <= end + 0.3 for _, s, e, _ in words)
 
 
@@ -143,7 +147,7 @@ def test_the_core_with_real_models_commits_the_sentence_with_increasing_times(ti
     assert [type(e) for e in out if isinstance(e, VadStart | VadEnd)] == [VadStart, VadEnd]
     finals = [e for e in out if isinstance(e, AsrFinal)]
     text = " ".join(e.text for e in finals)
-    assert wer(SENTENCE, text) <= 0.2, text
+    assert wer(SENTENCE, text) <= STREAMING_MAX_WER, text
     words = [w for e in finals for w in e.words]
     assert all(a.end_ns <= b.start_ns for a, b in zip(words, words[1:], strict=False))
     assert all(w.start_ns <= w.end_ns for w in words)
@@ -221,7 +225,7 @@ def test_the_node_process_turns_audio_frames_into_asr_final_on_a_real_bus(real_b
             if probe.data.poll(500, zmq.POLLIN):
                 got.append(probe.decode(probe.data.recv_multipart()).event)
         text = " ".join(e.text for e in got if isinstance(e, AsrFinal))
-        assert wer(SENTENCE, text) <= 0.2, text
+        assert wer(SENTENCE, text) <= STREAMING_MAX_WER, text
         assert any(isinstance(e, VadStart) for e in got)
         assert not [e for e in got if isinstance(e, NodeError)]
         probe.publish(Shutdown(reason="test"))

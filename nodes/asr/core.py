@@ -71,7 +71,11 @@ class AudioRing:
 
 def policy_config(cfg: AsrConfig) -> PolicyConfig:
     return PolicyConfig(
-        hop_s=cfg.hop_s, max_buffer_s=cfg.max_buffer_s, prompt_words=cfg.prompt_words, silence_dbfs=cfg.silence_dbfs
+        hop_s=cfg.hop_s,
+        max_buffer_s=cfg.max_buffer_s,
+        trim_after_s=cfg.trim_after_s,
+        prompt_words=cfg.prompt_words,
+        silence_dbfs=cfg.silence_dbfs,
     )
 
 
@@ -103,6 +107,7 @@ class AsrCore(Core):
         self.policy = StreamingPolicy(policy_config(cfg))
         self.echo = EchoFilter(echo_config(cfg))
         self.ring = AudioRing()
+        self.preroll = round(cfg.preroll_s * SR_HZ)
         self.in_speech = False
         self.capture_offset_ns: int | None = None  # capture clock minus audio time
         self.counts = {"bad_frames": 0, "vad_starts": 0, "vad_ends": 0, "partials": 0, "finals": 0, "played": 0}
@@ -180,7 +185,7 @@ class AsrCore(Core):
     def _start(self, ev: VadEvent) -> list[Event]:
         self.in_speech = True
         self.counts["vad_starts"] += 1
-        self.policy.skip_to(max(ev.sample, self.ring.start))
+        self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start))
         return [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample))]
 
     def _end(self, sample: int) -> list[Event]:

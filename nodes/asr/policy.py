@@ -23,7 +23,7 @@ Trimming keeps the cost of one call independent of the utterance's length:
 
 Guards: a hypothesis is cleaned before it counts — words that re-state committed audio
 (starting more than ``overlap_tolerance_s`` before the committed end) or repeat the last
-committed words (1–4-word overlap, within 1 s of them) are dropped; a 1–4-word n-gram repeated
+committed words (1–4-word overlap, within 1 s of them) are dropped; a 1–8-word n-gram repeated
 ``max_repeats`` or more times in a row is cut back to one occurrence (a decoder loop; real
 "ha ha ha" is cut too); a buffer whose loudest 20 ms window is below ``silence_dbfs`` is not
 transcribed at all (hallucinations on silence) and is dropped.
@@ -51,7 +51,8 @@ RawWord = tuple[str, float, float, float]  # (text, start_s, end_s, probability)
 Transcribe = Callable[[np.ndarray, str], Sequence[RawWord]]
 SILENCE_WINDOW = SR_HZ * 20 // 1000  # 320 samples: the window of the silence gate
 REPEAT_WINDOW_NS = 1_000_000_000  # a head repeating committed words further away is taken as spoken
-MAX_NGRAM = 4  # longest n-gram checked for loops and for overlap with committed words
+MAX_NGRAM = 4  # longest n-gram checked for overlap with committed words
+MAX_LOOP_NGRAM = 8  # longest n-gram checked for decoder loops (tiny.en looped "to find a good place" ×40)
 _STRIP = re.compile(r"[^\w']+")
 
 
@@ -108,7 +109,7 @@ Output = Committed | Partial
 
 
 def cut_loops(words: list[Word], max_repeats: int) -> tuple[list[Word], int]:
-    """Cut every 1–4-word n-gram repeated ``max_repeats``+ times in a row back to one occurrence.
+    """Cut every 1–8-word n-gram repeated ``max_repeats``+ times in a row back to one occurrence.
 
     Scans left to right, trying the shortest n first. Returns (words, number of loops cut).
     """
@@ -116,7 +117,7 @@ def cut_loops(words: list[Word], max_repeats: int) -> tuple[list[Word], int]:
     out: list[Word] = []
     i = loops = 0
     while i < len(words):
-        for n in range(1, MAX_NGRAM + 1):
+        for n in range(1, MAX_LOOP_NGRAM + 1):
             reps = 1
             while i + (reps + 1) * n <= len(words) and keys[i + reps * n : i + (reps + 1) * n] == keys[i : i + n]:
                 reps += 1
