@@ -277,3 +277,31 @@ def test_vad_resync_ends_open_speech_and_resets_the_model():
 def test_vad_config_is_validated():
     with pytest.raises(ValueError, match="end_threshold <= start_threshold"):
         VadConfig(start_threshold=0.3, end_threshold=0.5)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_the_launcher_may_start_asr_but_the_cpu_profile_does_not_yet():
+    from rtchat.configs import load
+
+    assert "asr" not in load("cpu").launcher.nodes  # no audio node yet: nothing would feed it
+    assert load("cpu", ["launcher.nodes=[logger,asr,agent]"]).launcher.nodes == ("logger", "asr", "agent")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("asr.vad_end_threshold=0.9", "asr.vad_start_threshold"),
+        ("asr.hop_s=20", "asr.hop_s"),
+        ("asr.echo=loud", "asr.echo"),
+        ("asr.compute_type=int4", "asr.compute_type"),
+        ("asr.trim_after_s=99", "asr.trim_after_s"),
+        ("asr.preroll_s=2", "asr.preroll_s"),
+    ],
+)
+def test_bad_asr_settings_are_refused_naming_the_key(override, message):
+    from rtchat.configs import ConfigError, load
+
+    with pytest.raises(ConfigError, match=message):
+        load("cpu", [override])
