@@ -114,8 +114,11 @@ def test_speech_gives_vad_start_rising_partials_finals_with_absolute_times_then_
     assert core.stats()["vad_starts"] == core.stats()["vad_ends"] == 1
 
 
-def test_later_words_are_prompted_with_the_committed_ones():
+def test_committed_words_are_heard_again_not_prompted_while_in_the_buffer():
     core, whisper = make_core()
+    run(core, frames(speech(16_000), 16_000))
+    assert [p for _, _, p in whisper.calls] == [""] * len(whisper.calls)  # a 3 s utterance is never cut
+    core, whisper = make_core(trim_after_s=0.0)  # cut at every commit: the cut words become the prompt
     run(core, frames(speech(16_000), 16_000))
     assert any(p.startswith("Hello there,") for _, _, p in whisper.calls)
 

@@ -2,7 +2,8 @@
 
 A buffer of 16 kHz audio (with the absolute sample index of its start) grows as audio
 arrives. Every ``hop_s`` of new audio, ``step`` transcribes the whole buffer, prompted with
-the last committed words, and applies LocalAgreement-2 (whisper_streaming's policy): a word
+the last committed words that start before it (words still in the buffer are heard, not
+prompted), and applies LocalAgreement-2 (whisper_streaming's policy): a word
 is committed once two consecutive hypotheses agree on it — the longest common prefix, by
 normalised word (lower case, punctuation stripped), of this hypothesis and the uncommitted
 tail of the previous one. The rest is the partial, with a revision number that increases
@@ -253,13 +254,23 @@ class StreamingPolicy:
             if not self.pending:
                 self._drop_to(self.end)
             return None
-        prompt = " ".join(w.text for w in self.committed[-self.cfg.prompt_words :]) if self.cfg.prompt_words else ""
+        prompt = self._prompt()
         self.stats["calls"] += 1
         raw = transcribe(self.buf, prompt)
         words, loops = cut_loops(self._timed(raw), self.cfg.max_repeats)
         self.stats["loops_cut"] += loops
         self.rev += 1
         return self._after_committed(words)
+
+    def _prompt(self) -> str:
+        """The last committed words whose audio starts before the buffer (whisper_streaming's rule).
+        Committed words still inside the buffer are heard, not prompted: prompted, Whisper skips
+        their audio and stretches the next word back over it, and the overlap guard drops it."""
+        if not self.cfg.prompt_words:
+            return ""
+        start_ns = samples_to_ns(self.start)
+        before = [w for w in self.committed if w.start_ns < start_ns]
+        return " ".join(w.text for w in before[-self.cfg.prompt_words :])
 
     def _timed(self, raw: Sequence[RawWord]) -> list[Word]:
         """Buffer-relative seconds → absolute, clamped, monotonic ns; punctuation-only words dropped."""
