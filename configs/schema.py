@@ -12,7 +12,7 @@ from typing import Literal
 
 DEVICE_RE = re.compile(r"^(cpu|auto|cuda:\d+)$")
 NODE_NAMES = ("logger", "audio", "asr", "agent", "tts")  # runnable as python -m rtchat.nodes.<name>
-BUILT_NODES = ("logger", "agent")  # the nodes this version can start; the others arrive with their issues
+BUILT_NODES = ("logger", "asr", "agent")  # the nodes this version can start; the others arrive with their issues
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -164,12 +164,56 @@ class AgentConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AsrConfig:
+    # the recogniser
     backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     model: str = "embedded:tiny.en"  # size name, model folder/checkpoint, or embedded:NAME
     device: str = "auto"
+    # auto = int8 on cpu, float16 on cuda (faster-whisper); openai-whisper: float16 only on cuda
+    compute_type: Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"] = "auto"
+    threads: int = 0  # CPU threads of the recogniser; 0 = the backend's default
+    language: str = "en"  # passed to Whisper; English-only models (*.en) ignore it
+    # the streaming policy (nodes/asr/policy.py)
+    hop_s: float = 0.5  # new speech between two transcriptions
+    max_buffer_s: float = 15.0  # the most audio one transcription sees
+    trim_after_s: float = 10.0  # keep committed audio as context until the buffer is this long
+    preroll_s: float = 0.3  # audio before the VAD's speech start that Whisper hears too
+    prompt_words: int = 50  # committed words passed to Whisper as its prompt
+    silence_dbfs: float = -50.0  # a buffer quieter than this is not transcribed
+    # voice activity (nodes/asr/vad.py): gates transcription, publishes vad.start / vad.end
+    vad_start_threshold: float = 0.5  # speech starts at a 32 ms window this likely to be speech
+    vad_end_threshold: float = 0.35  # and ends after vad_min_silence_ms of windows below this
+    vad_min_silence_ms: int = 500
+    vad_speech_pad_ms: int = 30  # the speech span is widened by this on both sides
+    # input frames and self-echo
+    max_gap_s: float = 2.0  # a longer gap between frames restarts the stream (frames.py)
+    echo: Literal["suppress", "none"] = "suppress"  # suppress: drop words the agent just played
+    echo_margin_s: float = 0.5  # a word this close to played agent audio may be its echo
 
     def __post_init__(self):
         _device("asr.device", self.device)
+        _check(self.threads >= 0, "asr.threads", "allowed: an integer >= 0")
+        _check(bool(self.language), "asr.language", "allowed: a Whisper language code such as en")
+        _check(
+            0 < self.hop_s < self.max_buffer_s,
+            "asr.hop_s",
+            f"got hop_s={self.hop_s}, max_buffer_s={self.max_buffer_s}; allowed: 0 < hop_s < max_buffer_s",
+        )
+        _check(self.prompt_words >= 0, "asr.prompt_words", "allowed: an integer >= 0")
+        _check(
+            0 <= self.trim_after_s <= self.max_buffer_s,
+            "asr.trim_after_s",
+            f"got {self.trim_after_s}; allowed: 0 … max_buffer_s ({self.max_buffer_s})",
+        )
+        _check(0 <= self.preroll_s <= 0.9, "asr.preroll_s", f"got {self.preroll_s}; allowed: 0 … 0.9")
+        _check(
+            0 < self.vad_end_threshold <= self.vad_start_threshold < 1,
+            "asr.vad_start_threshold",
+            f"got start {self.vad_start_threshold}, end {self.vad_end_threshold}; allowed: 0 < end <= start < 1",
+        )
+        _check(self.vad_min_silence_ms > 0, "asr.vad_min_silence_ms", "allowed: an integer > 0")
+        _check(self.vad_speech_pad_ms >= 0, "asr.vad_speech_pad_ms", "allowed: an integer >= 0")
+        _check(self.max_gap_s >= 0, "asr.max_gap_s", "allowed: a number >= 0")
+        _check(self.echo_margin_s >= 0, "asr.echo_margin_s", "allowed: a number >= 0")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -214,13 +214,24 @@ def test_local_agreement_commits_only_agreed_prefixes_and_flush_commits_the_rest
         [("Partial", "sad on")],
         [("Committed", "Sad. on"), ("Partial", "the")],
     ]
-    assert asr.prompts == ["", "", "the cat", "the cat"]
+    assert asr.prompts == ["", "", "", ""]  # committed words still in the buffer are heard, not prompted
     (final,) = policy.flush()
     assert (final.text, final.utterance) == ("the", 0)
     assert final.words[0] == Word(text="the", start_ns=1 * S, end_ns=round(1.2 * S), prob=0.9)
     policy.add(np.full(8000, SPEECH, dtype=np.float32))
     (partial,) = policy.step(SequenceAsr([[("next", 0.0, 0.3, 0.9)]]))
     assert (partial.rev, partial.utterance) == (1, 1)
+
+
+def test_only_committed_words_cut_out_of_the_buffer_are_prompted():
+    policy = StreamingPolicy(PolicyConfig(trim_after_s=0.0))  # cut at every commit
+    the, cat = ("the", 0.0, 0.2, 0.9), ("cat", 0.2, 0.5, 0.9)
+    asr = SequenceAsr([[the, cat], [the, cat, ("sat", 0.5, 0.8, 0.9)], [("sat", 0.0, 0.3, 0.9)]])
+    for _ in range(3):
+        policy.add(np.full(8000, SPEECH, dtype=np.float32))
+        policy.step(asr)
+    assert policy.start == round(0.8 * 16_000)  # cut after "cat", then after "sat"
+    assert asr.prompts == ["", "", "the cat"]
 
 
 def test_partial_revisions_increase_within_an_utterance():

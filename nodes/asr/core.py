@@ -1,0 +1,215 @@
+"""The ASR node's pure core: user audio in, voice activity and words out, on virtual time.
+
+Consumes: ``audio.in`` (user audio frames), ``audio.played`` (what the agent's voice really
+played, for self-echo suppression), ``ctl.reset``.
+Produces: ``vad.start`` / ``vad.end`` (speech began / ended; ``stream_pos`` is the 16 kHz sample
+index, ``audio_ns`` the same instant in ns of audio time), ``asr.partial`` (the revisable tail of
+the latest hypothesis, ``rev`` rising within an utterance; an empty one retracts), ``asr.final``
+(committed words with absolute audio times).
+
+The pipeline per frame: ``FrameAssembler`` (decode, mix-down, resample to 16 kHz) → a short ring
+of recent audio → ``StreamingVad``. While the VAD says speech, the audio from the (padded) speech
+start on is fed to the ``StreamingPolicy``, which re-transcribes its buffer every ``hop_s`` and
+commits what two hypotheses agree on; at ``vad.end`` the utterance is flushed (every remaining
+word committed). Audio outside speech is never transcribed. Committed words and partials lose
+the words ``EchoFilter`` recognises as the agent's own voice (``asr.echo: suppress``).
+
+Frames carry no channel count: it is the frame's byte length over ``2 × n_samples`` (int16), so
+an interleaved stereo frame is mixed down and anything that does not divide evenly is rejected.
+A bad frame (unsupported rate, wrong ``n_samples``, bytes that are no whole number of samples)
+is counted in ``stats()["bad_frames"]`` and dropped; the core never raises on audio. The
+transcriber and the VAD model are injected, so tests drive this core with scripted fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Event, Reset, VadEnd, VadStart
+from rtchat.bus.node import Core
+from rtchat.configs.schema import AsrConfig
+from rtchat.nodes.asr.echo import EchoConfig, EchoFilter
+from rtchat.nodes.asr.frames import SR_HZ, Chunk, FrameAssembler, samples_to_ns
+from rtchat.nodes.asr.policy import Committed, Partial, PolicyConfig, StreamingPolicy, Transcribe
+from rtchat.nodes.asr.vad import SpeechProb, StreamingVad, VadConfig, VadEvent
+
+log = logging.getLogger(__name__)
+
+MAX_CHANNELS = 8  # a frame whose byte length implies more channels is rejected
+RING_S = 1.0  # recent audio kept while no one speaks: a speech start reaches back into it
+
+
+class AudioRing:
+    """The most recent ``RING_S`` of contiguous 16 kHz audio, addressable by sample index."""
+
+    def __init__(self, start: int = 0):
+        self.keep = round(RING_S * SR_HZ)
+        self.start = start
+        self.audio = np.zeros(0, dtype=np.float32)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.audio)
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.start != self.end:  # a resync: the old audio belongs to another stream
+            self.start, self.audio = chunk.start, np.zeros(0, dtype=np.float32)
+        self.audio = np.concatenate([self.audio, chunk.audio])
+        if len(self.audio) > 4 * self.keep:  # trim in batches, not on every frame
+            self.trim()
+
+    def trim(self) -> None:
+        cut = max(len(self.audio) - self.keep, 0)
+        self.audio, self.start = self.audio[cut:], self.start + cut
+
+    def since(self, sample: int) -> np.ndarray:
+        """The audio from index ``sample`` (clamped to what is kept) to the end."""
+        return self.audio[min(max(sample - self.start, 0), len(self.audio)) :]
+
+
+def policy_config(cfg: AsrConfig) -> PolicyConfig:
+    return PolicyConfig(
+        hop_s=cfg.hop_s,
+        max_buffer_s=cfg.max_buffer_s,
+        trim_after_s=cfg.trim_after_s,
+        prompt_words=cfg.prompt_words,
+        silence_dbfs=cfg.silence_dbfs,
+    )
+
+
+def vad_config(cfg: AsrConfig) -> VadConfig:
+    return VadConfig(
+        start_threshold=cfg.vad_start_threshold,
+        end_threshold=cfg.vad_end_threshold,
+        min_silence_ms=cfg.vad_min_silence_ms,
+        speech_pad_ms=cfg.vad_speech_pad_ms,
+    )
+
+
+def echo_config(cfg: AsrConfig) -> EchoConfig:
+    return EchoConfig(mode="played_words" if cfg.echo == "suppress" else "none", margin_s=cfg.echo_margin_s)
+
+
+class AsrCore(Core):
+    """VAD-gated streaming Whisper with LocalAgreement-2 commits (module doc)."""
+
+    name = "asr"
+    topics = ("audio.in", "audio.played")
+    control_topics = ("ctl.",)
+
+    def __init__(self, cfg: AsrConfig, transcribe: Transcribe, vad_model: SpeechProb):
+        self.cfg = cfg
+        self.transcribe = transcribe
+        self.frames = FrameAssembler(max_gap_s=cfg.max_gap_s)
+        self.vad = StreamingVad(vad_model, vad_config(cfg))
+        self.policy = StreamingPolicy(policy_config(cfg))
+        self.echo = EchoFilter(echo_config(cfg))
+        self.ring = AudioRing()
+        self.preroll = round(cfg.preroll_s * SR_HZ)
+        self.in_speech = False
+        self.capture_offset_ns: int | None = None  # capture clock minus audio time
+        self.counts = {"bad_frames": 0, "vad_starts": 0, "vad_ends": 0, "partials": 0, "finals": 0, "played": 0}
+
+    # ---------------------------------------------------------------- events
+
+    def on_event(self, ev: Event, now_ns: int) -> list[Event]:
+        if isinstance(ev, AudioIn):
+            return self.on_audio(ev)
+        if isinstance(ev, AudioPlayed):
+            self.on_played(ev)
+        elif isinstance(ev, Reset):
+            self.reset()
+        return []
+
+    def on_audio(self, ev: AudioIn) -> list[Event]:
+        try:
+            channels = self._channels(ev)
+            chunks = self.frames.push(ev.pcm, ev.sr_hz, ev.n_samples, ev.stream_pos, channels=channels)
+        except ValueError as exc:
+            self.counts["bad_frames"] += 1
+            log.debug("bad audio frame dropped: %s", exc)
+            return []
+        self.capture_offset_ns = ev.t_capture_ns - samples_to_ns(round(ev.stream_pos * SR_HZ / ev.sr_hz))
+        out: list[Event] = []
+        for chunk in chunks:
+            out += self._chunk(chunk)
+        return out
+
+    def on_played(self, ev: AudioPlayed) -> None:
+        """Remember when (in audio time) the agent's words were audible."""
+        self.counts["played"] += 1
+        if self.capture_offset_ns is None:  # no user audio yet: its clock is unknown
+            return
+        self.echo.played(ev.start_ns - self.capture_offset_ns, ev.end_ns - self.capture_offset_ns, ev.text)
+
+    def reset(self) -> None:
+        """A new conversation: drop the open utterance and the remembered playback."""
+        self.policy.flush()
+        self.policy.committed = []
+        self.vad.close()
+        self.in_speech = False
+        self.echo.reset()
+
+    def stats(self) -> dict[str, int | float]:
+        frame_stats = {f"frames_{k}": v for k, v in vars(self.frames.stats).items()}
+        policy_stats = {f"policy_{k}": v for k, v in self.policy.stats.items()}
+        return self.counts | frame_stats | policy_stats | {"echo_words_dropped": self.echo.dropped}
+
+    # ---------------------------------------------------------------- internals
+
+    @staticmethod
+    def _channels(ev: AudioIn) -> int:
+        if ev.n_samples <= 0:
+            raise ValueError(f"n_samples must be > 0, got {ev.n_samples}")
+        channels, rest = divmod(len(ev.pcm), 2 * ev.n_samples)
+        if rest or not 1 <= channels <= MAX_CHANNELS:
+            raise ValueError(f"{len(ev.pcm)} bytes is not n_samples={ev.n_samples} int16 frames of 1-{MAX_CHANNELS} channels")
+        return channels
+
+    def _chunk(self, chunk: Chunk) -> list[Event]:
+        out: list[Event] = []
+        if chunk.start != self.ring.end and self.in_speech:  # a resync ends the utterance
+            out += self._end(self.ring.end)
+        self.ring.add(chunk)
+        for ev in self.vad.push(chunk):
+            out += self._start(ev) if ev.kind == "start" else self._end(ev.sample)
+        if self.in_speech:
+            self.policy.add(self.ring.since(self.policy.end))
+            out += self._publish(self.policy.step(self.transcribe))
+        else:
+            self.ring.trim()
+        return out
+
+    def _start(self, ev: VadEvent) -> list[Event]:
+        self.in_speech = True
+        self.counts["vad_starts"] += 1
+        self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start))
+        return [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample))]
+
+    def _end(self, sample: int) -> list[Event]:
+        """Speech ended: transcribe what is new, commit everything, close the utterance."""
+        if not self.in_speech:
+            return []
+        self.in_speech = False
+        self.vad.close()  # a resync ends speech here, before the VAD sees the jump
+        self.counts["vad_ends"] += 1
+        self.policy.add(self.ring.since(self.policy.end))
+        out = self._publish(self.policy.flush(self.transcribe))
+        return [*out, VadEnd(stream_pos=sample, audio_ns=samples_to_ns(sample))]
+
+    def _publish(self, outputs: list[Committed | Partial]) -> list[Event]:
+        out: list[Event] = []
+        for o in outputs:
+            if isinstance(o, Committed):
+                words, _ = self.echo.filter(o.words)
+                if words:
+                    self.counts["finals"] += 1
+                    out.append(AsrFinal(text=" ".join(w.text for w in words), utterance=o.utterance, words=words))
+            else:
+                words = tuple(w for w in o.words if not self.echo.is_echo(w))
+                if words or not o.words:  # an all-echo partial says nothing new
+                    self.counts["partials"] += 1
+                    out.append(AsrPartial(text=" ".join(w.text for w in words), rev=o.rev, utterance=o.utterance, words=words))
+        return out

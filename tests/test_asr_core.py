@@ -1,0 +1,310 @@
+"""The ASR core on virtual time (nodes/asr/core.py, vad.py): AudioIn frames in, vad/asr events out.
+
+The transcriber is a script of words at absolute audio times: asked about a buffer, it returns
+the words fully inside it, relative to the buffer's start (which it reads from the core's policy,
+as a real Whisper would "read" it from the audio). The VAD model is an energy detector. Audio is a
+tone during the spoken span and silence elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Reset, VadEnd, VadStart
+from rtchat.configs.schema import AsrConfig
+from rtchat.nodes.asr.core import AsrCore
+from rtchat.nodes.asr.frames import Chunk
+from rtchat.nodes.asr.vad import WINDOW, StreamingVad, VadConfig
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000  # capture clock at stream position 0
+SCRIPT = [("Hello", 0.55, 0.9), ("there,", 0.95, 1.3), ("how", 1.4, 1.6), ("are", 1.65, 1.85), ("you?", 1.9, 2.4)]
+SPEECH = (0.5, 2.5)  # seconds of tone
+
+
+class ScriptedWhisper:
+    """Returns the script's words that lie wholly inside the buffer, times relative to its start."""
+
+    def __init__(self, script=SCRIPT):
+        self.script = script
+        self.core: AsrCore | None = None
+        self.calls: list[tuple[float, float, str]] = []  # (buffer start s, buffer end s, prompt)
+
+    def __call__(self, audio, prompt):
+        t0 = self.core.policy.start / 16_000
+        t1 = t0 + len(audio) / 16_000
+        self.calls.append((t0, t1, prompt))
+        return [(w, s - t0, e - t0, 0.9) for w, s, e in self.script if s >= t0 - 0.05 and e <= t1]
+
+
+class EnergyVad:
+    """P(speech) = 0.9 for a window with rms above 0.01, else 0.05."""
+
+    def __init__(self):
+        self.resets = 0
+
+    def __call__(self, window):
+        return 0.9 if float(np.sqrt(np.mean(window.astype(np.float64) ** 2))) > 0.01 else 0.05
+
+    def reset(self):
+        self.resets += 1
+
+
+def make_core(**overrides) -> tuple[AsrCore, ScriptedWhisper]:
+    whisper = ScriptedWhisper()
+    core = AsrCore(dataclasses.replace(AsrConfig(), **overrides), whisper, EnergyVad())
+    whisper.core = core
+    return core, whisper
+
+
+def speech(sr_hz: int, total_s: float = 4.0, span=SPEECH, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(total_s * sr_hz)) / sr_hz
+    x = np.where((t >= span[0]) & (t < span[1]), 0.3 * np.sin(2 * np.pi * 220 * t), 0.0)
+    x = (x * 32767).astype(np.int16)
+    return np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
+
+
+def frames(pcm: np.ndarray, sr_hz: int, frame_ms: int = 20, start: int = 0):
+    n = sr_hz * frame_ms // 1000
+    for pos in range(0, len(pcm) - n + 1, n):
+        yield AudioIn(
+            pcm=pcm[pos : pos + n].tobytes(), sr_hz=sr_hz, n_samples=n, stream_pos=start + pos,
+            t_capture_ns=T0 + (start + pos) * 1_000_000_000 // sr_hz,
+        )
+
+
+def run(core: AsrCore, events) -> list:
+    out = []
+    for ev in events:
+        now = ev.t_capture_ns if isinstance(ev, AudioIn) else T0
+        out += core.on_event(ev, now)
+    return out
+
+
+def finals_text(out) -> str:
+    return " ".join(e.text for e in out if isinstance(e, AsrFinal))
+
+
+# ---------------------------------------------------------------- the core
+
+
+def test_speech_gives_vad_start_rising_partials_finals_with_absolute_times_then_vad_end():
+    core, whisper = make_core()
+    out = run(core, frames(speech(16_000), 16_000))
+    kinds = [type(e) for e in out]
+    assert kinds[0] is VadStart and kinds[-1] is VadEnd
+    assert kinds.count(VadStart) == kinds.count(VadEnd) == 1
+    start, end = out[0], out[-1]
+    assert 0.5 - 0.03 - 0.033 <= start.audio_ns / 1e9 <= 0.5  # padded, at most one window late
+    assert start.audio_ns == start.stream_pos * 62_500
+    assert 2.5 <= end.audio_ns / 1e9 <= 2.5 + 0.03 + 0.033
+    partials = [e for e in out if isinstance(e, AsrPartial)]
+    assert partials and [p.rev for p in partials] == sorted(set(p.rev for p in partials))
+    assert finals_text(out) == "Hello there, how are you?"
+    words = [w for e in out if isinstance(e, AsrFinal) for w in e.words]
+    for w, (text, s, e) in zip(words, SCRIPT, strict=True):
+        assert w.text == text
+        assert abs(w.start_ns - s * 1e9) < 1000 and abs(w.end_ns - e * 1e9) < 1000
+    assert all(e.utterance == 0 for e in out if isinstance(e, AsrFinal | AsrPartial))
+    # only speech is heard, with asr.preroll_s of audio before the VAD's start
+    assert whisper.calls and all(abs(t0 - (start.audio_ns / 1e9 - 0.3)) < 1e-3 and t1 <= 3.2 for t0, t1, _ in whisper.calls)
+    assert core.stats()["vad_starts"] == core.stats()["vad_ends"] == 1
+
+
+def test_committed_words_are_heard_again_not_prompted_while_in_the_buffer():
+    core, whisper = make_core()
+    run(core, frames(speech(16_000), 16_000))
+    assert [p for _, _, p in whisper.calls] == [""] * len(whisper.calls)  # a 3 s utterance is never cut
+    core, whisper = make_core(trim_after_s=0.0)  # cut at every commit: the cut words become the prompt
+    run(core, frames(speech(16_000), 16_000))
+    assert any(p.startswith("Hello there,") for _, _, p in whisper.calls)
+
+
+def test_silence_is_never_transcribed_and_says_nothing():
+    core, whisper = make_core()
+    assert run(core, frames(np.zeros(3 * 16_000, dtype=np.int16), 16_000)) == []
+    assert whisper.calls == []
+
+
+def test_two_utterances_get_consecutive_numbers():
+    core, whisper = make_core()
+    pcm = np.concatenate([speech(16_000, 3.0), speech(16_000, 3.6)])
+    whisper.script = SCRIPT + [(w, s + 3.0, e + 3.0) for w, s, e in SCRIPT]
+    out = run(core, frames(pcm, 16_000))
+    assert [type(e) for e in out if isinstance(e, VadStart | VadEnd)] == [VadStart, VadEnd, VadStart, VadEnd]
+    assert {e.utterance for e in out if isinstance(e, AsrFinal)} == {0, 1}
+    assert finals_text(out) == "Hello there, how are you? Hello there, how are you?"
+
+
+@pytest.mark.parametrize("sr_hz, channels", [(8_000, 1), (44_100, 1), (48_000, 1), (48_000, 2), (44_100, 2)])
+def test_other_rates_and_stereo_frames_give_the_same_words(sr_hz, channels):
+    core, _ = make_core()
+    out = run(core, frames(speech(sr_hz, channels=channels), sr_hz))
+    assert finals_text(out) == "Hello there, how are you?"
+    start = next(e for e in out if isinstance(e, VadStart))
+    assert 0.5 - 0.07 <= start.audio_ns / 1e9 <= 0.5 + 0.01
+    assert core.stats()["bad_frames"] == 0
+
+
+def test_bad_frames_are_counted_dropped_and_survived():
+    core, _ = make_core()
+    good = list(frames(speech(16_000), 16_000))
+    bad = [
+        dataclasses.replace(good[0], sr_hz=12_345),  # unsupported rate
+        dataclasses.replace(good[0], n_samples=100),  # n_samples does not match the bytes
+        dataclasses.replace(good[0], pcm=good[0].pcm + b"\x01"),  # not whole int16 samples
+        dataclasses.replace(good[0], pcm=b"", n_samples=0),
+        dataclasses.replace(good[0], pcm=b"\x00" * 2 * 320 * 9),  # 9 "channels"
+    ]
+    out = run(core, [good[0], *bad, *good[1:]])
+    assert core.stats()["bad_frames"] == len(bad)
+    assert finals_text(out) == "Hello there, how are you?"
+
+
+def test_full_scale_noise_is_clipped_counted_and_survived():
+    core, _ = make_core()
+    rng = np.random.default_rng(0)
+    noise = rng.integers(-32768, 32767, 16_000 * 2, dtype=np.int16, endpoint=True)
+    out = run(core, frames(noise, 16_000))
+    assert isinstance(out[0], VadStart)
+    assert core.stats()["frames_clipped_samples"] > 0 and core.stats()["bad_frames"] == 0
+
+
+def played(text: str, start_s: float, end_s: float) -> AudioPlayed:
+    return AudioPlayed(
+        turn=1, gen=0, chunk=0, text=text, start_ns=T0 + int(start_s * 1e9), end_ns=T0 + int(end_s * 1e9),
+        stream_pos=0, n_samples=0, sr_hz=22_050,
+    )
+
+
+def test_words_the_agent_just_played_are_suppressed_as_echo():
+    core, _ = make_core()
+    evs = list(frames(speech(16_000), 16_000))
+    out = run(core, [evs[0], played("how are", 1.3, 1.9), *evs[1:]])
+    assert finals_text(out) == "Hello there, you?"
+    assert core.stats()["echo_words_dropped"] == 2
+    assert all("how" not in p.text for p in out if isinstance(p, AsrPartial))
+
+
+def test_echo_none_keeps_every_word():
+    core, _ = make_core(echo="none")
+    evs = list(frames(speech(16_000), 16_000))
+    out = run(core, [evs[0], played("how are", 1.3, 1.9), *evs[1:]])
+    assert finals_text(out) == "Hello there, how are you?"
+
+
+def test_played_words_far_from_the_user_words_are_kept():
+    core, _ = make_core()
+    evs = list(frames(speech(16_000), 16_000))
+    out = run(core, [evs[0], played("how are", 3.5, 3.9), *evs[1:]])
+    assert finals_text(out) == "Hello there, how are you?"
+
+
+def test_reset_drops_the_open_utterance_and_the_prompt():
+    core, whisper = make_core()
+    evs = list(frames(speech(16_000), 16_000))
+    half = int(1.8 * 50)  # two hypotheses agreed on "Hello"; "there," is still pending
+    before = run(core, evs[:half])
+    assert finals_text(before) == "Hello"
+    n_calls = len(whisper.calls)
+    assert core.on_event(Reset(reason="test"), T0) == []
+    after = run(core, evs[half:])
+    assert isinstance(after[0], VadStart)  # the tone goes on: speech starts again, a new utterance
+    assert finals_text(after) == "you?"  # audio heard before the reset is not heard again
+    assert {e.utterance for e in after if isinstance(e, AsrFinal)} == {1}
+    assert all("Hello" not in p for _, _, p in whisper.calls[n_calls:])
+
+
+def test_a_stream_resync_ends_the_utterance():
+    core, _ = make_core(max_gap_s=0.5)
+    evs = list(frames(speech(16_000), 16_000))
+    cut = int(1.7 * 50)  # during "are"
+    later = list(frames(speech(16_000, span=(0.0, 0.0)), 16_000, start=10 * 16_000))
+    out = run(core, evs[:cut] + later[:25])
+    assert [type(e) for e in out if isinstance(e, VadStart | VadEnd)] == [VadStart, VadEnd]
+    assert finals_text(out).startswith("Hello there, how")
+    assert core.stats()["frames_resyncs"] == 1
+
+
+# ---------------------------------------------------------------- the VAD alone
+
+
+class ScriptedProb:
+    def __init__(self, probs):
+        self.probs = list(probs)
+        self.resets = 0
+
+    def __call__(self, window):
+        return self.probs.pop(0)
+
+    def reset(self):
+        self.resets += 1
+
+
+def push_windows(vad: StreamingVad, n: int, start: int = 0):
+    return vad.push(Chunk(start, np.zeros(n * WINDOW, dtype=np.float32)))
+
+
+def test_vad_hysteresis_starts_at_the_start_threshold_and_ends_after_min_silence():
+    cfg = VadConfig(start_threshold=0.5, end_threshold=0.3, min_silence_ms=96, speech_pad_ms=0)  # 3 windows
+    probs = [0.1, 0.4, 0.6, 0.4, 0.2, 0.2, 0.35, 0.2, 0.2, 0.2, 0.1]
+    vad = StreamingVad(ScriptedProb(probs), cfg)
+    events = push_windows(vad, len(probs))
+    assert [(e.kind, e.sample // WINDOW) for e in events] == [("start", 2), ("end", 7)]
+    # 0.4 (between the thresholds) neither started speech nor ended it; 0.35 broke the silence run
+
+
+def test_vad_pads_the_span_and_works_across_odd_chunk_sizes():
+    cfg = VadConfig(min_silence_ms=64, speech_pad_ms=30)
+    probs = [0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.0]
+    vad = StreamingVad(ScriptedProb(probs), cfg)
+    events = []
+    x = np.zeros(len(probs) * WINDOW, dtype=np.float32)
+    for pos in range(0, len(x), 300):
+        events += vad.push(Chunk(pos, x[pos : pos + 300]))
+    assert [(e.kind, e.sample) for e in events] == [("start", 2 * WINDOW - 480), ("end", 4 * WINDOW + 480)]
+
+
+def test_vad_resync_ends_open_speech_and_resets_the_model():
+    model = ScriptedProb([0.9, 0.9, 0.1])
+    vad = StreamingVad(model, VadConfig())
+    assert [e.kind for e in push_windows(vad, 2)] == ["start"]
+    events = push_windows(vad, 1, start=100_000)
+    assert [(e.kind, e.sample) for e in events] == [("end", 2 * WINDOW)]
+    assert model.resets == 1
+
+
+def test_vad_config_is_validated():
+    with pytest.raises(ValueError, match="end_threshold <= start_threshold"):
+        VadConfig(start_threshold=0.3, end_threshold=0.5)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_the_launcher_may_start_asr_but_the_cpu_profile_does_not_yet():
+    from rtchat.configs import load
+
+    assert "asr" not in load("cpu").launcher.nodes  # no audio node yet: nothing would feed it
+    assert load("cpu", ["launcher.nodes=[logger,asr,agent]"]).launcher.nodes == ("logger", "asr", "agent")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("asr.vad_end_threshold=0.9", "asr.vad_start_threshold"),
+        ("asr.hop_s=20", "asr.hop_s"),
+        ("asr.echo=loud", "asr.echo"),
+        ("asr.compute_type=int4", "asr.compute_type"),
+        ("asr.trim_after_s=99", "asr.trim_after_s"),
+        ("asr.preroll_s=2", "asr.preroll_s"),
+    ],
+)
+def test_bad_asr_settings_are_refused_naming_the_key(override, message):
+    from rtchat.configs import ConfigError, load
+
+    with pytest.raises(ConfigError, match=message):
+        load("cpu", [override])

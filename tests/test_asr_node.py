@@ -1,0 +1,238 @@
+"""The ASR with its real models: the embedded Whisper tiny.en (faster-whisper) and Silero VAD, on
+speech synthesized offline by espeak-ng (the ``espeakng-loader`` wheel), through the core and as
+a real process on a real bus. Also the load failures and the openai-whisper backend's code path
+(on a tiny randomly initialised checkpoint: no real openai-whisper weights exist offline)."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from rtchat.bus.client import BusClient
+from rtchat.bus.clock import Clock
+from rtchat.bus.events import AsrFinal, AudioIn, NodeError, NodeReady, Shutdown, VadEnd, VadStart
+from rtchat.configs.schema import AsrConfig
+from rtchat.nodes.asr.frames import SR_HZ, resample
+from rtchat.nodes.asr.policy import normalise
+
+SENTENCE = "Hello, how are you doing today? I was wondering if you could help me find a good place to eat tonight."
+LEAD_S, TAIL_S = 0.6, 1.2  # silence around the speech
+T0 = 1_700_000_000_000_000_000
+CPU = dataclasses.replace(AsrConfig(), device="cpu", threads=2)
+# tiny.en on this speech: WER 0.0 decoding the whole sentence, and 0.0 streaming (0.5 s hops,
+# LocalAgreement-2 commits) at 16 and 48 kHz; other espeak sentences streamed at 0.09-0.21.
+STREAMING_MAX_WER = 0.2
+
+
+def espeak(text: str) -> tuple[np.ndarray, int]:
+    """int16 mono speech from libespeak-ng inside the espeakng-loader wheel, and its rate."""
+    import espeakng_loader
+
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    sr = lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)  # 2: synchronous
+    assert sr > 0, "espeak-ng did not initialise"
+    chunks: list[np.ndarray] = []
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+    def collect(wav, n, events):
+        if n > 0:
+            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0
+
+    callback = callback_type(collect)
+    lib.espeak_SetSynthCallback(callback)
+    lib.espeak_SetVoiceByName(b"en-us")
+    data = text.encode()
+    lib.espeak_Synth(data, ctypes.c_size_t(len(data) + 1), 0, 0, 0, 1, None, None)
+    lib.espeak_Synchronize()
+    return np.concatenate(chunks).astype(np.int16), sr
+
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[np.ndarray, int, float, float]:
+    """(int16 pcm at 16 kHz with silence around it, rate, speech start s, speech end s)."""
+    pcm, sr = espeak(SENTENCE)
+    x = resample(pcm.astype(np.float32) / 32768, sr, SR_HZ)
+    loud = np.flatnonzero(np.abs(x) > 0.01)
+    x = np.concatenate([np.zeros(int(LEAD_S * SR_HZ)), x, np.zeros(int(TAIL_S * SR_HZ))])
+    start, end = LEAD_S + loud[0] / SR_HZ, LEAD_S + loud[-1] / SR_HZ
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16), SR_HZ, start, end
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate over normalised words (lower case, punctuation stripped)."""
+    r = [w for w in map(normalise, ref.split()) if w]
+    h = [w for w in map(normalise, hyp.split()) if w]
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(h) + 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+    return d[len(h)] / len(r)
+
+
+def frames(pcm: np.ndarray, sr_hz: int, frame_ms: int = 20):
+    n = sr_hz * frame_ms // 1000
+    for pos in range(0, len(pcm) - n + 1, n):
+        yield AudioIn(
+            pcm=pcm[pos : pos + n].tobytes(), sr_hz=sr_hz, n_samples=n, stream_pos=pos,
+            t_capture_ns=T0 + pos * 1_000_000_000 // sr_hz,
+        )
+
+
+def test_wer_counts_substitutions_insertions_and_deletions():
+    assert wer("a b c d", "a x c d e") == 0.5
+    assert wer("Hello, there.", "hello there") == 0.0
+
+
+def test_espeak_makes_speech_offline(speech):
+    pcm, sr, start, end = speech
+    assert sr == SR_HZ and end - start > 3.0
+    assert np.abs(pcm).max() > 3000
+
+
+# ---------------------------------------------------------------- real models
+
+
+@pytest.fixture(scope="module")
+def tiny_en():
+    from rtchat.nodes.asr.backends import load_transcriber
+
+    return load_transcriber(CPU)
+
+
+@pytest.mark.model
+def test_embedded_tiny_en_hears_the_sentence(tiny_en, speech):
+    pcm, sr, start, end = speech
+    words = tiny_en(pcm.astype(np.float32) / 32768, "")
+    assert wer(SENTENCE, " ".join(w for w, *_ in words)) <= 0.1
+    assert all(start - 0.3 <= s <= e <= end + 0.3 for _, s, e, _ in words)
+
+
+@pytest.mark.model
+def test_silero_finds_the_speech_span(speech):
+    from rtchat.nodes.asr.frames import Chunk
+    from rtchat.nodes.asr.vad import StreamingVad, load_silero
+
+    pcm, sr, start, end = speech
+    vad = StreamingVad(load_silero())
+    events = vad.push(Chunk(0, pcm.astype(np.float32) / 32768))
+    assert [e.kind for e in events] == ["start", "end"]
+    assert abs(events[0].sample / SR_HZ - start) < 0.15
+    assert abs(events[1].sample / SR_HZ - end) < 0.3
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("sr_hz", [16_000, 48_000])
+def test_the_core_with_real_models_commits_the_sentence_with_increasing_times(tiny_en, speech, sr_hz):
+    from rtchat.nodes.asr.core import AsrCore
+    from rtchat.nodes.asr.vad import load_silero
+
+    pcm, _, start, end = speech
+    if sr_hz != SR_HZ:
+        pcm = (np.clip(resample(pcm.astype(np.float32) / 32768, SR_HZ, sr_hz), -1, 1) * 32767).astype(np.int16)
+    core = AsrCore(CPU, tiny_en, load_silero())
+    out = []
+    for ev in frames(pcm, sr_hz):
+        out += core.on_event(ev, ev.t_capture_ns)
+    assert [type(e) for e in out if isinstance(e, VadStart | VadEnd)] == [VadStart, VadEnd]
+    finals = [e for e in out if isinstance(e, AsrFinal)]
+    text = " ".join(e.text for e in finals)
+    assert wer(SENTENCE, text) <= STREAMING_MAX_WER, text
+    words = [w for e in finals for w in e.words]
+    assert all(a.end_ns <= b.start_ns for a, b in zip(words, words[1:], strict=False))
+    assert all(w.start_ns <= w.end_ns for w in words)
+    assert (start - 0.3) * 1e9 <= words[0].start_ns and words[-1].end_ns <= (end + 0.3) * 1e9
+    assert core.stats()["policy_calls"] >= 3  # it streamed: several hypotheses, not one decode
+
+
+@pytest.mark.model
+def test_a_missing_model_folder_stops_the_node_naming_it(monkeypatch, tmp_path):
+    from rtchat.bus.node import StartError
+    from rtchat.configs import load
+    from rtchat.nodes.asr.node import make_core
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = tmp_path / "no-such-model"
+    cfg = load("cpu", [f"asr.model={missing}"])
+    with pytest.raises(StartError, match="no-such-model"):
+        make_core(cfg, tmp_path, lambda stage, fraction=None: None)
+
+
+@pytest.mark.model
+def test_openai_whisper_backend_loads_a_checkpoint_and_returns_timed_words(tmp_path):
+    """A tiny random openai-whisper checkpoint of the real classes: the code path, not accuracy."""
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    from rtchat.nodes.asr.backends import LoadError, OpenAIWhisper
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(
+        n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
+        n_vocab=51864, n_text_ctx=448, n_text_state=32, n_text_head=2, n_text_layer=2,
+    )
+    path = tmp_path / "tiny-random.pt"
+    torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": Whisper(dims).state_dict()}, path)
+    backend = OpenAIWhisper(dataclasses.replace(CPU, backend="openai-whisper", model=str(path)))
+    words = backend(np.zeros(SR_HZ, dtype=np.float32) + 0.01 * np.sin(np.arange(SR_HZ) / 5), "a prompt")
+    assert isinstance(words, list)
+    for text, s, e, p in words:
+        assert isinstance(text, str) and 0 <= s <= e and 0 <= p <= 1
+    with pytest.raises(LoadError, match="no-such.pt"):
+        OpenAIWhisper(dataclasses.replace(CPU, backend="openai-whisper", model=str(tmp_path / "no-such.pt")))
+
+
+# ---------------------------------------------------------------- the node as a process
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_the_node_process_turns_audio_frames_into_asr_final_on_a_real_bus(real_bus, speech, tmp_path):
+    pcm, sr, _, _ = speech
+    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "rtchat.nodes.asr", "--config", "cpu", "--run-dir", str(tmp_path),
+            f"bus.pub_endpoint={real_bus.pub_endpoint}", f"bus.sub_endpoint={real_bus.sub_endpoint}",
+            "bus.heartbeat_interval_s=0.5", "asr.threads=2",
+        ],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    probe = BusClient(real_bus, src="test", session="t", clock=Clock(), topics=("node.", "asr.", "vad."))
+    try:
+        probe.handshake(int(5e9))
+        got = []
+        deadline = time.monotonic() + 60
+        while not any(isinstance(e, NodeReady) and e.node == "asr" for e in got):
+            assert time.monotonic() < deadline and proc.poll() is None, "the asr node never became ready"
+            if probe.data.poll(500, zmq.POLLIN):
+                got.append(probe.decode(probe.data.recv_multipart()).event)
+        for ev in frames(pcm, sr):
+            probe.publish(ev)
+        deadline = time.monotonic() + 90
+        while not any(isinstance(e, VadEnd) for e in got):
+            assert time.monotonic() < deadline and proc.poll() is None, "no vad.end from the asr node"
+            if probe.data.poll(500, zmq.POLLIN):
+                got.append(probe.decode(probe.data.recv_multipart()).event)
+        text = " ".join(e.text for e in got if isinstance(e, AsrFinal))
+        assert wer(SENTENCE, text) <= STREAMING_MAX_WER, text
+        assert any(isinstance(e, VadStart) for e in got)
+        assert not [e for e in got if isinstance(e, NodeError)]
+        probe.publish(Shutdown(reason="test"))
+        assert proc.wait(timeout=20) == 0
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.communicate()[0]
+        if proc.returncode:
+            print(out)
