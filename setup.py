@@ -34,7 +34,7 @@ setup(
     description="Full-duplex spoken dialogue agent on a ZeroMQ bus",
     python_requires=">=3.11",
     package_dir={"rtchat": "."},
-    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr"],
+    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts"],
     package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"]},
     cmdclass={"build_py": BuildPy},
     install_requires=[
@@ -60,6 +60,7 @@ setup(
         "silero-vad>=6.2",  # the ASR's voice activity detector (its ONNX model ships in the wheel)
         "onnxruntime>=1.20",  # runs Silero VAD's ONNX model
         "espeakng-loader>=0.2.4",  # espeak-ng in a wheel: offline test speech for the ASR, TTS fallback
+        "jiwer>=3.0",  # word error rate (rtchat bench asr)
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test

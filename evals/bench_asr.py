@@ -1,0 +1,187 @@
+"""``rtchat bench asr``: the streaming ASR against one offline transcription of the same audio.
+
+Speech is made inside the benchmark: sentences generated from a seeded grammar (no digits, so
+Whisper's number formatting cannot count as errors), spoken by espeak-ng, joined with pauses of
+0.3–1.5 s into one stream of ``--minutes`` (at least 40 sentences).
+
+Streaming: ``AsrCore`` with the configured recogniser (embedded tiny.en, int8) and the real
+Silero VAD reads the stream as 20 ms ``audio.in`` frames. Time is simulated exactly without
+sleeping: frame i arrives at audio time i·20 ms, the core handles it when it is free
+(``start = max(arrival, previous finish)``) and each event it returns is published at
+``finish = start + measured compute time``. So the latencies are those of a real-time run on
+this machine with one recogniser thread, and the benchmark takes only the compute time.
+
+Keys:
+- ``wer_stream`` / ``wer_offline``: WER (jiwer, lower-cased, punctuation removed) of the
+  committed words, and of one ``transcribe`` of the whole stream with the same model (the
+  baseline); ``wer_ratio`` = stream / offline.
+- ``commit_p50_ms`` / ``commit_p90_ms``: a committed word's ``asr.final`` publish time minus the
+  word's end in audio time.
+- ``partial_p50_ms``: per utterance, the first ``asr.partial`` (or final) minus ``vad.start``.
+- ``rtf``: compute time / audio time of the streaming run.
+- ``drift_ratio``: median commit latency of the words in the last minute over the first minute
+  (needs ≥ 2 minutes; 1.0 means no growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20
+PAUSE_RANGE_S = (0.3, 1.5)
+MIN_SENTENCES = 40
+SUBJECTS = ("the old man", "my sister", "our neighbour", "a young teacher", "the doctor", "his brother",
+            "the small child", "her friend", "the farmer", "a tired driver")
+VERBS = ("painted", "carried", "cleaned", "opened", "watched", "found", "bought", "repaired", "visited", "followed")
+OBJECTS = ("the red door", "a heavy box", "the garden gate", "an empty bottle", "the kitchen window",
+           "a wooden chair", "the long letter", "a blue bicycle", "the quiet library", "a warm coat")
+ENDINGS = ("this morning", "after lunch", "before the rain", "last weekend", "in the evening", "near the station",
+           "with great care", "for a long time", "without a word", "at the market")
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(ENDINGS)}" for _ in range(n)]
+
+
+def make_stream(minutes: float, seed: int) -> tuple[np.ndarray, str, int]:
+    """(int16 16 kHz audio, reference text, sentence count) of at least ``minutes``."""
+    from rtchat.nodes.asr.frames import SR_HZ, resample
+    from rtchat.nodes.tts.espeak import synthesize
+
+    rng = random.Random(seed + 1)
+    parts, said, total = [np.zeros(SR_HZ // 2, dtype=np.float32)], [], SR_HZ // 2
+    pool = iter(sentences(100_000, seed))
+    while total < minutes * 60 * SR_HZ or len(said) < MIN_SENTENCES:
+        text = next(pool)
+        pcm, sr = synthesize(text)
+        x = resample(pcm.astype(np.float32) / 32768, sr, SR_HZ)
+        pause = np.zeros(round(rng.uniform(*PAUSE_RANGE_S) * SR_HZ), dtype=np.float32)
+        parts += [x, pause]
+        said.append(text)
+        total += len(x) + len(pause)
+    audio = np.clip(np.concatenate(parts), -1, 1)
+    return (audio * 32767).astype(np.int16), " ".join(said), len(said)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    from rtchat.nodes.asr.policy import normalise
+
+    def norm(s: str) -> str:
+        return " ".join(w for w in map(normalise, s.split()) if w)
+
+    return float(jiwer.wer(norm(reference), norm(hypothesis) or "<empty>"))
+
+
+def stream(core, audio: np.ndarray) -> tuple[list[tuple[int, object]], float]:
+    """Feed 20 ms frames on simulated real time; (publish time ns, event) pairs, compute seconds."""
+    from rtchat.bus.events import AudioIn
+    from rtchat.nodes.asr.frames import SR_HZ
+
+    n = SR_HZ * FRAME_MS // 1000
+    free_ns, busy_s, out = 0, 0.0, []
+    for pos in range(0, len(audio) - n + 1, n):
+        arrival_ns = (pos + n) * 1_000_000_000 // SR_HZ  # the frame is complete at its last sample
+        frame = AudioIn(pcm=audio[pos : pos + n].tobytes(), sr_hz=SR_HZ, n_samples=n, stream_pos=pos, t_capture_ns=pos * 62_500)
+        t0 = time.perf_counter()
+        events = core.on_event(frame, arrival_ns)
+        spent = time.perf_counter() - t0
+        busy_s += spent
+        start_ns = max(arrival_ns, free_ns)
+        free_ns = start_ns + round(spent * 1e9)
+        out += [(free_ns, ev) for ev in events]
+    return out, busy_s
+
+
+def latencies(events: list[tuple[int, object]], duration_s: float) -> dict:
+    from rtchat.bus.events import AsrFinal, AsrPartial, VadStart
+
+    commits = [(t, w) for t, ev in events if isinstance(ev, AsrFinal) for w in ev.words]
+    commit_ms = [(t - w.end_ns) / 1e6 for t, w in commits]
+    first_partial, pending = [], None
+    for t, ev in events:
+        if isinstance(ev, VadStart):
+            pending = ev.audio_ns
+        elif isinstance(ev, (AsrPartial, AsrFinal)) and pending is not None and ev.words:
+            first_partial.append((t - pending) / 1e6)
+            pending = None
+    first = [(t - w.end_ns) / 1e6 for t, w in commits if w.end_ns < 60e9]
+    last = [(t - w.end_ns) / 1e6 for t, w in commits if w.end_ns >= (duration_s - 60) * 1e9]
+    q = statistics.quantiles(commit_ms, n=10) if len(commit_ms) >= 2 else [float("nan")] * 9
+    return {
+        "commit_p50_ms": statistics.median(commit_ms) if commit_ms else None,
+        "commit_p90_ms": q[8] if commit_ms else None,
+        "partial_p50_ms": statistics.median(first_partial) if first_partial else None,
+        "drift_ratio": (statistics.median(last) / statistics.median(first))
+        if duration_s >= 120 and first and last else None,
+        "committed_words": len(commits),
+        "utterances": len(first_partial),
+    }
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", required=True, help="write the results here")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the speech stream (default 10)")
+    parser.add_argument("--quick", action="store_true", help="a 2-minute stream (about 3 min on 2 cores)")
+    parser.add_argument("--seed", type=int, default=0, help="sentences and pauses (default 0)")
+    parser.add_argument("--config", default="cpu", help="profile whose asr section is used (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtchat.configs import load, write_atomic
+    from rtchat.nodes.asr.backends import LoadError, load_transcriber
+    from rtchat.nodes.asr.core import AsrCore
+    from rtchat.nodes.asr.frames import SR_HZ
+    from rtchat.nodes.asr.vad import load_silero
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    minutes = 2.0 if args.quick else args.minutes
+    if minutes <= 0:
+        print(f"rtchat bench asr: --minutes must be > 0, got {minutes}")
+        return 2
+    cfg = load(args.config).asr
+    try:
+        transcribe = load_transcriber(cfg)
+    except LoadError as exc:
+        print(f"rtchat bench asr: {exc}")
+        return 1
+    audio, reference, n_sentences = make_stream(minutes, args.seed)
+    duration_s = len(audio) / SR_HZ
+    log.info("stream: %d sentences, %.1f s; streaming…", n_sentences, duration_s)
+    core = AsrCore(cfg, transcribe, load_silero())
+    events, busy_s = stream(core, audio)
+    hypothesis = " ".join(ev.text for _, ev in events if type(ev).__name__ == "AsrFinal")
+    log.info("offline transcription of the whole stream…")
+    t0 = time.perf_counter()
+    offline = " ".join(w for w, *_ in transcribe(audio.astype(np.float32) / 32768, ""))
+    offline_s = time.perf_counter() - t0
+    wer_stream, wer_offline = wer(reference, hypothesis), wer(reference, offline)
+    report = {
+        "wer_stream": wer_stream,
+        "wer_offline": wer_offline,
+        "wer_ratio": wer_stream / wer_offline if wer_offline else None,
+        **latencies(events, duration_s),
+        "rtf": busy_s / duration_s,
+        "rtf_offline": offline_s / duration_s,
+        "audio_s": duration_s,
+        "sentences": n_sentences,
+        "config": {"backend": cfg.backend, "model": cfg.model, "compute_type": cfg.compute_type, "threads": cfg.threads,
+                   "hop_s": cfg.hop_s, "seed": args.seed, "minutes": minutes, "frame_ms": FRAME_MS},
+        "definitions": __doc__.split("Keys:", 1)[1].strip(),
+    }
+    write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("wer_stream", "wer_offline", "wer_ratio", "commit_p50_ms", "commit_p90_ms",
+                                              "partial_p50_ms", "rtf", "drift_ratio")}))
+    return 0

@@ -1,0 +1,1 @@
+"""The TTS node's pieces: speech synthesis backends (espeak-ng so far)."""

@@ -1,0 +1,68 @@
+"""rtchat bench asr: the sentence grammar, the simulated real-time clock and the latency keys
+(on scripted events; the real run is the benchmark itself)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from rtchat.bus.events import AsrFinal, AsrPartial, VadStart, Word
+from rtchat.evals.bench_asr import latencies, sentences, stream, wer
+from rtchat.nodes.tts.espeak import synthesize
+
+
+def test_sentences_are_seeded_varied_and_free_of_digits():
+    a = sentences(50, seed=3)
+    assert a == sentences(50, seed=3) and a != sentences(50, seed=4)
+    assert len(set(a)) > 40 and not any(re.search(r"\d", s) for s in a)
+
+
+def test_wer_ignores_case_and_punctuation():
+    assert wer("the old man painted the red door", "The old man painted the red door.") == 0.0
+    assert wer("a b c d", "a x c") == pytest.approx(0.5)
+
+
+class SlowCore:
+    """Takes 30 ms per frame (longer than a 20 ms frame) and reports every 10th frame."""
+
+    def __init__(self, monkeypatch):
+        self.clock = [0.0]
+        monkeypatch.setattr("rtchat.evals.bench_asr.time.perf_counter", lambda: self.clock[0])
+        self.n = 0
+
+    def on_event(self, frame, now_ns):
+        self.clock[0] += 0.030
+        self.n += 1
+        return [frame.stream_pos] if self.n % 10 == 0 else []
+
+
+def test_a_core_slower_than_real_time_falls_behind_in_the_simulated_clock(monkeypatch):
+    core = SlowCore(monkeypatch)
+    events, busy_s = stream(core, np.zeros(16_000, dtype=np.int16))  # 1 s = 50 frames
+    assert busy_s == pytest.approx(1.5)
+    # frame k (1-based) finishes at 20 ms (its arrival) + 30 ms·k: the queue grows by 10 ms a frame
+    assert [t for t, _ in events] == [20_000_000 + 30_000_000 * k for k in (10, 20, 30, 40, 50)]
+
+
+def test_latency_keys_from_scripted_events():
+    s = 1_000_000_000
+    words = (Word(text="hello", start_ns=1 * s, end_ns=2 * s, prob=1.0),
+             Word(text="there", start_ns=2 * s, end_ns=3 * s, prob=1.0))
+    events = [
+        (1 * s, VadStart(stream_pos=16_000, audio_ns=1 * s)),
+        (int(1.4 * s), AsrPartial(text="hello", rev=1, utterance=0, words=words[:1])),
+        (int(3.5 * s), AsrFinal(text="hello there", utterance=0, words=words)),
+    ]
+    got = latencies(events, duration_s=4.0)
+    assert got["partial_p50_ms"] == pytest.approx(400)
+    assert got["commit_p50_ms"] == pytest.approx((1500 + 500) / 2)
+    assert got["drift_ratio"] is None  # needs two minutes
+    assert got["committed_words"] == 2 and got["utterances"] == 1
+
+
+def test_espeak_speaks_offline():
+    audio, sr = synthesize("the old man painted the red door")
+    assert sr == 22_050 and audio.dtype == np.int16
+    assert 1.0 < len(audio) / sr < 4.0 and np.abs(audio).max() > 1000
