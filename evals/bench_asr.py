@@ -137,6 +137,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a 2-minute stream (about 3 min on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="sentences and pauses (default 0)")
     parser.add_argument("--config", default="cpu", help="profile whose asr section is used (default cpu)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. asr.threads=2 asr.hop_s=1.0")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,7 +152,13 @@ def run(args: argparse.Namespace) -> int:
     if minutes <= 0:
         print(f"rtchat bench asr: --minutes must be > 0, got {minutes}")
         return 2
-    cfg = load(args.config).asr
+    from rtchat.configs import ConfigError
+
+    try:
+        cfg = load(args.config, args.overrides).asr
+    except ConfigError as exc:
+        print(f"rtchat bench asr: {exc}")
+        return 2
     try:
         transcribe = load_transcriber(cfg)
     except LoadError as exc:
@@ -177,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         "rtf_offline": offline_s / duration_s,
         "audio_s": duration_s,
         "sentences": n_sentences,
-        "config": {"backend": cfg.backend, "model": cfg.model, "compute_type": cfg.compute_type, "threads": cfg.threads,
+        "config": {"overrides": args.overrides, "backend": cfg.backend, "model": cfg.model, "compute_type": cfg.compute_type, "threads": cfg.threads,
                    "hop_s": cfg.hop_s, "seed": args.seed, "minutes": minutes, "frame_ms": FRAME_MS},
         "definitions": __doc__.split("Keys:", 1)[1].strip(),
     }
