@@ -184,8 +184,9 @@ def run(args: argparse.Namespace) -> int:
         "rtf_offline": offline_s / duration_s,
         "audio_s": duration_s,
         "sentences": n_sentences,
-        "config": {"overrides": args.overrides, "backend": cfg.backend, "model": cfg.model, "compute_type": cfg.compute_type, "threads": cfg.threads,
-                   "hop_s": cfg.hop_s, "seed": args.seed, "minutes": minutes, "frame_ms": FRAME_MS},
+        "config": {"overrides": args.overrides, "backend": cfg.backend, "model": cfg.model,
+                   "compute_type": cfg.compute_type, "threads": cfg.threads, "hop_s": cfg.hop_s, "seed": args.seed,
+                   "minutes": minutes, "frame_ms": FRAME_MS},
         "definitions": __doc__.split("Keys:", 1)[1].strip(),
     }
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")

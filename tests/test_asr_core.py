@@ -129,6 +129,25 @@ def test_silence_is_never_transcribed_and_says_nothing():
     assert whisper.calls == []
 
 
+def test_ten_minutes_of_silence_say_nothing_and_keep_memory_flat():
+    core, whisper = make_core()
+    out = run(core, frames(np.zeros(600 * 16_000, dtype=np.int16), 16_000))
+    assert out == [] and whisper.calls == []
+    assert len(core.ring.audio) <= 4 * core.ring.keep and len(core.policy.buf) == 0
+
+
+def test_ten_minutes_of_continuous_speech_keep_every_call_bounded():
+    script = [(f"w{k}", 0.5 + 0.4 * k, 0.8 + 0.4 * k) for k in range(1_450)]  # words until ~580 s
+    core, whisper = make_core()
+    whisper.script = script
+    out = run(core, frames(speech(16_000, total_s=600.0, span=(0.5, 599.5)), 16_000))
+    longest = max(t1 - t0 for t0, t1, _ in whisper.calls)
+    assert longest <= core.cfg.max_buffer_s + 0.5  # cost per call does not grow with the utterance
+    said = finals_text(out).split()
+    assert len(said) > 1_300 and said == sorted(said, key=lambda w: int(w[1:]))  # in order, none twice
+    assert [e for e in out if isinstance(e, VadStart)] and core.counts["bad_frames"] == 0
+
+
 def test_two_utterances_get_consecutive_numbers():
     core, whisper = make_core()
     pcm = np.concatenate([speech(16_000, 3.0), speech(16_000, 3.6)])
