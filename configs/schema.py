@@ -174,6 +174,7 @@ class AsrConfig:
     language: str = "en"  # passed to Whisper; English-only models (*.en) ignore it
     # the streaming policy (nodes/asr/policy.py)
     hop_s: float = 0.5  # new speech between two transcriptions
+    max_hop_s: float = 2.0  # behind real time by L s, the node waits hop_s + L (at most this) between calls
     max_buffer_s: float = 15.0  # the most audio one transcription sees
     trim_after_s: float = 10.0  # keep committed audio as context until the buffer is this long
     preroll_s: float = 0.3  # audio before the VAD's speech start that Whisper hears too
@@ -197,6 +198,11 @@ class AsrConfig:
             0 < self.hop_s < self.max_buffer_s,
             "asr.hop_s",
             f"got hop_s={self.hop_s}, max_buffer_s={self.max_buffer_s}; allowed: 0 < hop_s < max_buffer_s",
+        )
+        _check(
+            self.hop_s <= self.max_hop_s < self.max_buffer_s,
+            "asr.max_hop_s",
+            f"got {self.max_hop_s}; allowed: hop_s ({self.hop_s}) … below max_buffer_s ({self.max_buffer_s})",
         )
         _check(self.prompt_words >= 0, "asr.prompt_words", "allowed: an integer >= 0")
         _check(

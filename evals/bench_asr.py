@@ -95,11 +95,11 @@ def stream(core, audio: np.ndarray) -> tuple[list[tuple[int, object]], float]:
     for pos in range(0, len(audio) - n + 1, n):
         arrival_ns = (pos + n) * 1_000_000_000 // SR_HZ  # the frame is complete at its last sample
         frame = AudioIn(pcm=audio[pos : pos + n].tobytes(), sr_hz=SR_HZ, n_samples=n, stream_pos=pos, t_capture_ns=pos * 62_500)
+        start_ns = max(arrival_ns, free_ns)  # the core's clock when it takes the frame
         t0 = time.perf_counter()
-        events = core.on_event(frame, arrival_ns)
+        events = core.on_event(frame, start_ns)
         spent = time.perf_counter() - t0
         busy_s += spent
-        start_ns = max(arrival_ns, free_ns)
         free_ns = start_ns + round(spent * 1e9)
         out += [(free_ns, ev) for ev in events]
     return out, busy_s

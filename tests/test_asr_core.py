@@ -148,6 +148,21 @@ def test_ten_minutes_of_continuous_speech_keep_every_call_bounded():
     assert [e for e in out if isinstance(e, VadStart)] and core.counts["bad_frames"] == 0
 
 
+def test_a_node_behind_real_time_stretches_its_hop_and_returns_to_it_when_caught_up():
+    core, _ = make_core(hop_s=0.5, max_hop_s=2.0)
+    audio = list(frames(np.zeros(16_000 * 10, dtype=np.int16), 16_000))  # 10 s, 500 frames of 20 ms
+    for k, ev in enumerate(audio[:250]):  # handled 1.2x slower than real time: 1 s behind after 5 s
+        core.on_event(ev, T0 + int(k * 24 * MS))
+    assert core.lag_ns == pytest.approx(249 * 4 * MS, abs=MS)
+    assert core.policy.hop == 16_000 * 0.5 + round(core.lag_ns / 62_500)  # hop_s + lag
+    for k, ev in enumerate(audio[250:400]):  # far behind: capped at max_hop_s
+        core.on_event(ev, T0 + int(249 * 24 * MS) + int((k + 1) * 60 * MS))
+    assert core.policy.hop == 32_000 and core.stats()["hop_ms"] == 2000
+    for i, ev in enumerate(audio[400:], start=400):  # caught up: the clock in step with the audio again
+        core.on_event(ev, T0 + i * 20 * MS)
+    assert core.lag_ns == 0 and core.policy.hop == 8_000
+
+
 def test_two_utterances_get_consecutive_numbers():
     core, whisper = make_core()
     pcm = np.concatenate([speech(16_000, 3.0), speech(16_000, 3.6)])

@@ -14,6 +14,13 @@ commits what two hypotheses agree on; at ``vad.end`` the utterance is flushed (e
 word committed). Audio outside speech is never transcribed. Committed words and partials lose
 the words ``EchoFilter`` recognises as the agent's own voice (``asr.echo: suppress``).
 
+Keeping up: a call costs about the same whatever the hop (Whisper pads to 30 s), so a node that
+falls behind real time would fall further behind. The lag is measured on the core's own clock
+against the audio's: lag = (now − now at the first frame) − (audio time since the first frame),
+so it needs no shared clock with the capture device and replayed audio is no special case.
+When the node is behind by L, the next call waits for ``hop_s + L`` of new audio (at most
+``max_hop_s``); once it has caught up the hop is ``hop_s`` again.
+
 Frames carry no channel count: it is the frame's byte length over ``2 × n_samples`` (int16), so
 an interleaved stereo frame is mixed down and anything that does not divide evenly is rejected.
 A bad frame (unsupported rate, wrong ``n_samples``, bytes that are no whole number of samples)
@@ -31,7 +38,7 @@ from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Event,
 from rtchat.bus.node import Core
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.echo import EchoConfig, EchoFilter
-from rtchat.nodes.asr.frames import SR_HZ, Chunk, FrameAssembler, samples_to_ns
+from rtchat.nodes.asr.frames import NS_PER_SAMPLE, SR_HZ, Chunk, FrameAssembler, samples_to_ns
 from rtchat.nodes.asr.policy import Committed, Partial, PolicyConfig, StreamingPolicy, Transcribe
 from rtchat.nodes.asr.vad import SpeechProb, StreamingVad, VadConfig, VadEvent
 
@@ -110,12 +117,16 @@ class AsrCore(Core):
         self.preroll = round(cfg.preroll_s * SR_HZ)
         self.in_speech = False
         self.capture_offset_ns: int | None = None  # capture clock minus audio time
+        self.clock_origin: tuple[int, int] | None = None  # (now, audio ns) at the first frame
+        self.base_hop, self.max_hop = self.policy.hop, round(cfg.max_hop_s * SR_HZ)
+        self.lag_ns = 0
         self.counts = {"bad_frames": 0, "vad_starts": 0, "vad_ends": 0, "partials": 0, "finals": 0, "played": 0}
 
     # ---------------------------------------------------------------- events
 
     def on_event(self, ev: Event, now_ns: int) -> list[Event]:
         if isinstance(ev, AudioIn):
+            self.keep_up(ev, now_ns)
             return self.on_audio(ev)
         if isinstance(ev, AudioPlayed):
             self.on_played(ev)
@@ -137,6 +148,16 @@ class AsrCore(Core):
             out += self._chunk(chunk)
         return out
 
+    def keep_up(self, ev: AudioIn, now_ns: int) -> None:
+        """Measure how far behind real time the node is and stretch the hop by as much."""
+        if ev.sr_hz <= 0:
+            return  # a bad frame; on_audio counts it
+        audio_ns = (ev.stream_pos + ev.n_samples) * 1_000_000_000 // ev.sr_hz
+        if self.clock_origin is None:
+            self.clock_origin = (now_ns, audio_ns)
+        self.lag_ns = max(0, (now_ns - self.clock_origin[0]) - (audio_ns - self.clock_origin[1]))
+        self.policy.hop = min(self.base_hop + self.lag_ns // NS_PER_SAMPLE, self.max_hop)
+
     def on_played(self, ev: AudioPlayed) -> None:
         """Remember when (in audio time) the agent's words were audible."""
         self.counts["played"] += 1
@@ -155,7 +176,8 @@ class AsrCore(Core):
     def stats(self) -> dict[str, int | float]:
         frame_stats = {f"frames_{k}": v for k, v in vars(self.frames.stats).items()}
         policy_stats = {f"policy_{k}": v for k, v in self.policy.stats.items()}
-        return self.counts | frame_stats | policy_stats | {"echo_words_dropped": self.echo.dropped}
+        return self.counts | frame_stats | policy_stats | {"echo_words_dropped": self.echo.dropped,
+                                                           "lag_ms": self.lag_ns / 1e6, "hop_ms": self.policy.hop / 16}
 
     # ---------------------------------------------------------------- internals
 
