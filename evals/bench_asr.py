@@ -141,6 +141,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rtchat.bus.events import AsrFinal
     from rtchat.configs import load, write_atomic
     from rtchat.nodes.asr.backends import LoadError, load_transcriber
     from rtchat.nodes.asr.core import AsrCore
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("stream: %d sentences, %.1f s; streaming…", n_sentences, duration_s)
     core = AsrCore(cfg, transcribe, load_silero())
     events, busy_s = stream(core, audio)
-    hypothesis = " ".join(ev.text for _, ev in events if type(ev).__name__ == "AsrFinal")
+    hypothesis = " ".join(ev.text for _, ev in events if isinstance(ev, AsrFinal))
     log.info("offline transcription of the whole stream…")
     t0 = time.perf_counter()
     offline = " ".join(w for w, *_ in transcribe(audio.astype(np.float32) / 32768, ""))

@@ -15,13 +15,14 @@ import time
 import numpy as np
 import pytest
 import zmq
-from speech_helpers import espeak, wer
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import AsrFinal, AudioIn, NodeError, NodeReady, Shutdown, VadEnd, VadStart
 from rtchat.configs.schema import AsrConfig
+from rtchat.evals.bench_asr import wer
 from rtchat.nodes.asr.frames import SR_HZ, resample
+from rtchat.nodes.tts.espeak import synthesize as espeak
 
 SENTENCE = "Hello, how are you doing today? I was wondering if you could help me find a good place to eat tonight."
 LEAD_S, TAIL_S = 0.6, 1.2  # silence around the speech

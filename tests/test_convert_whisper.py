@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from speech_helpers import espeak, wer
 
 from rtchat.cli import main as cli
 from rtchat.configs.schema import AsrConfig
+from rtchat.evals.bench_asr import wer
 from rtchat.nodes.asr.backends import FasterWhisper, OpenAIWhisper, embedded_dir
 from rtchat.nodes.asr.convert import ConvertError, convert, load_converted, read_model_bin
 from rtchat.nodes.asr.frames import SR_HZ, resample
+from rtchat.nodes.tts.espeak import synthesize as espeak
 
 pytestmark = pytest.mark.model
 

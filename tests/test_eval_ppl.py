@@ -8,7 +8,7 @@ import math
 import random
 
 import pytest
-from tiny_models import PREFIX, tiny_llama
+from tiny_models import PREFIX, tiny_llama, tiny_llama_dir
 
 from rtchat.datasets.lines import parse_line
 from rtchat.evals.ppl import CATEGORIES, cases, evaluate, score
@@ -79,9 +79,7 @@ def test_each_case_scores_as_a_plain_forward_pass_over_its_prompt(bpe_tok):
 def test_cli_writes_json(tmp_path, bpe_tok):
     from rtchat.cli import main as cli
 
-    model_dir = tmp_path / "m"
-    bpe_tok.save_pretrained(model_dir)
-    tiny_llama(len(bpe_tok)).save_pretrained(model_dir)
+    model_dir = tiny_llama_dir(tmp_path / "m", bpe_tok)
     data = tmp_path / "d.txt"
     data.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     out = tmp_path / "r.json"

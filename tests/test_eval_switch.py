@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from tiny_models import PREFIX, tiny_llama
+from tiny_models import PREFIX, tiny_llama, tiny_llama_dir
 
 from rtchat.datasets.lines import parse_line
 from rtchat.evals.switch import auc, evaluate, points, predict, predicted_switch, score
@@ -119,9 +119,7 @@ def test_scripted_results_score_exactly():
 def test_cli_writes_json_and_embedded_without_adapter_says_how(tmp_path, bpe_tok, monkeypatch, capsys):
     from rtchat.cli import main as cli
 
-    model_dir = tmp_path / "m"
-    bpe_tok.save_pretrained(model_dir)
-    tiny_llama(len(bpe_tok)).save_pretrained(model_dir)
+    model_dir = tiny_llama_dir(tmp_path / "m", bpe_tok)
     data = tmp_path / "d.txt"
     data.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     out = tmp_path / "r.json"

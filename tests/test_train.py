@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from tiny_models import PREFIX, corpus, tiny_llama
+from tiny_models import PREFIX, corpus, tiny_llama_dir
 
 from rtchat.train.data import DataError, collate, data_files, decision_chars, read_lines, tokenize
 from rtchat.train.train import TrainConfig, TrainError, last_checkpoint, main
@@ -16,10 +16,7 @@ from rtchat.train.train import TrainConfig, TrainError, last_checkpoint, main
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, bpe_tok):
-    path = tmp_path_factory.mktemp("tiny")
-    bpe_tok.save_pretrained(path)
-    tiny_llama(len(bpe_tok)).save_pretrained(path)
-    return path
+    return tiny_llama_dir(tmp_path_factory.mktemp("tiny"), bpe_tok)
 
 
 @pytest.fixture

@@ -79,6 +79,13 @@ def tiny_llama(vocab: int, seed: int = 0, max_positions: int = 512) -> LlamaForC
     return model
 
 
+def tiny_llama_dir(path, tok, seed: int = 0):
+    """A model folder (tokenizer + tiny random Llama) that loads by path, as a user's model would."""
+    tok.save_pretrained(path)
+    tiny_llama(len(tok), seed).save_pretrained(path)
+    return path
+
+
 def tiny_opt(vocab: int, seed: int = 0, max_positions: int = 512) -> OPTForCausalLM:
     torch.manual_seed(seed)
     cfg = OPTConfig(
