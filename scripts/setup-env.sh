@@ -5,8 +5,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-# Debian packages the project needs (pyzmq's wheel bundles libzmq; tmux drives the terminal test).
-APT_PACKAGES=(tmux)
+# Debian packages the project needs (pyzmq's wheel bundles libzmq; tmux drives the terminal test;
+# libportaudio2 is the audio library sounddevice opens the microphone and speaker with).
+APT_PACKAGES=(tmux libportaudio2)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 

@@ -41,7 +41,7 @@ def test_gpu_profile_places_models_automatically():
 
 
 def test_profile_values_override_the_schema_defaults():
-    assert load("cpu").tts.voice == "joe"
+    assert load("cpu").tts.model == "embedded:joe"
     assert load("gpu").tts.voice == "Voice 16"
 
 
