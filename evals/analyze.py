@@ -1,0 +1,405 @@
+"""``rtchat analyze RUN_DIR --json OUT [--png OUT.png]``: what happened in a session, from its log alone.
+
+Speech spans (all times on the bus clock, ns):
+- **user**: ``vad.start``/``vad.end`` pairs (audio time, mapped to the clock through the capture
+  time of ``audio.in`` frames), labelled with the ``asr.final`` words inside them; in a session
+  without a VAD, ``asr.final`` word times; typed ``user.text`` is an instant.
+- **agent**: ``audio.played`` chunks, trimmed of the leading and trailing silence pieces their
+  ``tts.audio`` carried (a chunk ``(0.4) yeah`` starts sounding 0.4 s after its first sample);
+  chunks closer than ``MERGE_GAP_NS`` form one inter-pausal unit (IPU).
+
+Floor transfers: an agent IPU whose most recent preceding speech start is the user's (the user
+spoke since the agent last did) is a user → agent transfer; its offset (FTO) is the agent's
+first sound minus the end of that user IPU — negative when the agent started while the user was
+still speaking. User IPUs closer than ``turn_gap`` with no agent speech between form a user turn;
+a turn is answered when agent speech starts after its start and before the next user turn.
+Overlaps are the stretches where both speak. An interruption is a user IPU that starts while the
+agent is sounding; the agent yielded when an ``agent.cancel`` follows within ``YIELD_WINDOW_NS``.
+
+Stage latencies (p50 per stage, ms), each measured where the log shows both ends:
+``vad_start`` / ``vad_end`` (event time − the speech onset/end it reports), ``asr_partial`` /
+``asr_final`` (event time − end of its last word), ``agent_decision`` (the agent output that
+opens an agent turn − the last user event before it: asr.*, user.text, vad.end), ``tts_first_audio``
+(first ``tts.audio`` piece of a chunk − the ``agent.say``/``agent.release`` that asked for it),
+``played`` (the chunk's first sample played − its first tts.audio piece).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from rtchat.bus.events import (
+    AgentCancel,
+    AgentCycle,
+    AgentPause,
+    AgentRelease,
+    AgentSay,
+    AsrFinal,
+    AsrPartial,
+    AudioIn,
+    AudioPlayed,
+    Event,
+    TtsAudio,
+    UserText,
+    VadEnd,
+    VadStart,
+)
+
+MERGE_GAP_NS = 300_000_000  # agent chunks closer than this are one IPU
+YIELD_WINDOW_NS = 2_000_000_000  # an agent.cancel this soon after a user onset over agent speech = yielded
+TYPED_SPAN_NS = 1  # a typed message is an instant
+
+
+@dataclasses.dataclass
+class Span:
+    start_ns: int
+    end_ns: int
+    text: str = ""
+
+
+@dataclasses.dataclass
+class Timed:
+    t_ns: int  # the publisher's clock time (envelope)
+    event: Event
+
+
+def read_events(run: str | Path) -> tuple[list[Timed], dict]:
+    """The decodable events of a run directory or log file, in publish-time order, and notes
+    (undecodable records, damage)."""
+    from rtchat.bus.eventlog import LogReader
+    from rtchat.bus.logcli import LIMITS
+    from rtchat.bus.wire import WireError, decode
+
+    reader = LogReader(run)
+    out: list[Timed] = []
+    undecodable = 0
+    for rec in reader:
+        try:
+            msg = decode(rec.frames, LIMITS)
+        except WireError:
+            undecodable += 1
+            continue
+        out.append(Timed(msg.env.t_ns, msg.event))
+    out.sort(key=lambda e: e.t_ns)
+    notes = {"undecodable": undecodable, "damage": reader.damage.reason if reader.damage else None}
+    return out, notes
+
+
+def _p(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 1)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1], 1)
+
+
+def _ms(ns: int) -> float:
+    return ns / 1e6
+
+
+class AudioClock:
+    """Maps audio time (ns since the input stream's first sample) to the bus clock."""
+
+    def __init__(self, events: list[Timed]):
+        first = next((e.event for e in events if isinstance(e.event, AudioIn)), None)
+        self.offset_ns = None
+        if first is not None:
+            self.offset_ns = first.t_capture_ns - first.stream_pos * 1_000_000_000 // first.sr_hz
+
+    def __call__(self, audio_ns: int) -> int | None:
+        return None if self.offset_ns is None else audio_ns + self.offset_ns
+
+
+def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
+    spans: list[Span] = []
+    open_start = None
+    for e in events:
+        ev = e.event
+        if isinstance(ev, VadStart) and clock.offset_ns is not None:
+            open_start = clock(ev.audio_ns)
+        elif isinstance(ev, VadEnd) and open_start is not None:
+            spans.append(Span(open_start, max(open_start, clock(ev.audio_ns))))
+            open_start = None
+    if open_start is not None:  # speech still going when the log ended
+        spans.append(Span(open_start, max(open_start, events[-1].t_ns)))
+    finals = [e for e in events if isinstance(e.event, AsrFinal)]
+    if spans:
+        for f in finals:
+            for w in f.event.words:
+                mid = clock((w.start_ns + w.end_ns) // 2)
+                target = min(spans, key=lambda s, m=mid: max(s.start_ns - m, m - s.end_ns, 0))
+                target.text = f"{target.text} {w.text.strip()}".strip()
+    elif clock.offset_ns is not None:  # no VAD events: one span per final, from its word times
+        for f in finals:
+            if f.event.words:
+                spans.append(Span(clock(f.event.words[0].start_ns), clock(f.event.words[-1].end_ns), f.event.text.strip()))
+    for e in events:
+        if isinstance(e.event, UserText):
+            spans.append(Span(e.t_ns, e.t_ns + TYPED_SPAN_NS, e.event.text.strip()))
+    return sorted(spans, key=lambda s: s.start_ns)
+
+
+def _silence_edges(pieces: list[TtsAudio]) -> tuple[int, int]:
+    """Leading and trailing silence (ns) of a chunk, from its tts.audio pieces (silence pieces carry no text)."""
+    def run(seq) -> int:
+        total = 0
+        for p in seq:
+            if p.text.strip():
+                break
+            total += p.n_samples * 1_000_000_000 // p.sr_hz
+        return total
+
+    if all(not p.text.strip() for p in pieces):
+        return 0, 0
+    return run(pieces), run(reversed(pieces))
+
+
+def agent_chunks(events: list[Timed]) -> list[tuple[Span, AudioPlayed]]:
+    """Each played chunk's audible span (silence pieces trimmed), with its audio.played."""
+    pieces: dict[tuple[int, int, int], list[TtsAudio]] = {}
+    for e in events:
+        if isinstance(e.event, TtsAudio):
+            ev = e.event
+            pieces.setdefault((ev.turn, ev.gen, ev.chunk), []).append(ev)
+    out = []
+    for e in events:
+        ev = e.event
+        if not isinstance(ev, AudioPlayed) or ev.end_ns <= ev.start_ns:
+            continue
+        lead, trail = _silence_edges(pieces.get((ev.turn, ev.gen, ev.chunk), []))
+        full_ns = ev.n_samples * 1_000_000_000 // ev.sr_hz if ev.sr_hz else ev.end_ns - ev.start_ns
+        start = ev.start_ns + lead
+        end = min(ev.end_ns, ev.start_ns + max(0, full_ns - trail))
+        if not ev.text.strip() or end <= start:
+            continue  # a chunk that only held silence, or was cut before it made a sound
+        out.append((Span(start, end, ev.text.strip()), ev))
+    return sorted(out, key=lambda c: c[0].start_ns)
+
+
+def merge(spans: list[Span], gap_ns: int) -> list[Span]:
+    out: list[Span] = []
+    for s in sorted(spans, key=lambda s: s.start_ns):
+        if out and s.start_ns - out[-1].end_ns <= gap_ns:
+            out[-1].end_ns = max(out[-1].end_ns, s.end_ns)
+            out[-1].text = f"{out[-1].text} {s.text}".strip()
+        else:
+            out.append(dataclasses.replace(s))
+    return out
+
+
+def floor_transfers(user: list[Span], agent: list[Span]) -> list[dict]:
+    """User → agent transfers: agent IPUs with user speech starting since the previous agent IPU began."""
+    out = []
+    for i, a in enumerate(agent):
+        since = agent[i - 1].start_ns if i else -1
+        spoke = [u for u in user if since < u.start_ns < a.start_ns]
+        if not spoke:
+            continue
+        end = max(u.end_ns for u in spoke)
+        out.append({
+            "user_end_ns": end,
+            "agent_start_ns": a.start_ns,
+            "fto_ms": round(_ms(a.start_ns - end), 1),
+            "user": " ".join(u.text for u in spoke if u.text),
+            "agent": a.text,
+        })
+    return out
+
+
+def overlaps(user: list[Span], agent: list[Span]) -> list[Span]:
+    out = []
+    for u in user:
+        for a in agent:
+            s, e = max(u.start_ns, a.start_ns), min(u.end_ns, a.end_ns)
+            if e > s:
+                out.append(Span(s, e))
+    return out
+
+
+def user_turns(user: list[Span], agent: list[Span], turn_gap_ns: int) -> list[dict]:
+    turns: list[list[Span]] = []
+    for u in user:
+        if turns:
+            last = turns[-1][-1]
+            agent_between = any(last.start_ns < a.start_ns < u.start_ns for a in agent)
+            if u.start_ns - last.end_ns <= turn_gap_ns and not agent_between:
+                turns[-1].append(u)
+                continue
+        turns.append([u])
+    out = []
+    for i, t in enumerate(turns):
+        nxt = turns[i + 1][0].start_ns if i + 1 < len(turns) else None
+        answer = next((a for a in agent if a.start_ns > t[0].start_ns and (nxt is None or a.start_ns < nxt)), None)
+        out.append({
+            "start_ns": t[0].start_ns,
+            "end_ns": t[-1].end_ns,
+            "text": " ".join(s.text for s in t if s.text),
+            "answered": answer is not None,
+            "answer_start_ns": answer.start_ns if answer else None,
+        })
+    return out
+
+
+def interruptions(events: list[Timed], user: list[Span], agent: list[Span]) -> list[dict]:
+    cancels = [e.t_ns for e in events if isinstance(e.event, AgentCancel)]
+    yields = [e.t_ns for e in events if isinstance(e.event, AgentCycle) and e.event.decision == "yield"]
+    out = []
+    for u in user:
+        if any(a.start_ns < u.start_ns < a.end_ns for a in agent):
+            window = (u.start_ns, u.start_ns + YIELD_WINDOW_NS)
+            yielded = any(window[0] <= t <= window[1] for t in cancels + yields)
+            out.append({"at_ns": u.start_ns, "user": u.text, "agent_yielded": yielded})
+    return out
+
+
+def stage_latencies(events: list[Timed], clock: AudioClock, transfers: list[dict]) -> dict[str, list[float]]:
+    stages: dict[str, list[float]] = {k: [] for k in (
+        "vad_start", "vad_end", "asr_partial", "asr_final", "agent_decision", "tts_first_audio", "played")}
+    if clock.offset_ns is not None:
+        for e in events:
+            ev = e.event
+            if isinstance(ev, VadStart):
+                stages["vad_start"].append(_ms(e.t_ns - clock(ev.audio_ns)))
+            elif isinstance(ev, VadEnd):
+                stages["vad_end"].append(_ms(e.t_ns - clock(ev.audio_ns)))
+            elif isinstance(ev, AsrPartial | AsrFinal) and ev.words:
+                key = "asr_partial" if isinstance(ev, AsrPartial) else "asr_final"
+                stages[key].append(_ms(e.t_ns - clock(ev.words[-1].end_ns)))
+    # agent outputs, their first tts piece, and when they played
+    asked: dict[tuple[int, int, int], int] = {}
+    first_piece: dict[tuple[int, int, int], int] = {}
+    for e in events:
+        ev = e.event
+        if isinstance(ev, AgentSay):
+            asked.setdefault((ev.turn, ev.gen, ev.chunk), e.t_ns)
+        elif isinstance(ev, AgentRelease):
+            for c in range(ev.chunk, ev.chunk + ev.n_chunks):
+                asked.setdefault((ev.turn, ev.gen, c), e.t_ns)
+        elif isinstance(ev, TtsAudio):
+            key = (ev.turn, ev.gen, ev.chunk)
+            if key not in first_piece:
+                first_piece[key] = e.t_ns
+                if key in asked:
+                    stages["tts_first_audio"].append(_ms(e.t_ns - asked[key]))
+        elif isinstance(ev, AudioPlayed):
+            key = (ev.turn, ev.gen, ev.chunk)
+            if key in first_piece:
+                stages["played"].append(_ms(ev.start_ns - first_piece[key]))
+    # the output that opened each agent turn after user speech, against the last user-side event
+    user_side = sorted(e.t_ns for e in events if isinstance(e.event, AsrPartial | AsrFinal | UserText | VadEnd))
+    outputs = sorted(asked.values())
+    for tr in transfers:
+        last_user = max((t for t in user_side if t <= tr["agent_start_ns"]), default=None)
+        first_out = min((t for t in outputs if last_user is not None and last_user < t <= tr["agent_start_ns"]), default=None)
+        if first_out is not None:
+            stages["agent_decision"].append(_ms(first_out - last_user))
+    return stages
+
+
+def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
+    clock = AudioClock(events)
+    user = merge(user_spans(events, clock), 0)
+    chunks = agent_chunks(events)
+    agent = merge([c[0] for c in chunks], MERGE_GAP_NS)
+    transfers = floor_transfers(user, agent)
+    over = overlaps(user, agent)
+    turns = user_turns(user, agent, int(turn_gap_s * 1e9))
+    inter = interruptions(events, user, agent)
+    stages = stage_latencies(events, clock, transfers)
+    fto = [t["fto_ms"] for t in transfers]
+    agent_pauses = [e.event.duration_ns / 1e9 for e in events if isinstance(e.event, AgentPause)]
+    origin = min([s.start_ns for s in user + agent] or [events[0].t_ns if events else 0])
+    return {
+        "turns": len(transfers),
+        "fto_ms": fto,
+        "fto_p50_ms": _p(fto, 0.5),
+        "fto_p90_ms": _p(fto, 0.9),
+        "overlaps": len(over),
+        "overlap_ms_total": round(sum(_ms(o.end_ns - o.start_ns) for o in over), 1),
+        "agent_started_in_overlap": sum(1 for t in transfers if t["fto_ms"] < 0),
+        "user_turns": len(turns),
+        "user_turns_answered": sum(1 for t in turns if t["answered"]),
+        "interruptions": len(inter),
+        "interruptions_yielded": sum(1 for i in inter if i["agent_yielded"]),
+        "agent_pauses": len(agent_pauses),
+        "agent_pause_s_total": round(sum(agent_pauses), 2),
+        "stage_latency_ms": {k: _p(v, 0.5) for k, v in stages.items()},
+        "stage_latency_n": {k: len(v) for k, v in stages.items()},
+        "transfers": [{**t, "user_end_s": round((t.pop("user_end_ns") - origin) / 1e9, 3),
+                       "agent_start_s": round((t.pop("agent_start_ns") - origin) / 1e9, 3)} for t in transfers],
+        "interruption_list": [{**i, "at_s": round((i.pop("at_ns") - origin) / 1e9, 3)} for i in inter],
+        "spans": {
+            "user": [[round((s.start_ns - origin) / 1e9, 3), round((s.end_ns - origin) / 1e9, 3), s.text] for s in user],
+            "agent": [[round((s.start_ns - origin) / 1e9, 3), round((s.end_ns - origin) / 1e9, 3), s.text] for s in agent],
+        },
+    }
+
+
+def timeline_png(report: dict, path: Path, title: str = "") -> None:
+    """Who spoke when, with the words: user lane above, agent lane below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spans = report["spans"]
+    end = max([s[1] for s in spans["user"] + spans["agent"]] or [1.0])
+    fig, ax = plt.subplots(figsize=(max(8.0, min(40.0, end * 0.6)), 3.0))
+    for lane, (who, color) in enumerate((("user", "tab:blue"), ("agent", "tab:orange"))):
+        y = 1 - lane
+        for s, e, text in spans[who]:
+            ax.broken_barh([(s, max(e - s, 0.02))], (y - 0.3, 0.6), color=color, alpha=0.8)
+            if text:
+                ax.text(s, y + 0.36 if lane == 0 else y - 0.36, text[:60], fontsize=7,
+                        va="bottom" if lane == 0 else "top", ha="left")
+    for t in report["transfers"]:
+        ax.annotate("", xy=(t["agent_start_s"], 0.3), xytext=(t["user_end_s"], 0.7),
+                    arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.8})
+    ax.set_yticks([1, 0], ["user", "agent"])
+    ax.set_ylim(-0.9, 1.9)
+    ax.set_xlim(0, end + 0.5)
+    ax.set_xlabel("seconds")
+    p50 = report["fto_p50_ms"]
+    ax.set_title(title or f"{report['turns']} floor transfers to the agent, FTO p50 {p50} ms")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN_DIR", help="a run directory (runs/<id>) or an events.rtlog file")
+    parser.add_argument("--json", metavar="OUT", help="write the report here (default: print it)")
+    parser.add_argument("--png", metavar="OUT.png", help="also draw the timeline picture")
+    parser.add_argument("--turn-gap", type=float, default=1.0, metavar="S",
+                        help="user speech closer than this with no agent speech between is one turn (default 1.0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtchat.bus.eventlog import LogError
+    from rtchat.configs import write_atomic
+
+    try:
+        events, notes = read_events(args.run)
+    except (FileNotFoundError, LogError) as exc:
+        print(f"rtchat analyze: {exc}", file=sys.stderr)
+        return 2
+    report = {"run": str(args.run), **analyze(events, args.turn_gap), "log": notes}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        write_atomic(Path(args.json), text + "\n")
+    else:
+        print(text)
+    if args.png:
+        timeline_png(report, Path(args.png))
+    print(f"turns {report['turns']}, FTO p50 {report['fto_p50_ms']} ms, p90 {report['fto_p90_ms']} ms, "
+          f"overlaps {report['overlaps']}, user turns answered {report['user_turns_answered']}/{report['user_turns']}",
+          file=sys.stderr)
+    return 0
