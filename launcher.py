@@ -1,14 +1,18 @@
 """Start a whole voice session: the bus proxy, the logger, the configured nodes and the
 front-end, each as its own process; supervise them; stop them in order.
 
-    python launcher.py [--config cpu|gpu|FILE] [--ui none] [KEY=VALUE ...]
+    python launcher.py [--config cpu|gpu|FILE] [--ui none] [--in USER.wav] [--out SESSION.wav] [KEY=VALUE ...]
     rtchat run …                       (the same thing)
 
 Every run gets ``runs/<id>/`` with the resolved ``config.yaml``, a ``run.json`` header
 (versions, git commit, models, device placement), the event log ``events.rtlog`` and one
 ``<node>.log`` of each process's own output. Nodes are placed on devices per config
 (``device: auto`` follows the reference's 1/2/3+ GPU rule). The session starts when every node
-has published ``node.ready``. A node that exits or misses ``launcher.missed_heartbeats``
+has published ``node.ready``: the launcher then publishes ``ctl.live`` (again whenever a
+restarted node becomes ready), and the audio node starts its input. ``--in USER.wav`` plays a
+recording as the user; when it ends (``audio.eof``) the session goes on ``audio.tail_s`` more
+seconds and stops by itself; ``--out`` copies the stereo recording (user left, agent right,
+``runs/<id>/session.wav``) there at the end. A node that exits or misses ``launcher.missed_heartbeats``
 heartbeats is restarted with back-off, and ``node.restarted`` is logged. Ctrl-C (or SIGTERM):
 ``ctl.shutdown``, wait, terminate, kill — the logger last, so it records the end — exit 0.
 """
@@ -33,7 +37,7 @@ import zmq
 from rtchat import __version__
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
-from rtchat.bus.events import NodeError, NodeHeartbeat, NodeLoading, NodeReady, NodeRestarted, Shutdown
+from rtchat.bus.events import AudioEof, Live, NodeError, NodeHeartbeat, NodeLoading, NodeReady, NodeRestarted, Shutdown
 from rtchat.bus.sockets import check_security, default_endpoints
 from rtchat.bus.supervisor import START_FAILED, Kill, Start, Supervisor
 from rtchat.bus.wire import WireError
@@ -131,6 +135,8 @@ class Session:
         self.frontend_factory = frontend_factory  # builds the UI once the bus is up
         self.frontend = None
         self.errors = 0
+        self.live = False  # ctl.live went out
+        self.stop_at_ns: int | None = None  # the input ended: stop then
 
     # ---------------------------------------------------------------- processes
 
@@ -187,7 +193,9 @@ class Session:
     # ---------------------------------------------------------------- bus
 
     def connect(self) -> None:
-        self.client = BusClient(self.cfg.bus, src="launcher", session=self.cfg.run.id, clock=self.clock, topics=("node.",))
+        self.client = BusClient(
+            self.cfg.bus, src="launcher", session=self.cfg.run.id, clock=self.clock, topics=("node.", "audio.eof")
+        )
         self.poller.register(self.client.control, zmq.POLLIN)
         self.poller.register(self.client.data, zmq.POLLIN)
         self.client.handshake(int(self.cfg.bus.handshake_timeout_s * 1e9))
@@ -208,6 +216,12 @@ class Session:
             st = self.supervisor.nodes.get(ev.node)
             since = f"{(now - st.up_since_ns) / 1e9:.1f} s after start, " if st else ""
             self.say(f"{ev.node} ready ({since}on {ev.device})")
+            if self.live:  # a restarted node joins the running session
+                self.client.publish(Live(run=self.cfg.run.id))
+        elif isinstance(ev, AudioEof):
+            tail = self.cfg.audio.tail_s
+            self.say(f"the input ended ({ev.reason}); stopping in {tail:g} s")
+            self.stop_at_ns = now + int(tail * 1e9)
         elif isinstance(ev, NodeLoading):
             frac = f" {ev.fraction:.0%}" if ev.fraction is not None else ""
             self.say(f"{ev.node}: {ev.stage}{frac}")
@@ -258,6 +272,10 @@ class Session:
             self.step(min(deadline, next_note))
         return True
 
+    def go_live(self) -> None:
+        self.live = True
+        self.client.publish(Live(run=self.cfg.run.id))
+
     def open_frontend(self) -> None:
         if self.frontend_factory is None:
             return
@@ -268,12 +286,15 @@ class Session:
 
     def supervise(self, duration_s: float) -> None:
         end = self.clock.now_ns() + int(duration_s * 1e9) if duration_s > 0 else None
-        while end is None or self.clock.now_ns() < end:
+        while True:
+            stop = min((t for t in (end, self.stop_at_ns) if t is not None), default=None)
+            if stop is not None and self.clock.now_ns() >= stop:
+                return
             if self.frontend is not None and self.frontend.done:
                 return
             if self.supervisor.failed():
                 return
-            self.step(end if end is not None else self.clock.now_ns() + 1_000_000_000)
+            self.step(stop if stop is not None else self.clock.now_ns() + 1_000_000_000)
 
     def shutdown(self) -> None:
         self.supervisor.shutting_down = True
@@ -334,6 +355,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=DEFAULT_PROFILE, help=f"profile ({', '.join(profiles())}) or a YAML path")
     parser.add_argument("--ui", choices=("none", "terminal", "gradio"), help="front-end (default: the profile's)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop by itself after S seconds")
+    parser.add_argument("--in", dest="input", metavar="USER.wav",
+                        help="play this recording as the user (in real time); the session stops audio.tail_s after it ends")
+    parser.add_argument("--out", dest="output", metavar="SESSION.wav",
+                        help="copy the session's stereo recording here at the end (user left, agent right)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. agent.interval_s=0.5")
 
 
@@ -343,6 +368,16 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"launcher.ui={args.ui}")
     if args.duration is not None:
         overrides.append(f"launcher.duration_s={args.duration}")
+    if args.input:
+        if not Path(args.input).is_file():
+            print(f"rtchat run: --in {args.input}: no such file (give a WAV recording of the user)", file=sys.stderr)
+            return 2
+        overrides.append(f"audio.input={Path(args.input).resolve()}")
+    if args.output:
+        out_dir = Path(args.output).resolve().parent
+        if not out_dir.is_dir():
+            print(f"rtchat run: --out {args.output}: the folder {out_dir} does not exist", file=sys.stderr)
+            return 2
     try:
         cfg = load(args.config, overrides)
         cfg, run_dir, placement = prepare_run(cfg)
@@ -363,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
             code = 1
         else:
             say("all nodes ready; the session is live" + ("" if cfg.launcher.duration_s else " (Ctrl-C to stop)"))
+            session.go_live()
             session.open_frontend()
             session.supervise(cfg.launcher.duration_s)
             if session.supervisor.failed():
@@ -374,8 +410,25 @@ def run(args: argparse.Namespace) -> int:
         say("stopping")
     finally:
         session.shutdown()
-    say(f"stopped; event log: {run_dir / 'events.rtlog'}  (rtchat log info {run_dir})")
+    say(f"stopped; event log: {run_dir / 'events.rtlog'}  (rtchat analyze {run_dir})")
+    if args.output:
+        code = max(code, copy_recording(run_dir, Path(args.output), say))
     return code
+
+
+def copy_recording(run_dir: Path, out: Path, say) -> int:
+    """Copy runs/<id>/session.wav to ``out`` atomically (temp file + rename)."""
+    import shutil
+
+    src = run_dir / "session.wav"
+    if not src.is_file():
+        say(f"no session recording to copy to {out} (is the audio node running with audio.record=true?)")
+        return 1
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(out)
+    say(f"session recording: {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

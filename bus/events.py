@@ -290,6 +290,14 @@ class Reset(Event):
     reason: str = ""
 
 
+@event("ctl.live")
+class Live(Event):
+    """Every node is ready: the session starts now (a WAV input begins playing). Sent again when
+    a restarted node becomes ready. launcher → all."""
+
+    run: str = ""
+
+
 @event("ctl.config")
 class ConfigChange(Event):
     """Change settings live: dotted keys to new values. ui → all."""
