@@ -83,13 +83,16 @@ def started(core: AudioCore, t_ns: int = T0) -> AudioCore:
 def test_a_wav_is_paced_in_real_time_with_exact_positions_then_eof():
     wav = np.arange(1000, dtype=np.int16)
     core = AudioCore(dataclasses.replace(CFG, input="user.wav"), wav=wav)
-    out = core.on_tick(T0)
-    assert [(e.stream_pos, e.n_samples, e.t_capture_ns) for e in out] == [(0, 320, T0)]
+    assert core.on_tick(T0) == []  # a frame goes out once all of it has been "captured"
     assert core.deadline_ns() == at(20)
     assert core.on_tick(at(19.9)) == []
     out = core.on_tick(at(20))
+    assert [(e.stream_pos, e.n_samples, e.t_capture_ns) for e in out] == [(0, 320, T0)]
+    assert core.deadline_ns() == at(40)
+    out = core.on_tick(at(40))
     assert [(e.stream_pos, e.t_capture_ns) for e in out] == [(320, at(20))]
-    out = core.on_tick(at(65))  # late tick: every frame due goes out, then the end
+    assert core.deadline_ns() == at(60)
+    out = core.on_tick(at(62.5))  # late tick for frame 2 (due at 60 ms); the short last frame ends at 62.5 ms
     assert [type(e) for e in out] == [AudioIn, AudioIn, AudioEof]
     assert [(e.stream_pos, e.n_samples, e.t_capture_ns) for e in out[:2]] == [(640, 320, at(40)), (960, 40, at(60))]
     assert out[2] == AudioEof(stream_pos=1000, reason="end of file")
@@ -264,6 +267,8 @@ def test_browser_frames_are_recorded_at_their_capture_time(tmp_path):
         pcm = np.full((960, 2), 4000, dtype=np.int16)
         core.on_event(AudioIn(pcm=pcm.tobytes(), sr_hz=48_000, n_samples=960, stream_pos=960 * k,
                               t_capture_ns=at(100 + 20 * k)), at(130 + 20 * k))
+    odd = AudioIn(pcm=bytes(7), sr_hz=48_000, n_samples=3, stream_pos=2880, t_capture_ns=at(160))
+    assert core.on_event(odd, at(170)) == [] and core.stats()["bad_frames"] == 1
     core.close()
     x, _ = sf.read(tmp_path / "session.wav", dtype="int16")
     assert core.stats()["frames_recorded"] == 3

@@ -13,7 +13,10 @@ captured at ``t0 + i / sr_hz``; and sample ``i`` of ``session.wav`` is the insta
 ``t_capture_ns``: the first frame fixes the offset between its ``stream_pos`` and the timeline,
 later frames follow by ``stream_pos`` so the recording does not jitter with callback times.
 
-Input: a WAV is paced in real time (frame k goes out once ``now >= t0 + k * frame``) or, with
+Input: a WAV is paced in real time, as a microphone would deliver it: frame k goes out once it
+has been "captured", when ``now >= t0 + (k + 1) * frame`` (its ``t_capture_ns`` is
+``t0 + k * frame``, its first sample), so no audio.in arrives before the audio it carries ends
+and ``audio.eof`` comes when the file's last sample has played; or, with
 ``realtime=false``, in batches of ``FAST_BATCH_FRAMES`` per tick, then ``audio.eof``. A
 microphone (``devices.MicSource``) fills a thread-safe queue that each tick drains.
 
@@ -214,7 +217,7 @@ class AudioCore(Core):
             if self.mic is not None:
                 due.append(self.last_tick + self.cfg.frame_ms * 1_000_000)
             elif self.cfg.realtime:
-                due.append(self.time_of(self.in_pos))
+                due.append(self.time_of(self._frame_end()))
             else:
                 due.append(self.last_tick + FAST_TICK_NS)
         ends = [self.time_of(c.end) for c in self.chunks.values() if c.last and c.start is not None]
@@ -257,7 +260,7 @@ class AudioCore(Core):
     def _wav_frames(self, now_ns: int) -> list[Event]:
         out: list[Event] = []
         n, total = self.frame_n, len(self.wav)
-        while self.in_pos < total and (self.time_of(self.in_pos) <= now_ns if self.cfg.realtime
+        while self.in_pos < total and (self.time_of(self._frame_end()) <= now_ns if self.cfg.realtime
                                         else len(out) < FAST_BATCH_FRAMES):
             pcm = self.wav[self.in_pos : self.in_pos + n]
             out.append(self._frame(pcm, self.time_of(self.in_pos)))
@@ -267,6 +270,10 @@ class AudioCore(Core):
             self.in_done = True
             out.append(AudioEof(stream_pos=self.in_pos, reason="end of file"))
         return out
+
+    def _frame_end(self) -> int:
+        """One past the last sample of the next WAV frame: the frame is captured by then."""
+        return min(self.in_pos + self.frame_n, len(self.wav))
 
     def _mic_block(self, block: np.ndarray, t_ns: int) -> list[Event]:
         if len(self.carry) == 0:
