@@ -145,6 +145,7 @@ class AudioCore(Core):
         if self.browser:
             self.topics = (*AudioCore.topics, "audio.in")
         self.t0: int | None = None
+        self.now = 0  # the latest time the core was called at
         self.last_tick = 0
         self.next_flush = 0
         # input
@@ -177,6 +178,7 @@ class AudioCore(Core):
         if self.t0 is None:
             self.t0 = self.last_tick = now_ns
             self.next_flush = now_ns + FLUSH_NS
+        self.now = max(self.now, now_ns)
 
     # ------------------------------------------------------------ the Core interface
 
@@ -224,7 +226,7 @@ class AudioCore(Core):
         return min(due + ends)
 
     def stats(self) -> dict[str, int | float]:
-        queued = max(self.queue_end - (self.playhead(self.last_tick) if self.t0 is not None else 0), 0)
+        queued = max(self.queue_end - (self.playhead(self.now) if self.t0 is not None else 0), 0)
         out = dict(self.counters) | {"queued_ms": queued * 1000 // self.sr, "in_pos": self.in_pos}
         if self.speaker is not None:
             out["device_underruns"] = self.speaker.underruns()
@@ -237,7 +239,7 @@ class AudioCore(Core):
             device.close()
         if self.recorder is not None:
             if self.t0 is not None:
-                self._record_agent(self.playhead(self.last_tick))
+                self._record_agent(self.playhead(self.now))
             self.recorder.close()
 
     # ------------------------------------------------------------ input
