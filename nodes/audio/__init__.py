@@ -1,0 +1,8 @@
+"""The audio node: user audio in (WAV, microphone, browser), agent audio out (speaker or virtual),
+and the session recording.
+
+Modules: ``wavio`` (reading any WAV as mono int16 at the session rate; the crash-safe stereo
+``session.wav`` writer), ``core`` (``AudioCore``: input pacing, the output timeline, barge-in
+cuts, ``audio.played``, all on virtual time), ``devices`` (sounddevice microphone and speaker,
+device choice and loss), ``node`` (the shell: ``python -m rtchat.nodes.audio``).
+"""

@@ -1,0 +1,5 @@
+import sys
+
+from rtchat.nodes.audio.node import main
+
+sys.exit(main())
