@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 
 from rtchat.bus.clock import ms
-from rtchat.bus.events import AgentCancel, AudioEof, AudioIn, AudioPlayed, Reset, TtsAudio
+from rtchat.bus.events import AgentCancel, AudioEof, AudioIn, AudioPlayed, Live, Reset, TtsAudio
 from rtchat.configs.schema import AudioConfig
 from rtchat.nodes.audio.core import FAST_BATCH_FRAMES, AudioCore, join_text
 from rtchat.nodes.audio.wavio import SessionRecorder
@@ -83,6 +83,7 @@ def started(core: AudioCore, t_ns: int = T0) -> AudioCore:
 def test_a_wav_is_paced_in_real_time_with_exact_positions_then_eof():
     wav = np.arange(1000, dtype=np.int16)
     core = AudioCore(dataclasses.replace(CFG, input="user.wav"), wav=wav)
+    assert core.on_tick(T0) == [] and core.on_event(Live(), T0) == []
     assert core.on_tick(T0) == []  # a frame goes out once all of it has been "captured"
     assert core.deadline_ns() == at(20)
     assert core.on_tick(at(19.9)) == []
@@ -101,9 +102,28 @@ def test_a_wav_is_paced_in_real_time_with_exact_positions_then_eof():
     assert core.on_tick(at(200)) == [] and core.stats()["frames_in"] == 4
 
 
+def test_a_wav_waits_for_the_session_to_be_live_and_starts_there_on_the_timeline(tmp_path):
+    rec = SessionRecorder(tmp_path / "session.wav", SR)
+    wav = np.full(640, 1000, dtype=np.int16)
+    core = AudioCore(dataclasses.replace(CFG, input="user.wav", record=True), wav=wav, recorder=rec)
+    assert core.on_tick(T0) == []
+    assert core.deadline_ns() == at(1000)  # only the recording's flush: no frame is due before ctl.live
+    assert core.on_tick(at(500)) == []
+    core.on_event(Live(run="r"), at(500))
+    core.on_event(Live(run="r"), at(510))  # a second ctl.live (a node restarted) changes nothing
+    assert core.deadline_ns() == at(520)
+    out = core.on_tick(at(540))
+    assert [(e.stream_pos, e.t_capture_ns) for e in out if isinstance(e, AudioIn)] == [(0, at(500)), (320, at(520))]
+    assert isinstance(out[-1], AudioEof)
+    core.close()
+    x, _ = sf.read(tmp_path / "session.wav", dtype="int16")
+    assert (x[:8000, 0] == 0).all() and (x[8000:8640, 0] == 1000).all()
+
+
 def test_a_wav_as_fast_as_possible_goes_out_in_bounded_batches_with_capture_times_on_the_timeline():
     n_frames = 2 * FAST_BATCH_FRAMES + 10
     core = AudioCore(dataclasses.replace(CFG, input="user.wav", realtime=False), wav=np.zeros(320 * n_frames, np.int16))
+    core.on_event(Live(), T0)
     first = core.on_tick(T0)
     assert len(first) == FAST_BATCH_FRAMES and first[-1].t_capture_ns == at(20 * (FAST_BATCH_FRAMES - 1))
     assert core.deadline_ns() == at(1)  # soon, but after the bus has been read
@@ -243,6 +263,7 @@ def test_the_recording_has_the_user_left_and_what_really_played_right_on_one_tim
     rec = SessionRecorder(tmp_path / "session.wav", SR)
     core = AudioCore(dataclasses.replace(CFG, input="user.wav", record=True), wav=wav, recorder=rec)
     core.on_tick(T0)
+    core.on_event(Live(), T0)
     agent = rng.integers(-3000, 3000, 3200, dtype=np.int16)  # 200 ms, cut after 150 ms
     ev = TtsAudio(turn=1, gen=0, chunk=0, text="hi", pcm=agent.tobytes(), sr_hz=SR, n_samples=3200, last=True)
     core.on_event(ev, at(40))

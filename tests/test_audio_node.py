@@ -18,7 +18,7 @@ import zmq
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock, ms
-from rtchat.bus.events import AudioEof, AudioIn, AudioPlayed, NodeError, NodeLoading, NodeReady, Shutdown, TtsAudio
+from rtchat.bus.events import AudioEof, AudioIn, AudioPlayed, Live, NodeError, NodeLoading, NodeReady, Shutdown, TtsAudio
 from rtchat.bus.node import StartError
 from rtchat.configs import load
 from rtchat.nodes.audio.devices import NO_PORTAUDIO
@@ -255,6 +255,10 @@ def test_the_node_process_plays_a_wav_as_the_user_reports_played_audio_and_recor
     try:
         probe.handshake(int(5e9))
         got = []
+        receive_until(probe, got, proc, lambda g: any(isinstance(e, NodeReady) for e in g), "node.ready")
+        time.sleep(0.3)
+        assert not [e for e in got if isinstance(e, AudioIn)]  # the WAV waits for the session to be live
+        probe.publish(Live(run="t"))
         receive_until(probe, got, proc, lambda g: any(isinstance(e, AudioEof) for e in g), "audio.eof")
         assert any(isinstance(e, NodeReady) and e.node == "audio" for e in got)
         assert any(isinstance(e, NodeLoading) and e.stage.startswith("input: ") and "user.wav" in e.stage for e in got)
@@ -286,6 +290,10 @@ def test_the_node_process_plays_a_wav_as_the_user_reports_played_audio_and_recor
             print(out)
     x, sr = sf.read(run_dir / "session.wav", dtype="int16")
     assert sr == 16000 and x.ndim == 2 and x.shape[1] == 2
-    assert (x[: len(expected), 0] == expected).all() and (x[len(expected) :, 0] == 0).all()
+    # the WAV started at ctl.live, some time after the origin: find that place in the recording
+    off = int(np.flatnonzero(x[:, 0])[0]) - int(np.flatnonzero(expected)[0])
+    assert off > 0
+    assert (x[off : off + len(expected), 0] == expected).all() and (x[off + len(expected) :, 0] == 0).all()
+    assert (x[:off, 0] == 0).all()
     loud = np.flatnonzero(np.abs(x[:, 1]) > 3000)
     assert abs(loud[0] - played.stream_pos) <= 20 and abs(loud[-1] - (played.stream_pos + played.n_samples)) <= 20

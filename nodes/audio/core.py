@@ -1,14 +1,17 @@
 """The audio node's pure core: user audio in, agent audio out, the session recording, on virtual time.
 
 Consumes: ``tts.audio`` (pieces of agent chunks, any rate), ``agent.cancel`` (barge-in: drop
-older generations), ``ctl.reset`` (drop all agent audio), and ``audio.in`` only when
+older generations), ``ctl.reset`` (drop all agent audio), ``ctl.live`` (every node is ready: a
+WAV input starts playing), and ``audio.in`` only when
 ``audio.input=browser`` (frames from the web page, recorded).
 Produces: ``audio.in`` (user frames of ``frame_ms`` at ``sr_hz``), ``audio.eof`` (the WAV ended,
 the microphone was lost), ``audio.played`` (one per agent chunk, once it ended or was cut).
 
 One timeline. The origin ``t0_ns`` is the core's first call (the node's first tick, right after
 ``node.ready``). Output sample ``j`` plays at ``t0 + j / sr_hz``; a WAV's input sample ``i`` is
-captured at ``t0 + i / sr_hz``; and sample ``i`` of ``session.wav`` is the instant
+captured at ``t0 + (w + i) / sr_hz``, where ``w`` is the playhead when ``ctl.live`` came (the WAV
+waits for the whole session: frames sent before the recogniser and the agent are up would be
+lost); and sample ``i`` of ``session.wav`` is the instant
 ``t0 + i / sr_hz`` on both channels. A microphone's or the page's frames are placed by their
 ``t_capture_ns``: the first frame fixes the offset between its ``stream_pos`` and the timeline,
 later frames follow by ``stream_pos`` so the recording does not jitter with callback times.
@@ -40,7 +43,7 @@ from typing import Protocol
 import numpy as np
 import soxr
 
-from rtchat.bus.events import AgentCancel, AudioEof, AudioIn, AudioPlayed, Event, Reset, TtsAudio
+from rtchat.bus.events import AgentCancel, AudioEof, AudioIn, AudioPlayed, Event, Live, Reset, TtsAudio
 from rtchat.bus.node import Core
 from rtchat.configs.schema import AudioConfig
 from rtchat.nodes.audio.wavio import SessionRecorder, resample, to_int16
@@ -150,6 +153,7 @@ class AudioCore(Core):
         self.next_flush = 0
         # input
         self.in_pos = 0  # samples of audio.in sent
+        self.in_offset: int | None = None  # timeline index of WAV sample 0, fixed by ctl.live
         self.in_done = wav is None and mic is None
         self.carry = np.zeros(0, dtype=np.int16)  # microphone samples not yet a whole frame
         self.carry_t = 0  # capture time of carry[0]
@@ -194,6 +198,8 @@ class AudioCore(Core):
             out += self._drop(lambda c: True, now_ns)
         elif isinstance(ev, AudioIn) and self.browser:
             self._record_user(ev)
+        elif isinstance(ev, Live) and self.in_offset is None:
+            self.in_offset = self.playhead(now_ns)
         return out
 
     def on_tick(self, now_ns: int) -> list[Event]:
@@ -218,6 +224,8 @@ class AudioCore(Core):
         if not self.in_done:
             if self.mic is not None:
                 due.append(self.last_tick + self.cfg.frame_ms * 1_000_000)
+            elif self.in_offset is None:
+                pass  # the WAV waits for ctl.live
             elif self.cfg.realtime:
                 due.append(self.time_of(self._frame_end()))
             else:
@@ -260,22 +268,24 @@ class AudioCore(Core):
         return out
 
     def _wav_frames(self, now_ns: int) -> list[Event]:
+        if self.in_offset is None:
+            return []
         out: list[Event] = []
         n, total = self.frame_n, len(self.wav)
         while self.in_pos < total and (self.time_of(self._frame_end()) <= now_ns if self.cfg.realtime
                                         else len(out) < FAST_BATCH_FRAMES):
             pcm = self.wav[self.in_pos : self.in_pos + n]
-            out.append(self._frame(pcm, self.time_of(self.in_pos)))
+            out.append(self._frame(pcm, self.time_of(self.in_offset + self.in_pos)))
             if self.recorder is not None:
-                self.recorder.put(0, self.in_pos - len(pcm), pcm)
+                self.recorder.put(0, self.in_offset + self.in_pos - len(pcm), pcm)
         if self.in_pos >= total:
             self.in_done = True
             out.append(AudioEof(stream_pos=self.in_pos, reason="end of file"))
         return out
 
     def _frame_end(self) -> int:
-        """One past the last sample of the next WAV frame: the frame is captured by then."""
-        return min(self.in_pos + self.frame_n, len(self.wav))
+        """Timeline index one past the last sample of the next WAV frame: it is captured by then."""
+        return self.in_offset + min(self.in_pos + self.frame_n, len(self.wav))
 
     def _mic_block(self, block: np.ndarray, t_ns: int) -> list[Event]:
         if len(self.carry) == 0:
