@@ -1,0 +1,159 @@
+"""GPU smoke check: the code paths CI (CPU only) cannot run, on tiny random models.
+
+    PYTHONPATH=<dir holding rtchat> python3 scripts/gpu_check.py [--device cuda:0] [--json OUT]
+
+1. ``rtchat train`` (LoRA and full) in bf16 and fp16 on the device: finite losses, a checkpoint.
+2. The agent's decoding loop (``AgentLM``) in float16 / bfloat16 on the device against float32
+   on the CPU: the same greedy words, the same turn-switch probe.
+3. The TTS engines Bark and FastSpeech2 (tiny random models) on the device, if their modules exist.
+
+Needs only torch, transformers, accelerate, peft, tokenizers, PyYAML (no ZeroMQ, no audio
+packages). Prints one JSON object; exit 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINES = [
+    "Participants: S1 (name: ann), S2 (name: bob); Transcript: S1: hi how are you (0.4) S2: good thanks and you "
+    "S1: fine (0.3) i was thinking about the weekend S2: mm-hmm S1: we could go hiking (0.6) S2: sounds great",
+    "Participants: S1 (name: cat), S2 (name: dan); Transcript: S1: did you see the game (0.2) S2: yeah it was "
+    "close S1: i know (0.5) right at the end S2: unbelievable",
+] * 8
+
+
+def tiny_folder(path: Path) -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import make_bpe_tok, tiny_llama_dir
+
+    return tiny_llama_dir(path, make_bpe_tok())
+
+
+def check_train(device: str, work: Path, model: Path) -> dict:
+    import torch
+
+    from rtchat.train.cli import main as train_main
+
+    data = work / "data"
+    data.mkdir(exist_ok=True)
+    (data / "dataset_train.txt").write_text("\n".join(LINES) + "\n")
+    out = {}
+    for method in ("lora", "full"):
+        for dtype in ("bf16", "fp16"):
+            target = work / f"out-{method}-{dtype}"
+            t0 = time.perf_counter()
+            rc = train_main(["--model", str(model), "--data", str(data), "--out", str(target), "--method", method,
+                             "--dtype", dtype, "--max-steps", "6", "--batch-size", "4", "--max-length", "128",
+                             "--device", device] if _has_device_flag() else
+                            ["--model", str(model), "--data", str(data), "--out", str(target), "--method", method,
+                             "--dtype", dtype, "--max-steps", "6", "--batch-size", "4", "--max-length", "128"])
+            state = _last_state(target)
+            out[f"{method}_{dtype}"] = {"rc": rc, "s": round(time.perf_counter() - t0, 1), "losses": state.get("losses"),
+                                        "saved": sorted(p.name for p in target.iterdir()) if target.exists() else []}
+            assert rc == 0, f"train {method} {dtype} exited {rc}"
+            losses = state.get("losses") or []
+            assert losses and all(math.isfinite(x) for x in losses), f"train {method} {dtype}: losses {losses}"
+    out["cuda_memory_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
+    return out
+
+
+def _has_device_flag() -> bool:
+    import argparse as ap
+
+    from rtchat.train import cli
+
+    p = ap.ArgumentParser()
+    cli.configure(p)
+    return any("--device" in a.option_strings for a in p._actions)
+
+
+def _last_state(target: Path) -> dict:
+    for name in ("train_state.json", "trainer_state.json", "training.json", "train.json"):
+        f = target / name
+        if f.exists():
+            return json.loads(f.read_text())
+    found = sorted(target.glob("*.json")) if target.exists() else []
+    for f in found:
+        data = json.loads(f.read_text())
+        if isinstance(data, dict) and "losses" in data:
+            return data
+    return {}
+
+
+def check_agent(device: str, model: Path) -> dict:
+    import dataclasses
+
+    from rtchat.configs.schema import AgentConfig
+    from rtchat.nodes.agent.lm import load_lm
+
+    text = LINES[0][: LINES[0].index("S2: good")] + "S2:"
+    base = dataclasses.replace(AgentConfig(), model=str(model), decoding="greedy", prevent_special_tokens=False)
+    ref = load_lm(dataclasses.replace(base, device="cpu", dtype="float32"))
+    want = ref.generate(text, 7).text
+    out = {"cpu_float32": want}
+    for dtype in ("float16", "bfloat16"):
+        lm = load_lm(dataclasses.replace(base, device=device, dtype=dtype))
+        got = lm.generate(text, 7).text
+        probe = lm.next_is_turn_switch(text)
+        out[dtype] = {"text": got, "same_as_cpu": got == want, "switch_probe": probe,
+                      "param_device": str(next(lm.model.parameters()).device) if hasattr(lm, "model") else None}
+    return out
+
+
+def check_tts(device: str, work: Path) -> dict:
+    out = {}
+    for name in ("bark", "fastspeech2"):
+        test = ROOT / "tests" / f"test_tts_{name}.py"
+        if not (ROOT / "nodes" / "tts" / f"{name}.py").exists() or not test.exists():
+            out[name] = "not built"
+            continue
+        import pytest
+
+        rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", str(test), "--device-under-test", device])
+        out[name] = {"pytest_rc": int(rc)}
+        assert rc == 0, f"{name} tests on {device} failed"
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--json", help="also write the result here")
+    parser.add_argument("--only", nargs="*", choices=("train", "agent", "tts"), help="run only these checks")
+    args = parser.parse_args(argv)
+    import torch
+
+    report = {"device": args.device, "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    ok = True
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        model = tiny_folder(work / "tiny")
+        checks = {"train": lambda: check_train(args.device, work, model), "agent": lambda: check_agent(args.device, model),
+                  "tts": lambda: check_tts(args.device, work)}
+        for name, fn in checks.items():
+            if args.only and name not in args.only:
+                continue
+            try:
+                report[name] = fn()
+            except Exception as exc:  # report every check, then fail
+                ok = False
+                report[name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+    text = json.dumps(report, indent=1, default=str)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
