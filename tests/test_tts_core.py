@@ -52,6 +52,8 @@ class FakeEngine:
         self.calls.append(text)
         if any(f in text for f in self.fail_on):
             raise RuntimeError("the engine broke")
+        if "mute" in text:  # text the engine has no sound for (Piper: no phonemes)
+            return
         n = 10 * len(text)
         yield np.full(n // 2, 7, dtype=np.int16)
         yield np.full(n - n // 2, 7, dtype=np.int16)
@@ -133,6 +135,18 @@ def test_text_with_only_tags_says_nothing_and_is_counted():
     assert core.on_event(say(" &=sniff [% whispers] xxx"), T0) == []
     assert core.deadline_ns() is None and drain(core) == [] and engine.calls == []
     assert core.stats()["empty"] == 1
+
+
+def test_a_piece_the_engine_has_no_sound_for_is_not_sent():
+    core, _ = make()
+    core.on_event(say(" mute one here. (0.1) Then real words.", chunk=0), T0)
+    core.on_event(say(" mute two here.", chunk=1), T0)
+    core.on_event(say(" Real words first. (0.1) mute three here.", chunk=2), T0)
+    assert summary(drain(core)) == [
+        (0, "", 100, False), (0, "Then real words.", 160, True),
+        (2, "Real words first.", 170, False), (2, "", 100, False), (2, "mute three here.", 0, True),  # closes chunk 2
+    ]
+    assert core.stats()["empty"] == 1  # chunk 1 said nothing at all
 
 
 def test_a_pause_event_renders_nothing_and_is_counted():

@@ -296,9 +296,13 @@ class TtsCore(Core):
             if job.emitted:  # close the chunk so the audio node can report it
                 out.append(self._audio(job, Rendered("", np.zeros(0, dtype=np.int16)), last=True))
             return out
-        if not job.parts and job in self.jobs:
+        last = not job.parts
+        if last and job in self.jobs:
             self.jobs.remove(job)
-        return [self._audio(job, rendered, last=not job.parts)]
+        if not len(rendered.pcm) and (not last or not job.emitted):  # the engine said nothing here
+            self.counts["empty"] += last
+            return []
+        return [self._audio(job, rendered, last=last)]
 
     def _audio(self, job: Job, part: Rendered, last: bool) -> TtsAudio:
         job.emitted += 1

@@ -63,13 +63,21 @@ def _init() -> dict:
     return _STATE
 
 
+def _select(lib, voice: str) -> bool:
+    """Select a voice by name ("en-us", "gmw/en-US"), else by language ("en-gb", "fr-fr")."""
+    if lib.espeak_SetVoiceByName(voice.encode()) == 0:
+        return True
+    spec = _Voice(languages=voice.encode())
+    return lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == 0
+
+
 def synthesize(text: str, voice: str = "en-us", rate_wpm: int = 175) -> tuple[np.ndarray, int]:
     """int16 mono speech for ``text`` and its sample rate."""
     with _LOCK:
         state = _init()
         lib, chunks = state["lib"], state["chunks"]
         if state["voice"] != voice:
-            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            if not _select(lib, voice):
                 raise EspeakError(f"espeak-ng has no voice {voice!r}")
             state["voice"] = voice
         lib.espeak_SetParameter(1, rate_wpm, 0)  # espeakRATE, absolute
@@ -106,7 +114,7 @@ def has_voice(voice: str) -> bool:
     with _LOCK:
         state = _init()
         state["voice"] = None  # the next synthesize selects its voice again
-        return state["lib"].espeak_SetVoiceByName(voice.encode()) == 0
+        return _select(state["lib"], voice)
 
 
 DEFAULT_VOICE = "en-us"
