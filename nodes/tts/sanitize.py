@@ -14,6 +14,8 @@ unintelligible words (``hhh``, ``ihhh``, ``xxx``, ``hx``), events (``&=laughs``)
 ``split`` turns one chunk of agent text into ``Speech`` and ``Silence`` pieces: speech is cut at
 sentence ends (what Piper renders at a time anyway, so the first sentence can play while the rest
 renders) and, within a sentence, at word boundaries so no piece is longer than ``max_chars``.
+CHAT's untimed short pause ``(.)`` has no length to render: it is dropped in plain style and
+becomes ``...`` in Bark style.
 
 Fixed against the reference: ``0.`` is removed only as a word of its own ("10.50" stays "10.50",
 the reference said "150"); unintelligible ``xxx`` is dropped in Bark style too instead of becoming
