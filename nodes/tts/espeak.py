@@ -97,7 +97,7 @@ def sample_rate() -> int:
 
 
 def voices() -> list[str]:
-    """The language codes of espeak-ng's voices ("en-us", "fr", …); each is a valid ``voice``."""
+    """The language codes of espeak-ng's voices ("en-us", "en-gb", …), as ``voice`` accepts them."""
     with _LOCK:
         lib = _init()["lib"]
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
