@@ -170,9 +170,10 @@ class NodeRunner:
                 core_deadline = self.core.deadline_ns()
                 if core_deadline is not None and now >= core_deadline:
                     self.tick(now)
-                    continue
-                deadline = next_heartbeat if core_deadline is None else min(core_deadline, next_heartbeat)
-                timeout_ms = -(-(deadline - now) // 1_000_000)  # ceil: never wake before the deadline
+                    timeout_ms = 0  # a core that stays due still reads what arrived meanwhile (a cancel)
+                else:
+                    deadline = next_heartbeat if core_deadline is None else min(core_deadline, next_heartbeat)
+                    timeout_ms = -(-(deadline - now) // 1_000_000)  # ceil: never wake before the deadline
                 for frames in self.client.receive(timeout_ms):
                     self.handle(frames)
                     if self.stopping:

@@ -231,10 +231,14 @@ class TtsConfig:
     voice: str = ""  # backend-specific voice (bark preset, fastspeech2 "Voice N", espeak name); empty = default
     device: str = "auto"
     max_chars: int = 400  # longer text is rendered in pieces cut at word boundaries
+    rate: float = 1.0  # speaking speed (piper: length_scale 1/rate; espeak: 175 words/min × rate)
+    threads: int = 0  # piper's onnxruntime threads; 0 = onnxruntime's default (all cores)
 
     def __post_init__(self):
         _device("tts.device", self.device)
         _check(self.max_chars >= 20, "tts.max_chars", f"got {self.max_chars}; allowed: an integer >= 20")
+        _check(0.25 <= self.rate <= 4.0, "tts.rate", f"got {self.rate}; allowed: 0.25 … 4.0")
+        _check(self.threads >= 0, "tts.threads", f"got {self.threads}; allowed: an integer >= 0")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ BENCHES = (
     ("bus", "rtchat.evals.bench_bus", "bus latency and sustained rate, ZeroMQ vs multiprocessing.Queue"),
     ("agent", "rtchat.evals.bench_agent", "agent cycle latency with the reused KV cache vs full re-encoding"),
     ("asr", "rtchat.evals.bench_asr", "streaming ASR vs one offline transcription: WER, commit/partial latency, RTF, drift"),
+    ("tts", "rtchat.evals.bench_tts", "TTS time to first audio and real-time factor: Piper vs espeak-ng"),
     ("session", "rtchat.evals.bench_session", "scripted users through full voice sessions: floor-transfer offsets, answers"),
 )
 

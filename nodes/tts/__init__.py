@@ -1,1 +1,1 @@
-"""The TTS node's pieces: speech synthesis backends (espeak-ng so far)."""
+"""The TTS node: agent text → speech (core, shell, engines: Piper, espeak-ng; Bark and FastSpeech2)."""

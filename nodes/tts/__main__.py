@@ -1,0 +1,5 @@
+import sys
+
+from rtchat.nodes.tts.node import main
+
+sys.exit(main())

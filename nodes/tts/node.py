@@ -1,0 +1,51 @@
+"""The TTS node's shell: load the engine ``tts.backend`` names, build the core, run it on the bus.
+
+    python -m rtchat.nodes.tts --config cpu --run-dir runs/ID
+
+Consumes / produces: see ``rtchat.nodes.tts.core``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from rtchat.bus.node import StartError, node_main
+from rtchat.configs.schema import Config
+
+CPU_ENGINES = ("piper", "espeak")  # run on the CPU whatever tts.device says
+
+
+def resolve_device(backend: str, device: str) -> str:
+    """Where the engine runs: the CPU for piper and espeak; ``auto`` → cuda:0 or cpu otherwise."""
+    if backend in CPU_ENGINES:
+        return "cpu"
+    if device != "auto":
+        return device
+    from rtchat.configs.devices import auto_device, cuda_device_count
+
+    return auto_device("tts", cuda_device_count())
+
+
+def make_core(cfg: Config, run_dir: Path, progress):
+    from rtchat.nodes.tts.backend import TtsLoadError
+    from rtchat.nodes.tts.core import TtsCore
+    from rtchat.nodes.tts.engines import load_engine
+
+    progress(f"loading {cfg.tts.backend} {cfg.tts.model}".strip())
+    try:
+        engine = load_engine(cfg.tts)
+    except TtsLoadError as exc:
+        raise StartError(str(exc)) from exc
+    core = TtsCore(cfg.tts, engine, timer=time.perf_counter_ns)
+    core.device = getattr(engine, "device", None) or resolve_device(cfg.tts.backend, cfg.tts.device)
+    return core
+
+
+def main(argv: list[str] | None = None) -> int:
+    return node_main("tts", make_core, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
