@@ -12,7 +12,6 @@ from typing import Literal
 
 DEVICE_RE = re.compile(r"^(cpu|auto|cuda:\d+)$")
 NODE_NAMES = ("logger", "audio", "asr", "agent", "tts")  # runnable as python -m rtchat.nodes.<name>
-BUILT_NODES = ("logger", "asr", "agent")  # the nodes this version can start; the others arrive with their issues
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -76,11 +75,6 @@ class LauncherConfig:
     def __post_init__(self):
         for name in self.nodes:
             _check(name in NODE_NAMES, "launcher.nodes", f"unknown node {name!r}; allowed: {', '.join(NODE_NAMES)}")
-            _check(
-                name in BUILT_NODES,
-                "launcher.nodes",
-                f"node {name!r} is not built yet in this version; available: {', '.join(BUILT_NODES)}",
-            )
         _check(len(set(self.nodes)) == len(self.nodes), "launcher.nodes", "a node is listed twice")
         _check(self.missed_heartbeats >= 1, "launcher.missed_heartbeats", "allowed: an integer >= 1")
         _check(self.restart_backoff_s > 0, "launcher.restart_backoff_s", "allowed: a number > 0")
