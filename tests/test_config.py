@@ -42,7 +42,7 @@ def test_gpu_profile_places_models_automatically():
 
 def test_profile_values_override_the_schema_defaults():
     assert load("cpu").tts.model == "embedded:joe"
-    assert load("gpu").tts.voice == "Voice 16"
+    assert load("gpu").tts.backend == "fastspeech2"
 
 
 def test_scalar_override_applies():
