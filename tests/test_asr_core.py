@@ -319,10 +319,11 @@ def test_vad_config_is_validated():
 # ---------------------------------------------------------------- config
 
 
-def test_the_launcher_may_start_asr_but_the_cpu_profile_does_not_yet():
+def test_the_cpu_profile_starts_the_asr_between_the_agent_and_the_audio_that_feeds_it():
     from rtchat.configs import load
 
-    assert "asr" not in load("cpu").launcher.nodes  # no audio node yet: nothing would feed it
+    nodes = load("cpu").launcher.nodes
+    assert {"asr", "audio", "agent", "tts"} <= set(nodes)
     assert load("cpu", ["launcher.nodes=[logger,asr,agent]"]).launcher.nodes == ("logger", "asr", "agent")
 
 
