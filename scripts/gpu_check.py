@@ -24,9 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES = [
-    "Participants: S1 (name: ann), S2 (name: bob); Transcript: S1: hi how are you (0.4) S2: good thanks and you "
+    "Participants: S1 (name: ann, age: 30, sex: female), S2 (name: bob, age: 41, sex: male); Transcript: S1: hi how are you (0.4) S2: good thanks and you "
     "S1: fine (0.3) i was thinking about the weekend S2: mm-hmm S1: we could go hiking (0.6) S2: sounds great",
-    "Participants: S1 (name: cat), S2 (name: dan); Transcript: S1: did you see the game (0.2) S2: yeah it was "
+    "Participants: S1 (name: cat, age: unknown, sex: unknown), S2 (name: dan, age: unknown, sex: unknown); Transcript: S1: did you see the game (0.2) S2: yeah it was "
     "close S1: i know (0.5) right at the end S2: unbelievable",
 ] * 8
 
@@ -41,7 +41,13 @@ def tiny_folder(path: Path) -> Path:
 def check_train(device: str, work: Path, model: Path) -> dict:
     import torch
 
-    from rtchat.train.cli import main as train_main
+    import subprocess
+
+    def train_main(args: list[str]) -> int:  # a process per run: accelerate's state is per process
+        r = subprocess.run([sys.executable, "-m", "rtchat.cli", "train", *args], capture_output=True, text=True)
+        if r.returncode:
+            print(r.stderr[-3000:], file=sys.stderr)
+        return r.returncode
 
     data = work / "data"
     data.mkdir(exist_ok=True)
@@ -51,10 +57,8 @@ def check_train(device: str, work: Path, model: Path) -> dict:
         for dtype in ("bf16", "fp16"):
             target = work / f"out-{method}-{dtype}"
             t0 = time.perf_counter()
+            # accelerate puts training on the GPU when there is one (no device flag)
             rc = train_main(["--model", str(model), "--data", str(data), "--out", str(target), "--method", method,
-                             "--dtype", dtype, "--max-steps", "6", "--batch-size", "4", "--max-length", "128",
-                             "--device", device] if _has_device_flag() else
-                            ["--model", str(model), "--data", str(data), "--out", str(target), "--method", method,
                              "--dtype", dtype, "--max-steps", "6", "--batch-size", "4", "--max-length", "128"])
             state = _last_state(target)
             out[f"{method}_{dtype}"] = {"rc": rc, "s": round(time.perf_counter() - t0, 1), "step": state.get("step"),
@@ -66,20 +70,15 @@ def check_train(device: str, work: Path, model: Path) -> dict:
     return out
 
 
-def _has_device_flag() -> bool:
-    import argparse as ap
-
-    from rtchat.train import cli
-
-    p = ap.ArgumentParser()
-    cli.configure(p)
-    return any("--device" in a.option_strings for a in p._actions)
-
-
 def _last_state(target: Path) -> dict:
     """The run's training.json (config, data hash, last step and loss) written beside the model."""
     f = target / "training.json"
     return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _param(model) -> str:
+    p = next(model.parameters())
+    return f"{p.dtype}@{p.device}"
 
 
 def check_agent(device: str, model: Path) -> dict:
@@ -98,7 +97,7 @@ def check_agent(device: str, model: Path) -> dict:
         got = lm.generate(text, 7).text
         probe = lm.next_is_turn_switch(text)
         out[dtype] = {"text": got, "same_as_cpu": got == want, "switch_probe": probe,
-                      "param_device": str(next(lm.model.parameters()).device) if hasattr(lm, "model") else None}
+                      "param": _param(lm.runner.model)}
     return out
 
 
