@@ -24,10 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES = [
-    "Participants: S1 (name: ann, age: 30, sex: female), S2 (name: bob, age: 41, sex: male); Transcript: S1: hi how are you (0.4) S2: good thanks and you "
+    "Participants: S1 (name: ann, age: 30, sex: female), S2 (name: bob, age: 41, sex: male); "
+    "Transcript: S1: hi how are you (0.4) S2: good thanks and you "
     "S1: fine (0.3) i was thinking about the weekend S2: mm-hmm S1: we could go hiking (0.6) S2: sounds great",
-    "Participants: S1 (name: cat, age: unknown, sex: unknown), S2 (name: dan, age: unknown, sex: unknown); Transcript: S1: did you see the game (0.2) S2: yeah it was "
-    "close S1: i know (0.5) right at the end S2: unbelievable",
+    "Participants: S1 (name: cat, age: unknown, sex: unknown), S2 (name: dan, age: unknown, sex: unknown); "
+    "Transcript: S1: did you see the game (0.2) S2: yeah it was close S1: i know (0.5) right at the end S2: unbelievable",
 ] * 8
 
 
@@ -39,8 +40,6 @@ def tiny_folder(path: Path) -> Path:
 
 
 def check_train(device: str, work: Path, model: Path) -> dict:
-    import torch
-
     import subprocess
 
     def train_main(args: list[str]) -> int:  # a process per run: accelerate's state is per process
@@ -62,11 +61,12 @@ def check_train(device: str, work: Path, model: Path) -> dict:
                              "--dtype", dtype, "--max-steps", "6", "--batch-size", "4", "--max-length", "128"])
             state = _last_state(target)
             out[f"{method}_{dtype}"] = {"rc": rc, "s": round(time.perf_counter() - t0, 1), "step": state.get("step"),
-                                        "loss": state.get("loss"), "precision": state.get("config", {}).get("dtype"),
+                                        "loss": state.get("loss"), "device": state.get("device"),
+                                        "mixed_precision": state.get("mixed_precision"),
                                         "saved": sorted(p.name for p in target.iterdir()) if target.exists() else []}
             assert rc == 0, f"train {method} {dtype} exited {rc}"
+            assert state.get("device", "").split(":")[0] == device.split(":")[0], f"trained on {state.get('device')}"
             assert state.get("step") == 6 and math.isfinite(state.get("loss", math.nan)), f"train {method} {dtype}: {state}"
-    out["cuda_memory_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
     return out
 
 

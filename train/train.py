@@ -108,7 +108,9 @@ def main(cfg: TrainConfig) -> Path:
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     record = {"config": dataclasses.asdict(cfg), "data_sha256": data_sha256, "data_files": [str(f) for f in files],
-              "lines": len(lines), "git_commit": git_commit(), "total_steps": total_steps}
+              "lines": len(lines), "git_commit": git_commit(), "total_steps": total_steps,
+              "device": str(accelerator.device), "processes": accelerator.num_processes,
+              "mixed_precision": str(accelerator.mixed_precision)}
 
     # ---- model: LoRA adapter, or a frozen anchor copy for anchored training
     anchor = None
