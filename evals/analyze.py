@@ -352,16 +352,17 @@ def timeline_png(report: dict, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(max(8.0, min(40.0, end * 0.6)), 3.0))
     for lane, (who, color) in enumerate((("user", "tab:blue"), ("agent", "tab:orange"))):
         y = 1 - lane
-        for s, e, text in spans[who]:
+        for i, (s, e, text) in enumerate(spans[who]):
             ax.broken_barh([(s, max(e - s, 0.02))], (y - 0.3, 0.6), color=color, alpha=0.8)
-            if text:
-                ax.text(s, y + 0.36 if lane == 0 else y - 0.36, text[:60], fontsize=7,
+            if text:  # labels alternate between two heights so neighbours do not overprint
+                off = 0.34 + 0.22 * (i % 2)
+                ax.text(s, y + off if lane == 0 else y - off, text[:60], fontsize=7,
                         va="bottom" if lane == 0 else "top", ha="left")
     for t in report["transfers"]:
         ax.annotate("", xy=(t["agent_start_s"], 0.3), xytext=(t["user_end_s"], 0.7),
                     arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.8})
     ax.set_yticks([1, 0], ["user", "agent"])
-    ax.set_ylim(-0.9, 1.9)
+    ax.set_ylim(-1.1, 2.1)
     ax.set_xlim(0, end + 0.5)
     ax.set_xlabel("seconds")
     p50 = report["fto_p50_ms"]
