@@ -151,6 +151,7 @@ class VadStart(Event):
 
     stream_pos: int
     audio_ns: int  # audio time of the onset
+    at_ns: int = 0  # the onset on the capture clock (the frames' t_capture_ns); 0 = unknown
 
 
 @event("vad.end")
@@ -159,6 +160,7 @@ class VadEnd(Event):
 
     stream_pos: int
     audio_ns: int
+    at_ns: int = 0  # the speech end on the capture clock; 0 = unknown
 
 
 @event("asr.partial")
@@ -169,6 +171,7 @@ class AsrPartial(Event):
     rev: int  # increases with every new hypothesis of the same utterance
     utterance: int
     words: tuple[Word, ...] = ()
+    spoken_until_ns: int = 0  # when the last word ended, on the capture clock; 0 = unknown
 
 
 @event("asr.final")
@@ -178,6 +181,7 @@ class AsrFinal(Event):
     text: str
     utterance: int
     words: tuple[Word, ...] = ()
+    spoken_until_ns: int = 0  # when the last word ended, on the capture clock; 0 = unknown
 
 
 @event("user.text")

@@ -39,11 +39,13 @@ from rtchat.bus.events import (
     Envelope,
     Reset,
     UserText,
+    VadEnd,
     VadStart,
+    Word,
 )
 from rtchat.bus.wire import decode, encode
 from rtchat.configs.schema import AgentConfig
-from rtchat.nodes.agent.core import MAX_GENERATIONS, AgentCore
+from rtchat.nodes.agent.core import MAX_GENERATIONS, VAD_STALE_NS, AgentCore
 from rtchat.nodes.agent.protocol import Generation, Lookahead
 from rtchat.nodes.agent.transcript import PAUSE_RE, grammar_errors
 
@@ -235,7 +237,7 @@ class Timeline:
         for _ in range(100_000):
             deadline = self.core.deadline_ns()
             t_in = self.queue[0][0] if self.queue else until + 1
-            t = min(t_in, deadline)
+            t = max(min(t_in, deadline), self.now)  # a deadline already past is served now, as the node does
             if t > until:
                 self.now = until
                 return self
@@ -958,3 +960,56 @@ def test_stats_count_what_happened():
     stats = scenario_barge_in(answering_model(generate=[(r"S1: wait$", " actually")])).core.stats()
     assert stats["decision_switch"] == 1 and stats["decision_yield"] == 1 and stats["cancels"] == 1
     assert stats["says"] == 2 and stats["turn"] == 2 and stats["gen"] == 1 and stats["audio_played"] >= 1
+
+
+# ---------------------------------------------------------------- the user's real silence (voice)
+
+
+def _final(text: str, until_s: float) -> AsrFinal:
+    return AsrFinal(text=text, utterance=0, words=(Word(text=text, start_ns=0, end_ns=0),), spoken_until_ns=ms(until_s * 1000))
+
+
+def test_the_pause_counts_from_the_end_of_speech_not_from_the_words_arrival():
+    tl = (Timeline(agent(ScriptedModel(), lookahead=False))
+          .at(0.05, VadStart(stream_pos=0, audio_ns=0, at_ns=ms(50)))
+          .at(1.5, _final("hello there", until_s=1.0))  # the recogniser is 0.5 s late
+          .at(1.6, VadEnd(stream_pos=0, audio_ns=0, at_ns=ms(1100)))  # speech ended at 1.1 s
+          .run(1.75))
+    assert tl.story("state") == [
+        "1.5 state user: S1: hello there",  # the VAD is open: no pause grows while the words are late
+        "1.6 state user: S1: hello there (0.5)",  # 1.6 - 1.1: the silence the user really left
+        "1.7 state user: S1: hello there (0.6)",
+    ]
+
+
+def test_while_the_vad_is_open_no_pause_grows_and_a_lost_vad_end_times_out():
+    core = agent(ScriptedModel(), lookahead=False, interval_s=60.0, listen_interval_s=60.0)
+    core.on_event(VadStart(stream_pos=0, audio_ns=0, at_ns=ms(10)), ms(10))
+    core.on_event(_final("so i was", until_s=0.9), ms(1200))
+    core.on_tick(ms(3000))
+    assert core.t.body == " S1: so i was"  # 1.8 s after the words, but the user is still speaking
+    assert core.deadline_ns() == ms(1200) + VAD_STALE_NS
+    core.on_tick(ms(1200) + VAD_STALE_NS)  # no vad.end ever came: counted closed, silence since 0.9 s
+    assert core.t.body == " S1: so i was (5.3)" and core.counters["vad_stale"] == 1
+
+
+def test_speech_resuming_stops_the_pause_where_it_was():
+    core = agent(ScriptedModel(), lookahead=False, interval_s=60.0, listen_interval_s=60.0)
+    core.on_event(VadStart(stream_pos=0, audio_ns=0, at_ns=ms(10)), ms(10))
+    core.on_event(_final("well", until_s=0.5), ms(900))
+    core.on_event(VadEnd(stream_pos=0, audio_ns=0, at_ns=ms(600)), ms(1000))
+    core.on_tick(ms(1300))
+    assert core.t.body == " S1: well (0.7)"
+    core.on_event(VadStart(stream_pos=0, audio_ns=0, at_ns=ms(1350)), ms(1450))
+    core.on_tick(ms(2500))
+    assert core.t.body == " S1: well (0.8)"  # 0.6 → 1.35 s: written up to the onset, then no more
+
+
+def test_typed_words_count_silence_from_their_arrival_even_after_voice():
+    core = agent(ScriptedModel(), lookahead=False, interval_s=60.0, listen_interval_s=60.0)
+    core.on_event(_final("hi", until_s=0.1), ms(500))  # voice without a VAD: from the word's end
+    core.on_tick(ms(800))
+    assert core.t.body == " S1: hi (0.7)"
+    core.on_event(UserText(text="and you"), ms(5000))
+    core.on_tick(ms(5300))
+    assert core.t.body.endswith("and you (0.3)")  # not from the old word's end

@@ -1,8 +1,9 @@
 """The agent's pure core: one timed transcript, a causal LM, and a decision several times a second.
 
 Consumes: ``asr.partial`` (the reference's ``~``), ``asr.final`` and ``user.text`` (``*``),
-``audio.played`` (which agent chunks really played), ``vad.start``/``vad.end`` (counted only: the
-words decide, not a hand-written rule), ``ctl.reset``, ``ctl.config``.
+``audio.played`` (which agent chunks really played), ``vad.start``/``vad.end`` (when the user's
+silence really began: see "Silence"; the words and the model decide, not a hand-written rule),
+``ctl.reset``, ``ctl.config``.
 Produces: ``agent.say``, ``agent.pause``, ``agent.prerender``, ``agent.release``, ``agent.cancel``,
 ``agent.cycle`` (every decision), ``agent.state`` (whenever the sequence changed, once per call).
 
@@ -44,6 +45,17 @@ decision ``yield``. Playback is tracked once the session has shown it has audio 
 event or an ``audio.played``); in a typed session without audio every chunk counts as played and
 user words simply take the floor. A release of n chunks occupies chunk indices
 ``chunk … chunk+n-1``; a chunk that holds only pauses needs no report.
+
+Silence. The user's trailing pause is the real silence since they stopped speaking, not the time
+since their words arrived. In a voice session the recogniser's words come about a second after
+they were spoken; counting from their arrival, the model would read "(0.2)" where the user has
+been silent for 1.2 s and wait a second longer than a listener would. So the pause clock starts
+at the end of the last word (``spoken_until_ns`` of ``asr.*``) or at ``vad.end`` (``at_ns``),
+whichever is later, never in the future; and while the VAD says the user is speaking
+(``vad.start`` without its ``vad.end``) no pause grows, however long the recogniser takes. A VAD
+that stays open with no ``vad.*``/``asr.*`` event for ``VAD_STALE_NS`` counts as closed (a lost
+``vad.end`` must not silence the agent for good). Typed input and sessions without a VAD keep
+the arrival clock.
 
 Control. ``ctl.reset`` starts a new conversation (§4.2), cancelling unplayed output. ``ctl.config``
 ``agent.*`` changes: identities rebuild the prefix at once; ``summary``, ``max_summary_chars``,
@@ -128,6 +140,7 @@ from rtchat.nodes.agent.transcript import (
 
 log = logging.getLogger(__name__)
 
+VAD_STALE_NS = 5_000_000_000  # an open VAD with no vad.*/asr.* event this long counts as closed
 MAX_GENERATIONS = 3  # generate calls per cycle; an empty or unfinished result after these is silence
 IDENTITY_KEYS = ("user_name", "user_age", "user_sex", "agent_name", "agent_age", "agent_sex")
 MODEL_KEYS = tuple(  # decoding and loading: the model's business (model.configure)
@@ -172,6 +185,9 @@ class AgentCore(Core):
         self.counters: collections.Counter[str] = collections.Counter()
         self.warnings: list[str] = []
         self.audio_seen = False  # an audio.played was heard of: playback is tracked
+        self.vad_open = False  # vad.start without its vad.end: the user is speaking now
+        self.spoken_until_ns = 0  # capture-clock end of the user's last word (0 = unknown)
+        self.vad_activity_ns = 0  # the last vad.* / asr.* event while the VAD is open
         self.voice = False  # asr words were heard of: a voice session, playback is tracked
         self._changed = False
         self._reset(now_ns)
@@ -181,16 +197,19 @@ class AgentCore(Core):
     def on_event(self, ev: Event, now_ns: int) -> list[Event]:
         self._changed = False
         out: list[Event] = []
-        if isinstance(ev, AsrPartial):
+        if isinstance(ev, AsrPartial | AsrFinal):
             self.voice = True
+            self.vad_activity_ns = now_ns
+            if ev.words:
+                self.spoken_until_ns = ev.spoken_until_ns
+        if isinstance(ev, AsrPartial):
             out = self._input(ev.text, partial=True, typed=False, now_ns=now_ns)
         elif isinstance(ev, AsrFinal | UserText):
-            self.voice |= isinstance(ev, AsrFinal)
             out = self._input(ev.text, partial=False, typed=isinstance(ev, UserText), now_ns=now_ns)
         elif isinstance(ev, AudioPlayed):
             self._played(ev)
         elif isinstance(ev, VadStart | VadEnd):
-            self.counters["vad_events"] += 1
+            self._vad(ev, now_ns)
         elif isinstance(ev, Reset):
             out = self._cancel() if self._unplayed() else []
             self.turn += 1
@@ -201,6 +220,11 @@ class AgentCore(Core):
 
     def on_tick(self, now_ns: int) -> list[Event]:
         self._changed = False
+        if self.vad_open and now_ns - self.vad_activity_ns >= VAD_STALE_NS:
+            self.counters["vad_stale"] += 1
+            self.vad_open = False
+            if self.t.speaker == USER and self.silence_ns is None:
+                self.silence_ns = self._silence_start(now_ns, self.spoken_until_ns)
         self._grow_user_pause(now_ns)
         out = self._cycle(now_ns) if now_ns >= self._cycle_due() else []
         return out + self._state()
@@ -209,6 +233,8 @@ class AgentCore(Core):
         due = self._cycle_due()
         if self.silence_ns is not None:
             due = min(due, self.silence_ns + ns(self.cfg.user_pause_step_s))
+        if self.vad_open:
+            due = min(due, self.vad_activity_ns + VAD_STALE_NS)
         return due
 
     def stats(self) -> dict[str, int | float]:
@@ -258,7 +284,7 @@ class AgentCore(Core):
             turn=self.turn, gen=self.gen, input_text=inputs, prediction=prediction, decision=decision, timings_ns=timings
         )
 
-    def _floor_changed(self, before: str, now_ns: int) -> None:
+    def _floor_changed(self, before: str, now_ns: int, since_ns: int = 0) -> None:
         """After an input edit: a new turn if the floor moved; the agent's turn state is dropped."""
         if self.t.speaker == before:
             return
@@ -267,7 +293,28 @@ class AgentCore(Core):
         self.look.clear()
         self.agent_wait_ns = 0
         self.t.marks.clear()
-        self.silence_ns = now_ns if self.t.speaker == USER else None
+        self.silence_ns = self._silence_start(now_ns, since_ns) if self.t.speaker == USER else None
+
+    def _silence_start(self, now_ns: int, since_ns: int) -> int | None:
+        """Where the user's pause clock starts: None while they speak (VAD open), else the real
+        end of their speech when known (never in the future), else now."""
+        if self.vad_open:
+            return None
+        return min(now_ns, since_ns) if since_ns > 0 else now_ns
+
+    def _vad(self, ev: VadStart | VadEnd, now_ns: int) -> None:
+        self.counters["vad_events"] += 1
+        self.vad_activity_ns = now_ns
+        self.vad_open = isinstance(ev, VadStart)
+        if self.t.speaker != USER:
+            return
+        if self.vad_open:
+            # the silence up to the onset stays written; it grows no more
+            self._grow_user_pause(min(now_ns, ev.at_ns) if ev.at_ns > 0 else now_ns, final=True)
+            self.silence_ns = None
+        elif self.silence_ns is None:
+            self.silence_ns = self._silence_start(now_ns, max(ev.at_ns, self.spoken_until_ns))
+            self._grow_user_pause(now_ns)  # the silence already past is written at once
 
     # ---------------------------------------------------------------- input
 
@@ -282,7 +329,7 @@ class AgentCore(Core):
             self._rewrite(probe, words, partial)
             if probe.speaker != AGENT:
                 return self._barge_in(words, partial, now_ns)
-        self._apply_input(words, partial, now_ns)
+        self._apply_input(words, partial, now_ns, since_ns=0 if typed else self.spoken_until_ns)
         return []
 
     @staticmethod
@@ -293,7 +340,7 @@ class AgentCore(Core):
         if not t.body:  # everything said was taken back: an empty user turn, as at a reset
             t.text += f" {USER}:"
 
-    def _apply_input(self, words: str, partial: bool, now_ns: int) -> None:
+    def _apply_input(self, words: str, partial: bool, now_ns: int, since_ns: int = 0) -> None:
         """§5 on the transcript. A trailing user pause inside the rolled-back span survives when
         the words did not change (a final repeating the last partial), and so does its clock."""
         before, old = self.t.speaker, self.t.text
@@ -305,9 +352,10 @@ class AgentCore(Core):
         if kept and self.t.text == kept[0]:
             self.t.text += kept[1]
         else:
-            self._floor_changed(before, now_ns)
+            self._floor_changed(before, now_ns, since_ns)
             if self.t.speaker == USER:
-                self.silence_ns = now_ns
+                self.silence_ns = self._silence_start(now_ns, since_ns)
+                self._grow_user_pause(now_ns)  # the silence already past is written at once
         self._changed |= self.t.text != old
 
     def _played(self, ev: AudioPlayed) -> None:
@@ -394,11 +442,13 @@ class AgentCore(Core):
             self.look.follow_pause(old_body, self.t.body)
         self._changed = True
 
-    def _grow_user_pause(self, now_ns: int) -> None:
+    def _grow_user_pause(self, now_ns: int, final: bool = False) -> None:
+        """Grow the user's pause to now in steps; ``final``: the silence ends now, write any rest."""
         if self.silence_ns is None or self.t.speaker != USER:
             return
         elapsed = now_ns - self.silence_ns
-        if elapsed >= ns(self.cfg.user_pause_step_s):
+        growing = self.t.trailing_pause(self._interval_tenths) is not None
+        if elapsed >= ns(self.cfg.user_pause_step_s) or (final and growing and elapsed > 0):
             self._grow_pause(elapsed)
             self.silence_ns = now_ns
 

@@ -3,9 +3,11 @@
 Consumes: ``audio.in`` (user audio frames), ``audio.played`` (what the agent's voice really
 played, for self-echo suppression), ``ctl.reset``.
 Produces: ``vad.start`` / ``vad.end`` (speech began / ended; ``stream_pos`` is the 16 kHz sample
-index, ``audio_ns`` the same instant in ns of audio time), ``asr.partial`` (the revisable tail of
-the latest hypothesis, ``rev`` rising within an utterance; an empty one retracts), ``asr.final``
-(committed words with absolute audio times).
+index, ``audio_ns`` the same instant in ns of audio time, ``at_ns`` on the capture clock),
+``asr.partial`` (the revisable tail of the latest hypothesis, ``rev`` rising within an utterance;
+an empty one retracts), ``asr.final`` (committed words with absolute audio times); both carry
+``spoken_until_ns``, when their last word ended on the capture clock, so the agent can write the
+user's real silence instead of the time since the words arrived.
 
 The pipeline per frame: ``FrameAssembler`` (decode, mix-down, resample to 16 kHz) → a short ring
 of recent audio → ``StreamingVad``. While the VAD says speech, the audio from the (padded) speech
@@ -208,7 +210,7 @@ class AsrCore(Core):
         self.in_speech = True
         self.counts["vad_starts"] += 1
         self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start))
-        return [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample))]
+        return [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample), at_ns=self._clock(samples_to_ns(ev.sample)))]
 
     def _end(self, sample: int) -> list[Event]:
         """Speech ended: transcribe what is new, commit everything, close the utterance."""
@@ -219,7 +221,11 @@ class AsrCore(Core):
         self.counts["vad_ends"] += 1
         self.policy.add(self.ring.since(self.policy.end))
         out = self._publish(self.policy.flush(self.transcribe))
-        return [*out, VadEnd(stream_pos=sample, audio_ns=samples_to_ns(sample))]
+        return [*out, VadEnd(stream_pos=sample, audio_ns=samples_to_ns(sample), at_ns=self._clock(samples_to_ns(sample)))]
+
+    def _clock(self, audio_ns: int) -> int:
+        """Audio time → the capture clock (0 while unknown)."""
+        return 0 if self.capture_offset_ns is None else audio_ns + self.capture_offset_ns
 
     def _publish(self, outputs: list[Committed | Partial]) -> list[Event]:
         out: list[Event] = []
@@ -228,10 +234,13 @@ class AsrCore(Core):
                 words, _ = self.echo.filter(o.words)
                 if words:
                     self.counts["finals"] += 1
-                    out.append(AsrFinal(text=" ".join(w.text for w in words), utterance=o.utterance, words=words))
+                    out.append(AsrFinal(text=" ".join(w.text for w in words), utterance=o.utterance, words=words,
+                                        spoken_until_ns=self._clock(words[-1].end_ns)))
             else:
                 words = tuple(w for w in o.words if not self.echo.is_echo(w))
                 if words or not o.words:  # an all-echo partial says nothing new
                     self.counts["partials"] += 1
-                    out.append(AsrPartial(text=" ".join(w.text for w in words), rev=o.rev, utterance=o.utterance, words=words))
+                    until = self._clock(words[-1].end_ns) if words else 0
+                    out.append(AsrPartial(text=" ".join(w.text for w in words), rev=o.rev, utterance=o.utterance, words=words,
+                                          spoken_until_ns=until))
         return out
