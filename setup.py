@@ -66,9 +66,11 @@ setup(
         "sounddevice>=0.5",  # microphone and speaker (needs the PortAudio library: libportaudio2)
         "soundfile>=0.12",  # reading and writing WAV files of any format (libsndfile in the wheel)
         "matplotlib>=3.8",  # rtchat analyze: the session timeline picture
+        "gradio>=6.0,<7",  # the web page (layout and controls; audio goes through its own WebSocket)
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75"],  # setuptools: the wheel test
+        # setuptools: the wheel test; playwright: the browser test (it drives Debian's chromium)
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75", "playwright>=1.50"],
     },
     entry_points={"console_scripts": ["rtchat=rtchat.cli:main"]},
 )

@@ -8,6 +8,8 @@ VENV="$ROOT/.venv"
 # Debian packages the project needs (pyzmq's wheel bundles libzmq; tmux drives the terminal test;
 # libportaudio2 is the audio library sounddevice opens the microphone and speaker with).
 APT_PACKAGES=(tmux libportaudio2)
+# test.sh adds chromium (the browser test drives it through playwright) with RTCHAT_TEST_TOOLS=1.
+if [ "${RTCHAT_TEST_TOOLS:-0}" = 1 ]; then APT_PACKAGES+=(chromium); fi
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
