@@ -178,6 +178,10 @@ class NodeRunner:
                     self.handle(frames)
                     if self.stopping:
                         break
+                    now = self.clock.now_ns()
+                    if now >= next_heartbeat:  # a long backlog (audio while a model runs) is no silence
+                        self.heartbeat(now)
+                        next_heartbeat = now + self.heartbeat_interval_ns
         finally:
             self.core.close()
 

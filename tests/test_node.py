@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 import zmq
@@ -29,6 +30,8 @@ class EchoCore(Core):
         if isinstance(ev, UserText):
             if ev.text == "boom":
                 raise ValueError("scripted failure")
+            if ev.text.startswith("slow"):
+                time.sleep(0.05)  # a model call
             return [AgentSay(turn=0, gen=0, text=ev.text.upper())]
         return []
 
@@ -102,6 +105,24 @@ def test_node_answers_events_ticks_and_heartbeats(real_bus):
         node.thread.join(5)
         assert not node.thread.is_alive()
         assert node.runner.core.ticks >= 1
+    finally:
+        probe.close()
+
+
+def test_heartbeats_go_on_while_a_backlog_of_slow_events_is_worked_off(real_bus):
+    node = NodeThread(real_bus)  # heartbeat every 0.2 s (conftest), 40 events of 50 ms = 2 s of work
+    probe = listen(real_bus, ("agent.", "node.heartbeat"))
+    try:
+        for i in range(40):
+            probe.publish(UserText(text=f"slow {i}"))
+        got = collect(probe, lambda g: sum(isinstance(e, AgentSay) for e in g) == 40)
+        says = [i for i, e in enumerate(got) if isinstance(e, AgentSay)]
+        beats = [i for i, e in enumerate(got) if isinstance(e, NodeHeartbeat)]
+        assert len(says) == 40
+        # heartbeats fall between the answers, not only before and after the whole backlog
+        assert sum(says[0] < b < says[-1] for b in beats) >= 5
+        probe.publish(Shutdown(reason="test"))
+        node.thread.join(5)
     finally:
         probe.close()
 
