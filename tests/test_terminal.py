@@ -12,7 +12,7 @@ import time
 import pytest
 
 from rtchat.bus.eventlog import LogReader
-from rtchat.bus.events import AgentCancel, AgentPause, AgentRelease, AgentSay, Reset, UserText
+from rtchat.bus.events import AgentCancel, AgentPause, AgentRelease, AgentSay, AsrFinal, Reset, UserText
 from rtchat.bus.wire import decode
 from rtchat.ui.terminal import TerminalView
 
@@ -52,6 +52,17 @@ def test_agent_words_and_pauses_appear_on_the_agent_line():
     assert out == "\b" * 6 + " (1.6)"  # one growing silence, as in the transcript
     _, screen = type_keys(view, "good")
     assert screen == "\nS1: good"
+
+
+def test_spoken_words_appear_on_the_user_line_but_not_inside_a_word_being_typed():
+    view = TerminalView(color=False)
+    out = view.on_event(AsrFinal(text=" Hello there,", utterance=0))
+    out += view.on_event(AsrFinal(text="how are you", utterance=0))
+    out += view.on_event(AgentSay(turn=1, gen=0, text=" good", chunk=0))
+    assert out == "\nS1: Hello there, how are you\nS2: good"
+    type_keys(view, "wai")
+    assert view.on_event(AsrFinal(text="later", utterance=1)) == ""
+    assert view.on_event(AsrFinal(text=" ", utterance=1)) == ""
 
 
 def test_pauses_are_dimmed_on_a_colour_terminal():

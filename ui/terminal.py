@@ -8,7 +8,9 @@ Typing the word ``--reset`` starts a new conversation; ``--exit`` (or Ctrl-C) qu
     rtchat chat [--agent-name Ava --user-name Sam --summary "…" --agent-starts --opening "Hi!"]
     python launcher.py --ui terminal          (the same, with the profile's persona)
 
-Consumes: agent.say, agent.release, agent.pause, agent.cancel, ctl.reset.
+In a voice session the user's recognised words (``asr.final``) appear on the user's lines too.
+
+Consumes: agent.say, agent.release, agent.pause, agent.cancel, asr.final, ctl.reset.
 Produces: user.text, ctl.reset.
 """
 
@@ -22,7 +24,7 @@ import tty
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
-from rtchat.bus.events import AgentCancel, AgentPause, AgentRelease, AgentSay, Event, Reset, UserText
+from rtchat.bus.events import AgentCancel, AgentPause, AgentRelease, AgentSay, AsrFinal, Event, Reset, UserText
 from rtchat.bus.wire import WireError
 from rtchat.configs.schema import Config
 
@@ -94,6 +96,8 @@ class TerminalView:
             return erase + self._dim(text)
         if isinstance(ev, AgentCancel):
             return self._dim(" —")
+        if isinstance(ev, AsrFinal) and ev.text.strip() and not self.word:  # not inside a word being typed
+            return self._line_for(USER) + " " + ev.text.strip()
         if isinstance(ev, Reset) and ev.reason != "terminal --reset":
             self.speaker = None
             return self._dim("\n— new conversation —\n")
@@ -115,7 +119,7 @@ class TerminalFrontend:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.view = TerminalView(color=self.stdout.isatty())
-        self.client = BusClient(cfg.bus, src="terminal", session=cfg.run.id, clock=clock, topics=("agent.", "ctl.reset"))
+        self.client = BusClient(cfg.bus, src="terminal", session=cfg.run.id, clock=clock, topics=("agent.", "asr.final", "ctl.reset"))
         self.fd = self.stdin.fileno()
         self.saved = None
 
