@@ -15,10 +15,11 @@ import time
 import numpy as np
 import pytest
 import zmq
+from nodeproc import reap, stop
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
-from rtchat.bus.events import AsrFinal, AudioIn, NodeError, NodeReady, Shutdown, VadEnd, VadStart
+from rtchat.bus.events import AsrFinal, AudioIn, NodeError, NodeReady, VadEnd, VadStart
 from rtchat.configs.schema import AsrConfig
 from rtchat.evals.bench_asr import wer
 from rtchat.nodes.asr.frames import SR_HZ, resample
@@ -192,12 +193,6 @@ def test_the_node_process_turns_audio_frames_into_asr_final_on_a_real_bus(real_b
         assert wer(SENTENCE, text) <= STREAMING_MAX_WER, text
         assert any(isinstance(e, VadStart) for e in got)
         assert not [e for e in got if isinstance(e, NodeError)]
-        probe.publish(Shutdown(reason="test"))
-        assert proc.wait(timeout=20) == 0
+        stop(probe, proc)
     finally:
-        probe.close()
-        if proc.poll() is None:
-            proc.kill()
-        out = proc.communicate()[0]
-        if proc.returncode:
-            print(out)
+        reap(probe, proc)

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zmq
+from nodeproc import reap, stop
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock, ms
-from rtchat.bus.events import AudioEof, AudioIn, AudioPlayed, Live, NodeError, NodeLoading, NodeReady, Shutdown, TtsAudio
+from rtchat.bus.events import AudioEof, AudioIn, AudioPlayed, Live, NodeError, NodeLoading, NodeReady, TtsAudio
 from rtchat.bus.node import StartError
 from rtchat.configs import load
 from rtchat.nodes.audio.devices import NO_PORTAUDIO
@@ -279,15 +280,9 @@ def test_the_node_process_plays_a_wav_as_the_user_reports_played_audio_and_recor
         assert abs(played.n_samples - 4800) <= 2 and played.end_ns - played.start_ns == played.n_samples * 62_500
         assert played.stream_pos > len(expected)  # it played after the user's audio, on the same timeline
         assert not [e for e in got if isinstance(e, NodeError)]
-        probe.publish(Shutdown(reason="test"))
-        assert proc.wait(timeout=20) == 0
+        stop(probe, proc)
     finally:
-        probe.close()
-        if proc.poll() is None:
-            proc.kill()
-        out = proc.communicate()[0]
-        if proc.returncode:
-            print(out)
+        reap(probe, proc)
     x, sr = sf.read(run_dir / "session.wav", dtype="int16")
     assert sr == 16000 and x.ndim == 2 and x.shape[1] == 2
     # the WAV started at ctl.live, some time after the origin: find that place in the recording

@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 import zmq
+from nodeproc import reap, stop
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
-from rtchat.bus.events import AgentCancel, AgentSay, NodeError, NodeReady, Shutdown, TtsAudio
+from rtchat.bus.events import AgentCancel, AgentSay, NodeError, NodeReady, TtsAudio
 from rtchat.configs.schema import TtsConfig
 from rtchat.nodes.tts.backend import TtsLoadError
 from rtchat.nodes.tts.core import TtsCore
@@ -235,12 +236,6 @@ def test_the_node_process_speaks_agent_text_and_stops_on_cancel(real_bus, tmp_pa
         cancelled = [e for e in got if isinstance(e, TtsAudio) and e.turn == 2]
         assert len(cancelled) < 10 and not any(e.last for e in cancelled)
         assert not [e for e in got if isinstance(e, NodeError)]
-        probe.publish(Shutdown(reason="test"))
-        assert proc.wait(timeout=20) == 0
+        stop(probe, proc)
     finally:
-        probe.close()
-        if proc.poll() is None:
-            proc.kill()
-        out = proc.communicate()[0]
-        if proc.returncode:
-            print(out)
+        reap(probe, proc)

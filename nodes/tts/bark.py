@@ -30,7 +30,7 @@ import numpy as np
 
 from rtchat.configs.schema import TtsConfig
 from rtchat.nodes.tts.backend import TtsLoadError
-from rtchat.nodes.tts.hf import load_failed, model_source, resolve_device, sentences, to_int16
+from rtchat.nodes.tts.hf import load_failed, model_source, place, resolve_device, sentences, to_int16, with_voice
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,7 @@ def load(cfg: TtsConfig) -> BarkEngine:
     if not hasattr(model.generation_config, "semantic_config"):
         raise TtsLoadError(f"tts.model: {source} has no Bark generation_config.json (semantic, coarse and fine "
                            f"settings); use a complete Bark checkpoint such as {DEFAULT_MODEL}")
-    try:
-        model = model.to(device).eval().requires_grad_(False)
-    except (RuntimeError, AssertionError) as exc:  # no such CUDA device, or torch without CUDA
-        raise TtsLoadError(f"tts.device: cannot put Bark on {device}: {exc}; allowed: cpu, auto, "
-                           "or a cuda:N this machine has") from exc
-    engine = BarkEngine(model, processor, device)
-    try:
-        engine.set_voice(cfg.voice)
-    except ValueError as exc:
-        raise TtsLoadError(str(exc)) from exc
+    engine = with_voice(BarkEngine(place(model, device, "Bark"), processor, device), cfg.voice)
     log.info("bark %s on %s (%s), voice %s%s", source, device, dtype, engine.voice,
              "" if engine.prompt is not None or engine.voice == NO_PROMPT else " (no prompt)")
     return engine

@@ -28,7 +28,7 @@ import numpy as np
 
 from rtchat.configs.schema import TtsConfig
 from rtchat.nodes.tts.backend import TtsLoadError
-from rtchat.nodes.tts.hf import load_failed, model_source, resolve_device, sentences, to_int16
+from rtchat.nodes.tts.hf import load_failed, model_source, place, resolve_device, sentences, to_int16, with_voice
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +104,7 @@ def load(cfg: TtsConfig) -> FastSpeech2Engine:
         raise TtsLoadError(f"the FastSpeech2 tokenizer cannot phonemise: {exc}; {NLTK_HINT}") from exc
     except Exception as exc:  # transformers/huggingface_hub raise many kinds; all mean "cannot load"
         raise load_failed("FastSpeech2", source, DEFAULT_MODEL, exc) from exc
-    try:
-        model = model.to(device).eval().requires_grad_(False)
-    except (RuntimeError, AssertionError) as exc:  # no such CUDA device, or torch without CUDA
-        raise TtsLoadError(f"tts.device: cannot put FastSpeech2 on {device}: {exc}; allowed: cpu, auto, "
-                           "or a cuda:N this machine has") from exc
-    engine = FastSpeech2Engine(model, tokenizer, device)
-    try:
-        engine.set_voice(cfg.voice)
-    except ValueError as exc:
-        raise TtsLoadError(str(exc)) from exc
+    engine = with_voice(FastSpeech2Engine(place(model, device, "FastSpeech2"), tokenizer, device), cfg.voice)
     try:
         next(engine.synthesize("Hello."))  # phonemiser and model work now, not on the first reply
     except LookupError as exc:

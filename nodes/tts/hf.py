@@ -50,6 +50,25 @@ def load_failed(engine: str, source: str, default: str, exc: Exception) -> TtsLo
     return TtsLoadError(f"tts.model: cannot load the {engine} model {source}: {type(exc).__name__}: {exc}; {how}")
 
 
+def place(model, device: str, engine: str):
+    """The model on its device, in eval mode without gradients; a device that cannot take it is a
+    TtsLoadError naming the allowed ones."""
+    try:
+        return model.to(device).eval().requires_grad_(False)
+    except (RuntimeError, AssertionError) as exc:  # no such CUDA device, or torch without CUDA
+        raise TtsLoadError(f"tts.device: cannot put {engine} on {device}: {exc}; allowed: cpu, auto, "
+                           "or a cuda:N this machine has") from exc
+
+
+def with_voice(engine, voice: str):
+    """The engine with ``voice`` set; an unknown voice is a TtsLoadError listing the allowed ones."""
+    try:
+        engine.set_voice(voice)
+    except ValueError as exc:
+        raise TtsLoadError(str(exc)) from exc
+    return engine
+
+
 def resolve_device(device: str) -> str:
     """``auto`` (the node alone, without the launcher's placement) → cuda:0 where there is a GPU, else cpu."""
     if device != "auto":
