@@ -13,6 +13,7 @@ from rtchat.cli import add_subcommands, run_subcommand
 EVALS = (
     ("switch", "rtchat.evals.switch", "greedy turn-switch prediction: precision, recall, F1, AUC, F1 after pauses"),
     ("ppl", "rtchat.evals.ppl", "perplexity of real vs inserted tags and pauses (table 4, simplified)"),
+    ("turns", "rtchat.evals.turns", "the agent vs a 700 ms silence endpointer vs Smart Turn v3.2 on scripted users"),
 )
 
 

