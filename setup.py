@@ -67,6 +67,7 @@ setup(
         "soundfile>=0.12",  # reading and writing WAV files of any format (libsndfile in the wheel)
         "matplotlib>=3.8",  # rtchat analyze: the session timeline picture
         "gradio>=6.0,<7",  # the web page (layout and controls; audio goes through its own WebSocket)
+        "websockets>=13",  # uvicorn serves the page's WebSocket with it (gradio 6 does not pull it in)
     ],
     extras_require={
         # setuptools: the wheel test; playwright: the browser test (it drives Debian's chromium)
