@@ -5,7 +5,6 @@ the fake-capture file."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

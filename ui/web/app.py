@@ -217,13 +217,14 @@ class WebApp:
         async def ws_route(ws: WebSocket):  # WebSocket imported at module level: FastAPI resolves the annotation
             await self._serve(ws)
 
-        from rtchat.ui.web.page import build_blocks
-
         import gradio as gr
+
+        from rtchat.ui.web.page import build_blocks
 
         auth = parse_auth(self.cfg.ui.auth)
         blocks = build_blocks(self)
-        js = "() => { const s = document.createElement('script'); s.src = '/rtchat/static/rtchat.js'; document.head.appendChild(s); }"
+        js = ("() => { const s = document.createElement('script'); s.src = '/rtchat/static/rtchat.js'; "
+              "document.head.appendChild(s); }")
         head = '<link rel="stylesheet" href="/rtchat/static/rtchat.css">'
         return gr.mount_gradio_app(app, blocks, path="/", auth=auth, js=js, head=head, footer_links=[],
                                    server_name=self.cfg.ui.host, server_port=self.cfg.ui.port)

@@ -246,7 +246,8 @@ class PageState:
             for s in self.spans
         ]
         if self.vad_open_ns is not None:
-            spans.append({"who": USER, "from_ms": max(0, now_ns - self.vad_open_ns) // 1_000_000, "to_ms": 0, "text": "", "open": True})
+            open_ms = max(0, now_ns - self.vad_open_ns) // 1_000_000
+            spans.append({"who": USER, "from_ms": open_ms, "to_ms": 0, "text": "", "open": True})
         return {
             "type": "state",
             "transcript": [t.as_json() for t in self.turns],
