@@ -415,10 +415,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             say("all nodes ready; the session is live" + ("" if cfg.launcher.duration_s else " (Ctrl-C to stop)"))
             session.go_live()
-            session.open_frontend()
-            session.supervise(cfg.launcher.duration_s)
-            if session.supervisor.failed():
+            try:
+                session.open_frontend()
+            except RuntimeError as exc:  # e.g. the web page's port is taken
+                say(f"the front-end ({cfg.launcher.ui}) could not start: {exc}")
                 code = 1
+            else:
+                session.supervise(cfg.launcher.duration_s)
+                if session.supervisor.failed():
+                    code = 1
     except HandshakeTimeout as exc:
         say(f"the bus proxy did not come up: {exc}")
         code = 1

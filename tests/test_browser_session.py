@@ -177,6 +177,15 @@ def test_browser_without_a_microphone_says_so_and_typing_still_works(tmp_path):
             page.click("#rtchat-send")
             page.wait_for_function("() => window.rtchat.state && window.rtchat.state.transcript.some(t => t.who === 'user')",
                                    timeout=15_000)
+            # a 10,000-character summary through the page's settings: applied at the next reset, reported clipped
+            page.get_by_text("Conversation — applies at the next reset").click()
+            page.get_by_label("Dialogue summary prompt").fill(("S1 and S2 talk about the sea. " * 400)[:10_000])
+            page.click("#rtchat-apply")
+            page.wait_for_function("() => document.querySelector('#rtchat-apply-result').innerText.includes('summary cut')",
+                                   timeout=15_000)
+            result = page.inner_text("#rtchat-apply-result")
+            assert "applied at the next reset: summary" in result and "to 2000 characters" in result, result
+            page.wait_for_function("() => window.rtchat.state.notes.some(n => n.includes('summary cut'))", timeout=5_000)
             # closing the tab frees the conversation for the next one
             page.close()
             page = browser.new_page()

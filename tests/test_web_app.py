@@ -255,3 +255,35 @@ def test_the_launcher_gives_the_page_the_audio_and_warns_about_open_hosts(tmp_pa
     assert (cfg.audio.input, cfg.audio.output) == ("browser", "none")
     assert "reached from the network" not in capsys.readouterr().err
     assert dataclasses.asdict(cfg.ui)["host"] == "127.0.0.1"
+
+
+def test_with_a_login_a_page_that_did_not_log_in_gets_no_token(real_bus):
+    import httpx
+
+    cfg = Config(bus=real_bus, run=RunConfig(id="t"), ui=UiConfig(port=free_port(), auth="ann:secret"))
+    web = WebApp(cfg, Clock(), say=lambda line: None)
+    web.start()
+    try:
+        base = f"http://127.0.0.1:{cfg.ui.port}"
+        for path in ("/", "/config", "/gradio_api/info"):
+            r = httpx.get(base + path)
+            assert web.token not in r.text, path
+        assert httpx.get(base + "/config").status_code in (401, 403)
+        with pytest.raises((InvalidStatus, ConnectionClosed)):
+            with connect(ws_url(web, token="guess")) as ws:
+                ws.recv(timeout=5)
+        r = httpx.post(base + "/login", data={"username": "ann", "password": "secret"})
+        assert r.status_code == 200 and r.cookies  # the right login is let in
+    finally:
+        web.close()
+
+
+def test_a_taken_port_is_a_clear_error(real_bus):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = Config(bus=real_bus, run=RunConfig(id="t"), ui=UiConfig(port=taken.getsockname()[1]))
+        web = WebApp(cfg, Clock(), say=lambda line: None)
+        with pytest.raises(RuntimeError, match="could not listen on 127.0.0.1"):
+            web.start()
+        web.close()

@@ -301,15 +301,23 @@ class WebApp:
         config = uvicorn.Config(self.app, host=self.cfg.ui.host, port=self.cfg.ui.port, log_level="warning",
                                 ws="websockets-sansio", lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="rtchat-web-server", daemon=True)
+        self.thread = threading.Thread(target=self._serve_forever, name="rtchat-web-server", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
             if not self.thread.is_alive():
-                raise RuntimeError(f"the web page could not listen on {self.cfg.ui.host}:{self.cfg.ui.port} (in use?)")
+                self.bridge.close()
+                raise RuntimeError(f"the web page could not listen on {self.cfg.ui.host}:{self.cfg.ui.port} (is the port "
+                                   f"in use? choose another with ui.port=N)")
             if time.monotonic() > deadline:
                 raise RuntimeError("the web server did not start within 30 s")
             time.sleep(0.05)
+
+    def _serve_forever(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind; start() reports it
+            log.warning("the web server stopped (%s)", exc.code)
 
     @property
     def url(self) -> str:
