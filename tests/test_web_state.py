@@ -92,6 +92,10 @@ def test_latencies_are_medians_of_each_stage():
                     t + (asr + agent + tts) * MS)
         st.on_event(played(t + resp * MS, t + (resp + 500) * MS), t + 3 * S)
     assert st.latencies() == {"asr": 400, "agent": 300, "tts": 200, "response": 1000}
+    t = T0 + 100 * S  # the recogniser says when the last word ended: that is where its latency starts
+    st.on_event(AsrFinal(text="hi", utterance=9, spoken_until_ns=t), t + 1000 * MS)
+    st.on_event(AsrFinal(text="hi", utterance=10, spoken_until_ns=t), t + 1000 * MS)
+    assert st.latencies()["asr"] == 500  # median of 300, 400, 500, 1000, 1000
 
 
 def test_node_health_from_heartbeats_and_restarts():

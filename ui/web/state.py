@@ -12,7 +12,7 @@ What it keeps:
 - timeline spans of the last ``window_ns``: the user's speech from ``vad.start``/``vad.end``
   (capture clock), typed words as instants, the agent's chunks from ``audio.played``;
 - per-stage latencies, the median of the last ``LATENCY_SAMPLES`` of each:
-  ``asr`` (end of speech → the final words), ``agent`` (the user's last words → the agent's
+  ``asr`` (the end of the last word, ``spoken_until_ns``, else of the speech → the final words), ``agent`` (the user's last words → the agent's
   first words), ``tts`` (the agent's words → their first audio), ``response`` (end of the
   user's speech or typed words → the agent's first audio playing);
 - node health: the last heartbeat of each node, restarts (``node.restarted``); a node is
@@ -149,7 +149,7 @@ class PageState:
             turn = self._user_turn_for_words()
             turn.partial = ""
             turn.words(ev.text)
-            self._lat("asr", self._speech_end, now)
+            self._lat("asr", ev.spoken_until_ns or self._speech_end, now)
             self._speech_end = None
             self._user_words = now
             return True
