@@ -92,10 +92,16 @@ def mic(sr: int, n: int, value: int = 100) -> bytes:
     return b"RTM1" + struct.pack("<I", sr) + struct.pack("<h", value) * n
 
 
-def test_a_page_without_the_token_is_refused(web):
+def test_a_page_without_the_token_or_from_another_site_is_refused(web):
     with pytest.raises((InvalidStatus, ConnectionClosed)):
         with connect(ws_url(web, token="wrong")) as ws:
             ws.recv(timeout=5)
+    with pytest.raises((InvalidStatus, ConnectionClosed)):
+        with connect(ws_url(web), origin="http://evil.example") as ws:
+            ws.recv(timeout=5)
+    with connect(ws_url(web), origin=f"http://127.0.0.1:{web.cfg.ui.port}") as ws:  # the page itself
+        assert recv_until(ws, is_type("hello"))
+    assert web.counters["connects"] == 1
 
 
 def test_text_mic_frames_and_agent_audio_go_both_ways(web, spy):

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import WebSocket
 
@@ -234,6 +235,10 @@ class WebApp:
 
         if not secrets.compare_digest(ws.query_params.get("token", ""), self.token):
             await ws.close(code=4401, reason="not logged in: reload the page")
+            return
+        origin = ws.headers.get("origin")
+        if origin and urlsplit(origin).netloc != ws.headers.get("host"):  # another site's page in the user's browser
+            await ws.close(code=4403, reason="wrong origin")
             return
         await ws.accept()
         self.loop = asyncio.get_running_loop()

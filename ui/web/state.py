@@ -11,10 +11,10 @@ What it keeps:
   audio still to play for the agent);
 - timeline spans of the last ``window_ns``: the user's speech from ``vad.start``/``vad.end``
   (capture clock), typed words as instants, the agent's chunks from ``audio.played``;
-- per-stage latencies, the median of the last ``LATENCY_SAMPLES`` of each:
-  ``asr`` (the end of the last word, ``spoken_until_ns``, else of the speech → the final words), ``agent`` (the user's last words → the agent's
-  first words), ``tts`` (the agent's words → their first audio), ``response`` (end of the
-  user's speech or typed words → the agent's first audio playing);
+- per-stage latencies, the median of the last ``LATENCY_SAMPLES`` of each: ``asr`` (the end of
+  the last word, ``spoken_until_ns``, else of the speech → the final words), ``agent`` (the
+  user's last words → the agent's first words), ``tts`` (the agent's words → their first audio),
+  ``response`` (end of the user's speech or typed words → the agent's first audio playing);
 - node health: the last heartbeat of each node, restarts (``node.restarted``); a node is
   ``ok``, ``silent`` (no heartbeat for ``stale_ns``) or ``restarting`` (until the new process
   heartbeats);
