@@ -5,7 +5,9 @@ the fake-capture file."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +62,14 @@ class Launcher:
             assert self.proc.poll() is None, "the launcher exited:\n" + "\n".join(self.lines[-30:])
             assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n" + "\n".join(self.lines[-30:])
             time.sleep(0.1)
+
+    def child(self, module: str) -> int:
+        """The pid of the launcher's child process running ``module``."""
+        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        for pid in map(int, kids):
+            if module in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                return pid
+        raise AssertionError(f"no child process runs {module}")
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -167,7 +177,7 @@ def test_browser_talks_to_the_agent_hears_it_and_resets(tmp_path, user_wav):
     assert not [line for line in launcher.lines if "restarting" in line or "exited with" in line], launcher.lines
 
 
-def test_browser_without_a_microphone_says_so_and_typing_still_works(tmp_path):
+def test_browser_without_a_microphone_says_so_typing_works_and_a_restart_shows(tmp_path):
     chromium = need_browser()
     from playwright.sync_api import sync_playwright
 
@@ -197,6 +207,14 @@ def test_browser_without_a_microphone_says_so_and_typing_still_works(tmp_path):
             result = page.inner_text("#rtchat-apply-result")
             assert "applied at the next reset: summary" in result and "to 2000 characters" in result, result
             page.wait_for_function("() => window.rtchat.state.notes.some(n => n.includes('summary cut'))", timeout=5_000)
+            # a node that dies is restarted, and the page shows it
+            page.wait_for_function("() => window.rtchat.state.nodes.logger && window.rtchat.state.nodes.logger.status === 'ok'",
+                                   timeout=10_000)
+            os.kill(launcher.child("rtchat.nodes.logger"), signal.SIGKILL)
+            page.wait_for_function("() => window.rtchat.state.nodes.logger.restarts >= 1", timeout=20_000)
+            page.wait_for_function("() => document.querySelector('#rtchat-nodes').innerText.includes('restarted 1')",
+                                   timeout=5_000)
+
             # closing the tab frees the conversation for the next one
             page.close()
             page = browser.new_page()
