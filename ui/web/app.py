@@ -156,7 +156,7 @@ class WebApp:
         try:
             check_changes(self.cfg, changes)
         except (ValueError, TypeError) as exc:
-            self.bridge.state.note(f"setting refused: {exc}")
+            self.bridge.note(f"setting refused: {exc}")
             return f"refused: {exc}"
         self.settings.update(changes)
         self.bridge.submit(ConfigChange(changes=changes))
@@ -171,7 +171,7 @@ class WebApp:
             _, cut = clip_summary(str(changes["agent.summary"]), self.cfg.agent.max_summary_chars)
             if cut:
                 parts.append(cut)
-                self.bridge.state.note(cut)
+                self.bridge.note(cut)
         return "; ".join(parts)
 
     def on_text_message(self, raw: str) -> str | None:

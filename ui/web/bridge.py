@@ -91,6 +91,10 @@ class Bridge:
         """A browser mic frame received now (any thread: the position is assigned here, in order)."""
         self.outbox.put(("mic", pcm, sr_hz, self.clock.now_ns()))
 
+    def note(self, text: str) -> None:
+        """A line for the page's notes (any thread: the state is only touched on the bridge thread)."""
+        self.outbox.put(("note", text))
+
     def resend_state(self) -> None:
         self._sent_version = -1
 
@@ -146,6 +150,9 @@ class Bridge:
                 item = self.outbox.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(item, tuple) and item[0] == "note":
+                self.state.note(item[1])
+                continue
             if isinstance(item, tuple):
                 _, pcm, sr_hz, at_ns = item
                 item = self.mic.frame(pcm, sr_hz, at_ns)
