@@ -29,6 +29,7 @@ from rtchat.bus.clock import Clock
 from rtchat.bus.events import ConfigChange, Reset, UserText
 from rtchat.configs.schema import Config
 from rtchat.nodes.agent.transcript import clip_summary
+from rtchat.nodes.asr.frames import SUPPORTED_RATES_HZ as MIC_RATES_HZ  # the rates the recogniser takes
 from rtchat.ui.web.bridge import Bridge
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -199,7 +200,7 @@ class WebApp:
             self.counters["bad_messages"] += 1
             return
         magic, sr_hz = MIC_HEADER.unpack_from(data)
-        if magic != MIC_MAGIC or not 8000 <= sr_hz <= 96000:
+        if magic != MIC_MAGIC or sr_hz not in MIC_RATES_HZ:
             self.counters["bad_messages"] += 1
             return
         self.counters["mic_frames"] += 1

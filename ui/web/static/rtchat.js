@@ -10,6 +10,7 @@
     recording: false, state: null, connected: false, locked: false, notices: [],
   });
   const JITTER_S = 0.08;
+  const RATES = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000];  // what the recogniser takes (app.MIC_RATES_HZ)
   const $ = (id) => document.getElementById(id);
 
   function status(text, bad) {
@@ -20,7 +21,10 @@
 
   // ---------------------------------------------------------------- audio context and player
   function ctx() {
-    if (!R.ctx) R.ctx = new AudioContext();
+    if (!R.ctx) {
+      R.ctx = new AudioContext();
+      if (!RATES.includes(R.ctx.sampleRate)) { R.ctx.close(); R.ctx = new AudioContext({ sampleRate: 48000 }); }  // e.g. a 96 kHz device
+    }
     if (R.ctx.state === "suspended") R.ctx.resume();
     return R.ctx;
   }
