@@ -47,7 +47,8 @@ from rtchat.configs.schema import Config
 
 log = logging.getLogger("rtchat.launcher")
 
-BUILT_UIS = ("none", "terminal")  # gradio arrives with its issue
+BUILT_UIS = ("none", "terminal", "gradio")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PROXY = "proxy"
 
 
@@ -81,6 +82,14 @@ def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
     if cfg.launcher.ui == "terminal" and not (sys.stdin.isatty() and sys.stdout.isatty()):
         log.warning("no terminal on stdin/stdout: running without a front-end (launcher.ui=none)")
         cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, ui="none"))
+    if cfg.launcher.ui == "gradio":  # the page is the microphone and the speaker unless told otherwise
+        audio = cfg.audio
+        cfg = dataclasses.replace(cfg, audio=dataclasses.replace(
+            audio, input="browser" if audio.input == "auto" else audio.input,
+            output="browser" if audio.output == "auto" else audio.output))
+        if cfg.ui.host not in LOOPBACK:
+            print(f"[rtchat] warning: ui.host={cfg.ui.host}: the web page (and the agent) can be reached from the network"
+                  + ("" if cfg.ui.auth else "; set ui.auth=user:password to require a login"), file=sys.stderr, flush=True)
     n_gpus = cuda_device_count() if needs_gpu_count(cfg) else 0
     placement = place(cfg, n_gpus)
     run_id = cfg.run.id or new_run_id()
@@ -344,6 +353,10 @@ def frontend_factory(cfg: Config):
         from rtchat.ui.terminal import TerminalFrontend
 
         return TerminalFrontend
+    if cfg.launcher.ui == "gradio":
+        from rtchat.ui.web.app import WebFrontend
+
+        return WebFrontend
     return None
 
 
@@ -354,6 +367,7 @@ def _interrupt(signum, frame):  # SIGTERM stops the session like Ctrl-C
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=DEFAULT_PROFILE, help=f"profile ({', '.join(profiles())}) or a YAML path")
     parser.add_argument("--ui", choices=("none", "terminal", "gradio"), help="front-end (default: the profile's)")
+    parser.add_argument("--host", help="the web page listens here (ui.host; default 127.0.0.1; 0.0.0.0 = the network)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop by itself after S seconds")
     parser.add_argument("--in", dest="input", metavar="USER.wav",
                         help="play this recording as the user (in real time); the session stops audio.tail_s after it ends")
@@ -366,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.ui:
         overrides.append(f"launcher.ui={args.ui}")
+    if getattr(args, "host", None):
+        overrides.append(f"ui.host={args.host}")
     if args.duration is not None:
         overrides.append(f"launcher.duration_s={args.duration}")
     if args.input:
@@ -399,10 +415,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             say("all nodes ready; the session is live" + ("" if cfg.launcher.duration_s else " (Ctrl-C to stop)"))
             session.go_live()
-            session.open_frontend()
-            session.supervise(cfg.launcher.duration_s)
-            if session.supervisor.failed():
+            try:
+                session.open_frontend()
+            except RuntimeError as exc:  # e.g. the web page's port is taken
+                say(f"the front-end ({cfg.launcher.ui}) could not start: {exc}")
                 code = 1
+            else:
+                session.supervise(cfg.launcher.duration_s)
+                if session.supervisor.failed():
+                    code = 1
     except HandshakeTimeout as exc:
         say(f"the bus proxy did not come up: {exc}")
         code = 1

@@ -34,8 +34,9 @@ setup(
     description="Full-duplex spoken dialogue agent on a ZeroMQ bus",
     python_requires=">=3.11",
     package_dir={"rtchat": "."},
-    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts", "rtchat.nodes.audio"],
-    package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"]},
+    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts", "rtchat.nodes.audio",
+                                                                       "rtchat.ui.web"],
+    package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"], "rtchat.ui.web": ["static/*"]},
     cmdclass={"build_py": BuildPy},
     install_requires=[
         "pyzmq>=26,<28",
@@ -67,6 +68,7 @@ setup(
         "soundfile>=0.12",  # reading and writing WAV files of any format (libsndfile in the wheel)
         "matplotlib>=3.8",  # rtchat analyze: the session timeline picture
         "gradio>=6.0,<7",  # the web page (layout and controls; audio goes through its own WebSocket)
+        "websockets>=13",  # uvicorn serves the page's WebSocket with it (gradio 6 does not pull it in)
     ],
     extras_require={
         # setuptools: the wheel test; playwright: the browser test (it drives Debian's chromium)

@@ -261,6 +261,19 @@ class AudioConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UiConfig:
+    """The web page (launcher.ui=gradio)."""
+
+    host: str = "127.0.0.1"  # listen here; 0.0.0.0 opens the page to the network (a warning is printed)
+    port: int = 7860
+    auth: str = ""  # empty = no login; user:password, or a file of user:password lines
+
+    def __post_init__(self):
+        _check(bool(self.host), "ui.host", "allowed: an address such as 127.0.0.1 or 0.0.0.0")
+        _check(0 < self.port < 65536, "ui.port", f"got {self.port}; allowed: 1 … 65535")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     run: RunConfig = RunConfig()
     bus: BusConfig = BusConfig()
@@ -270,3 +283,4 @@ class Config:
     asr: AsrConfig = AsrConfig()
     tts: TtsConfig = TtsConfig()
     audio: AudioConfig = AudioConfig()
+    ui: UiConfig = UiConfig()
