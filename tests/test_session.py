@@ -44,8 +44,12 @@ def test_a_headless_session_from_a_wav_is_answered_recorded_and_analysed(tmp_pat
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["log"] == {"undecodable": 0, "damage": None}
-    # the user's two utterances were heard, and the agent answered
-    assert len(report["spans"]["user"]) == len(segments)
+    # the user was heard (under load the VAD may join the two utterances into one span) and the
+    # words recognised are the script's; the agent answered
+    assert 1 <= len(report["spans"]["user"]) <= len(segments)
+    heard = {w.strip(".,?!").lower() for s in report["spans"]["user"] for w in s[2].split()}
+    said = {w for s in segments for w in s[2].split()}
+    assert len(heard & said) >= 5, (heard, said)
     assert report["turns"] >= 1 and report["user_turns_answered"] >= 1
     # timing fields present and sane: offsets within a few seconds, each stage measured
     assert all(-5000 < f < 8000 for f in report["fto_ms"])
