@@ -245,6 +245,7 @@ class AudioConfig:
     input_device: str = ""  # sounddevice device name or index; empty = the system default
     output_device: str = ""
     realtime: bool = True  # pace a WAV input in real time; false = as fast as possible (tests)
+    pad_after_eof: bool = True  # after a real-time WAV input ends, silence frames follow (as from a microphone)
     sr_hz: int = 16000  # rate of the audio.in frames and of the session recording
     frame_ms: int = 20  # one audio.in frame
     record: bool = True  # write session.wav in the run dir: user left, agent right, time-aligned

@@ -13,7 +13,9 @@ Keys (per policy under ``policies``; the default policy's figures also at the to
 - ``answered_rate``: share of the script's user turns (one per script line) with agent speech
   starting after the turn began and before the next one;
 - ``overlap_start_rate``: share of the agent's turns that started while the user was speaking;
-- ``fto_p50_ratio_vs_no_lookahead``: default / baseline;
+- ``gap_p50_ms``: p50 of the offsets of the transfers that started after the user stopped (a
+  p50 over all of them mixes gaps and overlaps, and can be negative);
+- ``gap_p50_ratio_vs_no_lookahead``: ``gap_p50_ms`` default / baseline;
 - ``tts_ttfa_ms`` / ``tts_rtf``: per TTS backend, from ``rtchat bench tts`` run in the same benchmark.
 """
 
@@ -116,6 +118,7 @@ def summarize(sessions: list[dict]) -> dict:
     return {
         "fto_p50_ms": _p(fto, 0.5),
         "fto_p90_ms": _p(fto, 0.9),
+        "gap_p50_ms": _p([f for f in fto if f >= 0], 0.5),
         "answered_rate": round(sum(s["answered"] for s in sessions) / max(1, sum(s["user_turns"] for s in sessions)), 3),
         "overlap_start_rate": round(sum(s["agent_started_in_overlap"] for s in sessions) / turns, 3) if turns else None,
         "transfers": turns,
@@ -169,9 +172,9 @@ def run(args: argparse.Namespace) -> int:
     engines = {k: v for k, v in tts.items() if isinstance(v, dict) and "tts_ttfa_ms" in v}
     main, base = summary["lookahead"], summary["no_lookahead"]
     report = {
-        **{k: main[k] for k in ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate")},
-        "fto_p50_ratio_vs_no_lookahead": round(main["fto_p50_ms"] / base["fto_p50_ms"], 3)
-        if main["fto_p50_ms"] and base["fto_p50_ms"] else None,
+        **{k: main[k] for k in ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate", "gap_p50_ms")},
+        "gap_p50_ratio_vs_no_lookahead": round(main["gap_p50_ms"] / base["gap_p50_ms"], 3)
+        if main["gap_p50_ms"] and base["gap_p50_ms"] else None,
         "tts_ttfa_ms": {k: v["tts_ttfa_ms"] for k, v in engines.items()},
         "tts_rtf": {k: v["tts_rtf"] for k, v in engines.items()},
         "policies": summary,
@@ -184,5 +187,5 @@ def run(args: argparse.Namespace) -> int:
     }
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate",
-                                              "fto_p50_ratio_vs_no_lookahead", "tts_ttfa_ms", "tts_rtf")}))
+                                              "gap_p50_ms", "gap_p50_ratio_vs_no_lookahead", "tts_ttfa_ms", "tts_rtf")}))
     return 0

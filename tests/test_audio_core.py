@@ -82,7 +82,7 @@ def started(core: AudioCore, t_ns: int = T0) -> AudioCore:
 
 def test_a_wav_is_paced_in_real_time_with_exact_positions_then_eof():
     wav = np.arange(1000, dtype=np.int16)
-    core = AudioCore(dataclasses.replace(CFG, input="user.wav"), wav=wav)
+    core = AudioCore(dataclasses.replace(CFG, input="user.wav", pad_after_eof=False), wav=wav)
     assert core.on_tick(T0) == [] and core.on_event(Live(), T0) == []
     assert core.on_tick(T0) == []  # a frame goes out once all of it has been "captured"
     assert core.deadline_ns() == at(20)
@@ -118,6 +118,17 @@ def test_a_wav_waits_for_the_session_to_be_live_and_starts_there_on_the_timeline
     core.close()
     x, _ = sf.read(tmp_path / "session.wav", dtype="int16")
     assert (x[:8000, 0] == 0).all() and (x[8000:8640, 0] == 1000).all()
+
+
+def test_after_a_wav_ends_silence_frames_follow_as_from_a_microphone():
+    core = AudioCore(dataclasses.replace(CFG, input="user.wav"), wav=np.full(400, 7, np.int16))
+    core.on_event(Live(), T0)
+    out = core.on_tick(at(25))  # the file: a 320-sample frame and an 80-sample one (ends at 25 ms), then eof
+    assert [type(e) for e in out] == [AudioIn, AudioIn, AudioEof]
+    assert core.deadline_ns() == at(45)  # the next (silent) frame, 20 ms later
+    out = core.on_tick(at(65))
+    assert [(e.stream_pos, e.n_samples, e.t_capture_ns) for e in out] == [(400, 320, at(25)), (720, 320, at(45))]
+    assert all(np.frombuffer(e.pcm, np.int16).max() == 0 for e in out) and not any(isinstance(e, AudioEof) for e in out)
 
 
 def test_a_wav_as_fast_as_possible_goes_out_in_bounded_batches_with_capture_times_on_the_timeline():

@@ -16,7 +16,9 @@ lost); and sample ``i`` of ``session.wav`` is the instant
 ``t_capture_ns``: the first frame fixes the offset between its ``stream_pos`` and the timeline,
 later frames follow by ``stream_pos`` so the recording does not jitter with callback times.
 
-Input: a WAV is paced in real time, as a microphone would deliver it: frame k goes out once it
+Input: a WAV is paced in real time, as a microphone would deliver it (and after its end, with
+``audio.pad_after_eof``, silence frames follow, as a microphone's would, so the recogniser hears
+the user stop; ``audio.eof`` still marks the file's end): frame k goes out once it
 has been "captured", when ``now >= t0 + (k + 1) * frame`` (its ``t_capture_ns`` is
 ``t0 + k * frame``, its first sample), so no audio.in arrives before the audio it carries ends
 and ``audio.eof`` comes when the file's last sample has played; or, with
@@ -154,6 +156,7 @@ class AudioCore(Core):
         # input
         self.in_pos = 0  # samples of audio.in sent
         self.in_offset: int | None = None  # timeline index of WAV sample 0, fixed by ctl.live
+        self.eof_sent = False
         self.in_done = wav is None and mic is None
         self.carry = np.zeros(0, dtype=np.int16)  # microphone samples not yet a whole frame
         self.carry_t = 0  # capture time of carry[0]
@@ -272,20 +275,28 @@ class AudioCore(Core):
             return []
         out: list[Event] = []
         n, total = self.frame_n, len(self.wav)
-        while self.in_pos < total and (self.time_of(self._frame_end()) <= now_ns if self.cfg.realtime
-                                        else len(out) < FAST_BATCH_FRAMES):
-            pcm = self.wav[self.in_pos : self.in_pos + n]
+        pad = self.cfg.pad_after_eof and self.cfg.realtime
+        while (self.in_pos < total or pad) and (self.time_of(self._frame_end()) <= now_ns if self.cfg.realtime
+                                                 else len(out) < FAST_BATCH_FRAMES):
+            pcm = self.wav[self.in_pos : self.in_pos + n] if self.in_pos < total else np.zeros(n, np.int16)
             out.append(self._frame(pcm, self.time_of(self.in_offset + self.in_pos)))
-            if self.recorder is not None:
+            if self.recorder is not None and self.in_pos <= total:
                 self.recorder.put(0, self.in_offset + self.in_pos - len(pcm), pcm)
-        if self.in_pos >= total:
+            if self.in_pos >= total and not self.eof_sent:
+                self.eof_sent = True
+                out.append(AudioEof(stream_pos=self.in_pos, reason="end of file"))
+        if self.in_pos >= total and not pad:
             self.in_done = True
-            out.append(AudioEof(stream_pos=self.in_pos, reason="end of file"))
+            if not self.eof_sent:
+                self.eof_sent = True
+                out.append(AudioEof(stream_pos=self.in_pos, reason="end of file"))
         return out
 
     def _frame_end(self) -> int:
-        """Timeline index one past the last sample of the next WAV frame: it is captured by then."""
-        return self.in_offset + min(self.in_pos + self.frame_n, len(self.wav))
+        """Timeline index one past the last sample of the next WAV frame (a silence frame after
+        the file's end): it is captured by then."""
+        left = len(self.wav) - self.in_pos
+        return self.in_offset + self.in_pos + (min(self.frame_n, left) if left > 0 else self.frame_n)
 
     def _mic_block(self, block: np.ndarray, t_ns: int) -> list[Event]:
         if len(self.carry) == 0:
