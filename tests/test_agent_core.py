@@ -617,6 +617,17 @@ def test_lookahead_keeps_a_prediction_the_actual_words_confirm():
     assert tl.state_at(0.8) == " S1: (0.3) how are (0.2) you (0.1) S2: fine"
 
 
+def test_a_kept_prediction_that_the_user_goes_on_is_renewed_when_the_probe_says_the_turn_ends():
+    # the prediction made on "so" has the user pause and go on (no reply); only silence follows,
+    # which the prediction matched (kept); once the probe sees " S" after the grown pause, a new
+    # prediction gives the reply, released at once
+    model = ScriptedModel(lookahead=[(r"so$", (" (0.2)", "")), (r"so \(\d\.\d\)$", ("", " S2: go on S"))],
+                          switch=[(r"so \((0\.[5-9]|1\.\d)\)$", True)])
+    tl = Timeline(agent(model)).at(0.35, UserText(text="so")).run(1.3)
+    assert tl.story("prerender", "release", "cycle") == ["1.2 prerender [' go on']", "1.2 release 1 ' go on'", "1.2 cycle switch"]
+    assert tl.core.counters["lookaheads_renewed"] == 1 and model.count("lookahead") == 2 and model.count("switch") == 2
+
+
 def test_a_rewrite_of_the_predicted_context_forces_a_new_prediction():
     model = ScriptedModel(lookahead=[(r"", (" there", " S1: ok S"))])
     tl = Timeline(agent(model)).at(0.1, AsrPartial(text="hello", rev=0, utterance=0))

@@ -519,7 +519,14 @@ class AgentCore(Core):
         pred = self.look.prediction
         if pred is not None and sim >= self.cfg.similarity_threshold:
             self.counters["lookaheads_kept"] += 1
-            switch = pred.speaker == AGENT and self.model.next_is_turn_switch(self.t.text)
+            switch = self.model.next_is_turn_switch(self.t.text)
+            if switch and pred.speaker != AGENT:
+                # the probe says the turn ends now, but the kept prediction has the user go on (no
+                # reply to release): predict again. Without this, a prediction that the user keeps
+                # talking, kept while only the silence grows (similarity 1), left the agent mute.
+                self.counters["lookaheads_renewed"] += 1
+                pred = self._predict(out)
+                switch = pred.completion_tokens == 0
         else:
             pred = self._predict(out)
             switch = pred.completion_tokens == 0
