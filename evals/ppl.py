@@ -142,3 +142,109 @@ configure = switch.configure  # the same options as eval switch
 
 def run(args: argparse.Namespace) -> int:
     return switch.run_eval(args, "ppl", evaluate, tuple(f"ppl_{k}" for k in CATEGORIES))
+
+
+# -------------------------------------------------------------------- the reference's table 4
+
+REF_TAG_RE = re.compile(r"S\d+(?=:)")
+REF_PAUSE_RE = re.compile(r"(?:<p> )?\((\d*?\.\d*?)\)")
+PREFIX_SPEAKER_RE = re.compile(r"(S\d+) \(name:")
+NEGATIVE_PAUSES = (" (0.2)", " (0.5)", " (1.0)")
+REFERENCE_COLUMNS = ("ppl_trp_pos", "ppl_trp_neg", "ppl_pause_pos", "ppl_pause_neg")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RefExample:
+    category: str  # one of CATEGORIES
+    unit: int  # the whitespace word of the transcript the target is placed before
+    target: str  # " S2:", " (0.4)"
+
+
+def reference_examples(line: str) -> list[RefExample]:
+    """The reference's examples of one line (spec §3.1, §4.1): every real change of speaker and
+    every other prefix speaker's tag before every word; every real pause, and (0.2), (0.5),
+    (1.0) before every word that neither is nor follows a speaker tag."""
+    head, _, body = line.partition("Transcript:")
+    words = body.split()
+    out = []
+    speakers = PREFIX_SPEAKER_RE.findall(head)
+    if len({m.group() for w in words if (m := REF_TAG_RE.match(w))}) >= 2:
+        current = None
+        for i, w in enumerate(words):
+            tag = REF_TAG_RE.match(w)
+            if current is not None:
+                if tag and tag.group() != current:
+                    out.append(RefExample("trp_pos", i, f" {tag.group()}:"))
+                elif not tag:
+                    out += [RefExample("trp_neg", i, f" {s}:") for s in speakers if s != current]
+            if tag:
+                current = tag.group()
+    if REF_PAUSE_RE.search(body):
+        for i, w in enumerate(words):
+            m = REF_PAUSE_RE.match(w)
+            if m:
+                out.append(RefExample("pause_pos", i, " " + m.group()))
+            elif not REF_TAG_RE.match(w) and not (i and REF_TAG_RE.match(words[i - 1])):
+                out += [RefExample("pause_neg", i, p) for p in NEGATIVE_PAUSES]
+    return out
+
+
+def _marker_mean(ids: list[int], nll: list[float], marker: int, target: str) -> float:
+    """Mean NLL from the last marker token of the target to its end (spec §3.2)."""
+    if marker not in ids:
+        raise EvalError(f"the marker token {marker} is not among the tokens {ids} of {target!r} for this tokenizer")
+    r = len(ids) - 1 - ids[::-1].index(marker)
+    return sum(nll[r:]) / (len(ids) - r)
+
+
+def score_reference(model, tok, line: str, max_length: int, batch: int = 64) -> dict[str, list[float]]:
+    """Per category, the per-example mean NLLs of one line's reference examples that fall in the
+    kept part of the line. Real units are read off the line's pass; the rest are branches over
+    its cache, ``batch`` at a time (halved on out-of-memory)."""
+    from rtchat.evals.tree import LineScorer
+    from rtchat.evals.workers import halving
+    from rtchat.nodes.agent.lm import encode_fragment, turn_switch_id
+
+    markers = {"trp": turn_switch_id(tok), "pause": encode_fragment(tok, " (")[0]}
+    examples = reference_examples(line)
+    out: dict[str, list[float]] = {k: [] for k in CATEGORIES}
+    if not examples:
+        return out
+    scorer = LineScorer(model, tok, line, max_length)
+    words = line.partition("Transcript:")[2].split()
+    branches = []
+    for e in examples:
+        j = scorer.point_token(e.unit)
+        if j is None:
+            continue
+        marker = markers[e.category.split("_")[0]]
+        if e.target == " " + words[e.unit]:  # the real unit: its tokens are in the line's pass
+            end = scorer.unit_start[e.unit + 1] - scorer.cut if e.unit + 1 < len(words) else len(scorer.ids)
+            ids = scorer.ids[j:end]
+            nll = [-float(scorer.logp[j - 1 + r, t]) for r, t in enumerate(ids)]
+            out[e.category].append(_marker_mean(ids, nll, marker, e.target))
+        else:
+            branches.append((e, j, tok(e.target, add_special_tokens=False)["input_ids"], marker))
+
+    def run(chunk):
+        logps = scorer.branches([j for _, j, _, _ in chunk], [ids[:-1] for _, _, ids, _ in chunk])
+        means = []
+        for (e, j, ids, marker), lp in zip(chunk, logps, strict=True):
+            nll = [-float(scorer.next_logp(j)[ids[0]])] + [-float(lp[r, t]) for r, t in enumerate(ids[1:])]
+            means.append((e.category, _marker_mean(ids, nll, marker, e.target)))
+        return means
+
+    for category, value in halving(run, branches, batch, "branches"):
+        out[category].append(value)
+    return out
+
+
+def reference_table(per_line: list[dict[str, list[float]]]) -> tuple[dict[str, float], dict[str, int]]:
+    """(``ppl_<category>`` = exp(mean of per-example mean NLLs), example counts) over the lines,
+    pooled in line order; NaN for a category with no example."""
+    row, counts = {}, {}
+    for k in CATEGORIES:
+        values = [v for d in per_line for v in d[k]]
+        counts[k] = len(values)
+        row[f"ppl_{k}"] = math.exp(sum(values) / len(values)) if values else math.nan
+    return row, counts

@@ -1,0 +1,232 @@
+"""``rtchat eval all`` and ``rtchat eval pred``: the reference's tables 4 and 5 as its CSVs.
+
+``eval all --model M --data FILE --num-examples N`` samples N lines as the reference does
+(``random.Random(--data-random-state).sample``, default 42), then per line (one shard each,
+``evals.workers``): the table-4 perplexities (``ppl.score_reference``) and, for every decoding
+method, the table-5 generations (``pred.generate_line``). It writes into ``--out-dir`` (default
+the current directory), each through a temporary file and a rename, only once every line is done:
+
+- ``evals_output_ppl_all.csv``: one row, ``ppl_trp_pos, ppl_trp_neg, ppl_pause_pos, ppl_pause_neg``;
+- ``evals_output_pred_all_all.csv``: one row per decoding method, the method in the first
+  (unnamed) column, then ``pred.COLUMNS``;
+- ``evals_output_all.json``: the configuration, model, data hash, example counts and timings.
+
+``eval pred`` writes only table 5 (``evals_output_pred_multiple_<methods>.csv``, the reference's
+name for "pred and response"). A method list of one names the file after it, several give
+``multiple``, all give ``all`` (spec §8.2). Empty cells are NaN (pandas' ``to_csv`` style).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+from rtchat.evals import compat, ppl, pred
+from rtchat.evals.switch import EvalError
+from rtchat.evals.workers import Shard, WorkerError, default_workers, run_shards
+
+log = logging.getLogger(__name__)
+
+# -------------------------------------------------------------------- inside a worker
+
+_STATE: dict = {}
+
+
+def init_worker(device: str, spec: str, seed: int) -> None:
+    from rtchat.configs.schema import AgentConfig
+    from rtchat.evals.switch import resolve_model
+    from rtchat.nodes.agent.lm import AgentLM
+
+    model, tok = resolve_model(spec, device)
+    _STATE.update(model=model, tok=tok, lm=AgentLM(model, tok, AgentConfig(seed=seed), name=spec))
+
+
+def run_line(job: dict) -> dict:
+    out = {}
+    if job["ppl"]:
+        out["ppl"] = ppl.score_reference(_STATE["model"], _STATE["tok"], job["line"], job["max_length"], job["batch"])
+    if job["methods"]:
+        out["gen"] = pred.generate_line(_STATE["lm"], job["methods"], job["pred_contexts"], job["response_contexts"],
+                                        job["seed"], job["compat"])
+    return out
+
+
+# -------------------------------------------------------------------- the driver
+
+
+def sample_lines(lines: list[str], num_examples: int, seed: int) -> list[str]:
+    """The reference's sample (spec §1.2): all lines when num_examples <= 0 or >= their number."""
+    if num_examples <= 0 or num_examples >= len(lines):
+        return list(lines)
+    return random.Random(seed).sample(lines, num_examples)
+
+
+def suffix(names: list[str], every: tuple[str, ...]) -> str:
+    if list(names) == list(every) or "all" in names:
+        return "all"
+    return names[0] if len(names) == 1 else "multiple"
+
+
+def _cell(v) -> str:
+    return "" if isinstance(v, float) and math.isnan(v) else repr(float(v))
+
+
+def csv_text(rows: list[dict], columns: tuple[str, ...], index: list[str] | None = None) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(([""] if index else []) + list(columns))
+    for k, row in enumerate(rows):
+        w.writerow(([index[k]] if index else []) + [_cell(row[c]) for c in columns])
+    return buf.getvalue()
+
+
+def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progress=None) -> dict:
+    """The tables (and counts) for the sampled lines; see the module docstring."""
+    sample = sample_lines(lines, args.num_examples, args.data_random_state)
+    methods = list(compat.METHODS) if "all" in args.decoding else list(args.decoding)
+    gpu = _cuda()
+    n_pos = args.positions if args.positions is not None else (0 if gpu else pred.CPU_POSITIONS)
+    n_resp = args.responses if args.responses is not None else (0 if gpu else pred.CPU_RESPONSES)
+    pred_ex, resp_ex, shards = [], [], []
+    for k, line in enumerate(sample):
+        pe = pred.sample_positions(pred.pred_examples(line, k), n_pos, args.data_random_state, k, "pred")
+        re_ = pred.sample_positions(pred.response_examples(line, k), n_resp, args.data_random_state, k, "response")
+        pred_ex.append(pe)
+        resp_ex.append(re_)
+        job = {"line": line, "ppl": with_ppl, "max_length": args.max_length, "batch": args.batch_size,
+               "methods": methods, "pred_contexts": [e.context for e in pe],
+               "response_contexts": [e.context for e in re_], "seed": args.random_state, "compat": args.reference_compat}
+        shards.append(Shard(f"line {k} of the sample", len(line), job))
+    if not any(pred_ex) and not any(resp_ex) and not with_ppl:
+        raise EvalError("the sampled lines have no word positions to predict")
+    t0 = time.monotonic()
+    results = run_shards(init_worker, (args.model, args.random_state), run_line, shards, args.workers, progress)
+    out = {"lines": len(sample), "methods": methods, "seconds": round(time.monotonic() - t0, 1),
+           "positions_per_line": n_pos or "all", "responses_per_line": n_resp or "all"}
+    if with_ppl:
+        out["ppl_row"], out["ppl_counts"] = ppl.reference_table([r["ppl"] for r in results])
+    rows = []
+    all_pred = [e for pe in pred_ex for e in pe]
+    for m in methods:
+        continuations = [t for r in results for t in r["gen"][m][0]]
+        responses = [t for r in results for t in r["gen"][m][1]]
+        row = pred.pred_scores(all_pred, continuations) | pred.response_scores(sample, responses, args.reference_compat)
+        rows.append(row | pred.aggregate(row))
+        out.setdefault("examples", {})[m] = [{"context_end": e.context[-60:], "prediction": t}
+                                             for e, t in list(zip(all_pred, continuations))[:5]]
+    out["pred_rows"] = rows
+    out["pred_counts"] = {"positions": len(all_pred), "responses": sum(len(r) for r in resp_ex),
+                          **{f"{c}_targets": sum(e.target[i] == 1 for e in all_pred) for i, c in enumerate(pred.CLASSES)}}
+    return out
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
+    parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
+    parser.add_argument("--num-examples", type=int, default=-1, help="lines sampled (default -1: all; the reference used 150)")
+    parser.add_argument("--data-random-state", type=int, default=42, help="seed of the line sample (default 42)")
+    parser.add_argument("--random-state", type=int, default=42, help="seed set before every generation (default 42)")
+    parser.add_argument("--decoding", nargs="+", default=["all"], choices=("all", *compat.METHODS),
+                        help="decoding methods, one row each (default all seven)")
+    parser.add_argument("--positions", type=int, default=None,
+                        help="word positions drawn per line for the prediction eval; 0 = every position (default: "
+                             f"0 on a GPU, {pred.CPU_POSITIONS} on a CPU)")
+    parser.add_argument("--responses", type=int, default=None,
+                        help="speaker tags drawn per line for the response eval; 0 = every tag (default: "
+                             f"0 on a GPU, {pred.CPU_RESPONSES} on a CPU)")
+    parser.add_argument("--workers", type=int, default=None, help="processes, one per GPU (default: the GPUs, or 1)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="inserted tags/pauses scored per forward pass (halved on out-of-memory; default 64)")
+    parser.add_argument("--max-length", type=int, default=2048, help="tokens per line for the perplexities (default 2048)")
+    parser.add_argument("--reference-compat", action="store_true",
+                        help="reproduce the reference's quirks (see rtchat/evals/compat.py) to compare with its CSVs")
+    parser.add_argument("--out-dir", default=".", help="where the CSVs and the JSON go (default: here)")
+    parser.add_argument("--bus", metavar="RUN_DIR", default="",
+                        help="also publish eval.progress / eval.result on the bus of this live run")
+
+
+def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
+    from tqdm.auto import tqdm
+
+    from rtchat.configs import write_atomic
+    from rtchat.train.data import DataError, data_files, read_lines, sha256_files
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    name = "all" if with_ppl else "pred"
+    if args.workers is None:
+        args.workers = default_workers()
+    publish = _bus_publisher(args.bus) if args.bus else None
+    try:
+        files = data_files(args.data)
+        lines = read_lines(files)
+        bar = tqdm(total=min(len(lines), args.num_examples) if args.num_examples > 0 else len(lines),
+                   desc=f"eval {name}", unit="line")
+
+        def progress(shard):
+            bar.update(1)
+            if publish:
+                publish("progress", done=bar.n, total=bar.total)
+
+        result = evaluate(args, lines, with_ppl, progress)
+        bar.close()
+    except (DataError, EvalError, WorkerError) as exc:
+        print(f"rtchat eval {name}: {exc}")
+        return 1
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eval_suffix = "all" if with_ppl else "multiple"
+    dec_suffix = suffix(result["methods"], compat.METHODS)
+    written = []
+    if with_ppl:
+        path = out_dir / f"evals_output_ppl_{eval_suffix}.csv"
+        write_atomic(path, csv_text([result["ppl_row"]], ppl.REFERENCE_COLUMNS))
+        written.append(path)
+    path = out_dir / f"evals_output_pred_{eval_suffix}_{dec_suffix}.csv"
+    write_atomic(path, csv_text(result["pred_rows"], pred.COLUMNS, result["methods"]))
+    written.append(path)
+    digest = sha256_files(files)
+    report = {"model": args.model, "data_sha256": digest,
+              "config": {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "evaluation")},
+              **{k: v for k, v in result.items() if k not in ("ppl_row", "pred_rows")},
+              "ppl": result.get("ppl_row"), "pred": dict(zip(result["methods"], result["pred_rows"], strict=True))}
+    path = out_dir / f"evals_output_{eval_suffix}.json"
+    write_atomic(path, json.dumps(report, indent=2, default=str).replace("NaN", "null") + "\n")
+    written.append(path)
+    if publish:
+        publish("result", table5=json.dumps(report["pred"]).replace("NaN", "null"), table4=json.dumps(report["ppl"]))
+    if with_ppl:
+        print(json.dumps(result["ppl_row"]))
+    for m, row in zip(result["methods"], result["pred_rows"], strict=True):
+        print(f"{m}: " + ", ".join(f"{k}={row[k]:.3f}" for k in ("avg_non_verbal", "avg_verbal", "overall")))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _bus_publisher(run_dir: str):
+    """A function publishing ``eval.progress`` / ``eval.result`` on a live run's bus, or None
+    (with a warning) when there is none."""
+    log.warning("--bus %s: publishing eval events is not available in this build; continuing without", run_dir)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """``rtchat eval all``."""
+    return run_suite(args, with_ppl=True)
+
+
+def run_pred(args: argparse.Namespace) -> int:
+    return run_suite(args, with_ppl=False)
