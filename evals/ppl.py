@@ -197,16 +197,31 @@ def _marker_mean(ids: list[int], nll: list[float], marker: int, target: str) -> 
     return sum(nll[r:]) / (len(ids) - r)
 
 
-def score_reference(model, tok, line: str, max_length: int, batch: int = 64) -> dict[str, list[float]]:
+def sample_negatives(examples: list[RefExample], n: int, key: str) -> list[RefExample]:
+    """At most n negatives of each kind (drawn with a seed from ``key``), every positive; in order."""
+    if n <= 0:
+        return examples
+    keep = set()
+    for category in ("trp_neg", "pause_neg"):
+        idx = [k for k, e in enumerate(examples) if e.category == category]
+        if len(idx) > n:
+            idx = random.Random(f"negatives:{key}:{category}").sample(idx, n)
+        keep.update(idx)
+    return [e for k, e in enumerate(examples) if k in keep or e.category.endswith("_pos")]
+
+
+def score_reference(model, tok, line: str, max_length: int, batch: int = 64, negatives: int = 0,
+                    key: str = "") -> dict[str, list[float]]:
     """Per category, the per-example mean NLLs of one line's reference examples that fall in the
     kept part of the line. Real units are read off the line's pass; the rest are branches over
-    its cache, ``batch`` at a time (halved on out-of-memory)."""
+    its cache, ``batch`` at a time (halved on out-of-memory). ``negatives`` > 0 scores only that
+    many negatives of each kind (``sample_negatives``; the reference scores all: ~4 per word)."""
     from rtchat.evals.tree import LineScorer
     from rtchat.evals.workers import halving
     from rtchat.nodes.agent.lm import encode_fragment, turn_switch_id
 
     markers = {"trp": turn_switch_id(tok), "pause": encode_fragment(tok, " (")[0]}
-    examples = reference_examples(line)
+    examples = sample_negatives(reference_examples(line), negatives, key)
     out: dict[str, list[float]] = {k: [] for k in CATEGORIES}
     if not examples:
         return out

@@ -20,8 +20,9 @@ pause-duration similarity (Welch's t-test between real and predicted pause durat
 **Decoding** is the agent's own loop (``nodes.agent.lm.AgentLM`` + ``decoding``), one row per
 method (``compat.METHODS``), the generator seeded before every generation. The contexts of one
 line are generated in order of length, so each reuses the KV cache of the previous one up to
-the first token that differs (``decoding.Runner.sync``): the line's prefix is run once per
-method, not once per position.
+the first token that differs (``decoding.Runner.sync``), and every method runs at a context
+before the next one: the line is run through the model about once, not once per position and
+method.
 
 **Sampling positions (CPU).** The reference generates at every word position (~450 per line)
 and every speaker tag; ``--positions N`` / ``--responses N`` instead draw N of them per line
@@ -48,8 +49,8 @@ RESPONSE_METRICS = ("pause_dist_similarity", "diversity", "specific")
 PRED_NEW_TOKENS = 20
 RESPONSE_NEW_TOKENS = 60
 NGRAM = 5
-CPU_POSITIONS = 6
-CPU_RESPONSES = 2
+CPU_POSITIONS = 2
+CPU_RESPONSES = 1
 SHORT_PAUSE_S = 0.7
 
 # -------------------------------------------------------------------- the labeller (spec §5.2)
@@ -338,28 +339,27 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
     tok = lm.tok
     eos_string = tok.eos_token or ""
     pred_eos = frozenset({tok.eos_token_id}) if tok.eos_token_id is not None else frozenset()
-    # one pass over the line in order of length, so each context reuses the previous one's cache
+    # one pass over the line in order of length, every method at each context: the context is
+    # run once (the cache keeps it; each method's tokens are cropped off by the next sync)
     jobs = sorted([(len(c), 0, k, c) for k, c in enumerate(pred_contexts)]
                   + [(len(c), 1, k, c) for k, c in enumerate(response_contexts)])
-    out = {}
-    for method in methods:
-        strategy = compat.strategy(method, is_compat)
-        preds, responses = [""] * len(pred_contexts), [""] * len(response_contexts)
-        for _, kind, k, context in jobs:
-            budget = PRED_NEW_TOKENS if kind == 0 else RESPONSE_NEW_TOKENS
-            eos = pred_eos if kind == 0 else frozenset({lm.s_id})
-            ids = lm._prompt_ids(context, room=budget)
+    strategies = {m: compat.strategy(m, is_compat) for m in methods}
+    out = {m: ([""] * len(pred_contexts), [""] * len(response_contexts)) for m in methods}
+    for _, kind, k, context in jobs:
+        budget = PRED_NEW_TOKENS if kind == 0 else RESPONSE_NEW_TOKENS
+        eos = pred_eos if kind == 0 else frozenset({lm.s_id})
+        ids = lm._prompt_ids(context, room=budget)
+        for method in methods:
             lm.generator.manual_seed(seed)
             with torch.inference_mode():
                 lm.runner.sync(ids)
-                tokens = decoding.decode(lm.runner, strategy, lm.generator, budget, eos)
+                tokens = decoding.decode(lm.runner, strategies[method], lm.generator, budget, eos)
             if kind == 0:
-                preds[k] = compat.clean_prediction(lm.decode_text(tokens), eos_string, is_compat)
+                out[method][0][k] = compat.clean_prediction(lm.decode_text(tokens), eos_string, is_compat)
             else:
                 if not is_compat and tokens and tokens[-1] == lm.s_id:
                     tokens = tokens[:-1]  # the next speaker's tag only ended the response
-                responses[k] = compat.clean_response(lm.decode_text(tokens), is_compat)
-        out[method] = (preds, responses)
+                out[method][1][k] = compat.clean_response(lm.decode_text(tokens), is_compat)
     return out
 
 

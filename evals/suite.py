@@ -33,6 +33,7 @@ from rtchat.evals.switch import EvalError
 from rtchat.evals.workers import Shard, WorkerError, default_workers, run_shards
 
 log = logging.getLogger(__name__)
+CPU_NEGATIVES = 20
 
 # -------------------------------------------------------------------- inside a worker
 
@@ -51,7 +52,8 @@ def init_worker(device: str, spec: str, seed: int) -> None:
 def run_line(job: dict) -> dict:
     out = {}
     if job["ppl"]:
-        out["ppl"] = ppl.score_reference(_STATE["model"], _STATE["tok"], job["line"], job["max_length"], job["batch"])
+        out["ppl"] = ppl.score_reference(_STATE["model"], _STATE["tok"], job["line"], job["max_length"], job["batch"],
+                                         job["negatives"], job["key"])
     if job["methods"]:
         out["gen"] = pred.generate_line(_STATE["lm"], job["methods"], job["pred_contexts"], job["response_contexts"],
                                         job["seed"], job["compat"])
@@ -94,6 +96,7 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
     gpu = _cuda()
     n_pos = args.positions if args.positions is not None else (0 if gpu else pred.CPU_POSITIONS)
     n_resp = args.responses if args.responses is not None else (0 if gpu else pred.CPU_RESPONSES)
+    n_neg = args.negatives if args.negatives is not None else (0 if gpu else CPU_NEGATIVES)
     pred_ex, resp_ex, shards = [], [], []
     for k, line in enumerate(sample):
         pe = pred.sample_positions(pred.pred_examples(line, k), n_pos, args.data_random_state, k, "pred")
@@ -101,15 +104,17 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
         pred_ex.append(pe)
         resp_ex.append(re_)
         job = {"line": line, "ppl": with_ppl, "max_length": args.max_length, "batch": args.batch_size,
+               "negatives": n_neg, "key": f"{args.data_random_state}:{k}",
                "methods": methods, "pred_contexts": [e.context for e in pe],
                "response_contexts": [e.context for e in re_], "seed": args.random_state, "compat": args.reference_compat}
         shards.append(Shard(f"line {k} of the sample", len(line), job))
     if not any(pred_ex) and not any(resp_ex) and not with_ppl:
         raise EvalError("the sampled lines have no word positions to predict")
     t0 = time.monotonic()
-    results = run_shards(init_worker, (args.model, args.random_state), run_line, shards, args.workers, progress)
+    results = run_shards(init_worker, (args.model, args.random_state), run_line, shards, args.workers, progress, args.threads)
     out = {"lines": len(sample), "methods": methods, "seconds": round(time.monotonic() - t0, 1),
-           "positions_per_line": n_pos or "all", "responses_per_line": n_resp or "all"}
+           "positions_per_line": n_pos or "all", "responses_per_line": n_resp or "all",
+           "negatives_per_line": (n_neg or "all") if with_ppl else None}
     if with_ppl:
         out["ppl_row"], out["ppl_counts"] = ppl.reference_table([r["ppl"] for r in results])
     rows = []
@@ -120,7 +125,7 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
         row = pred.pred_scores(all_pred, continuations) | pred.response_scores(sample, responses, args.reference_compat)
         rows.append(row | pred.aggregate(row))
         out.setdefault("examples", {})[m] = [{"context_end": e.context[-60:], "prediction": t}
-                                             for e, t in list(zip(all_pred, continuations))[:5]]
+                                             for e, t in list(zip(all_pred, continuations, strict=True))[:5]]
     out["pred_rows"] = rows
     out["pred_counts"] = {"positions": len(all_pred), "responses": sum(len(r) for r in resp_ex),
                           **{f"{c}_targets": sum(e.target[i] == 1 for e in all_pred) for i, c in enumerate(pred.CLASSES)}}
@@ -148,7 +153,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--responses", type=int, default=None,
                         help="speaker tags drawn per line for the response eval; 0 = every tag (default: "
                              f"0 on a GPU, {pred.CPU_RESPONSES} on a CPU)")
-    parser.add_argument("--workers", type=int, default=None, help="processes, one per GPU (default: the GPUs, or 1)")
+    parser.add_argument("--negatives", type=int, default=None,
+                        help="table 4: inserted tags and inserted pauses scored per line, each; 0 = all (~4 per word, "
+                             f"the reference; default: 0 on a GPU, {CPU_NEGATIVES} on a CPU)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes, each with its own model (default: one per GPU; without a GPU one per core)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per CPU worker (default: cores / workers)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="inserted tags/pauses scored per forward pass (halved on out-of-memory; default 64)")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per line for the perplexities (default 2048)")

@@ -52,21 +52,23 @@ def devices(workers: int) -> list[str]:
 
 
 def default_workers() -> int:
+    """One per GPU; without one, one per CPU core (each on one thread: a small model decoding one
+    sequence gains little from a second thread, and loses a lot when the cores are busy)."""
     import torch
 
-    return max(1, torch.cuda.device_count())
+    return torch.cuda.device_count() or max(1, os.cpu_count() or 1)
 
 
-_QUEUE = None
-
-
-def _init_worker(queue, n_workers: int, init: Callable, init_args: tuple) -> None:
-    device = queue.get()
+def _start(device: str, threads: int, n_workers: int, init: Callable, init_args: tuple) -> None:
     if device == "cpu":
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // n_workers))
     init(device, *init_args)
+
+
+def _init_worker(queue, threads: int, n_workers: int, init: Callable, init_args: tuple) -> None:
+    _start(queue.get(), threads, n_workers, init, init_args)
 
 
 def run_shards(
@@ -76,12 +78,14 @@ def run_shards(
     shards: Sequence[Shard],
     workers: int,
     progress: Callable[[Shard], None] | None = None,
+    threads: int = 0,
 ) -> list:
-    """``task(shard.payload)`` for every shard, in shard order (see the module docstring)."""
+    """``task(shard.payload)`` for every shard, in shard order (see the module docstring).
+    ``threads``: torch threads per CPU worker (0: the cores / workers)."""
     order = sorted(range(len(shards)), key=lambda k: -shards[k].size)
     results: list = [None] * len(shards)
     if workers <= 1:
-        init(devices(1)[0], *init_args)
+        _start(devices(1)[0], threads, 1, init, init_args)
         for k in order:
             results[k] = task(shards[k].payload)
             if progress:
@@ -92,7 +96,7 @@ def run_shards(
     for device in devices(workers):
         queue.put(device)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(queue, workers, init, init_args)) as pool:
+                             initargs=(queue, threads, workers, init, init_args)) as pool:
         futures = {pool.submit(task, shards[k].payload): k for k in order}
         pending = set(futures)
         try:

@@ -32,7 +32,8 @@ def test_labeller_on_the_specs_examples():
     ("er the", "filler", 0), ("so, I", "filler", 1), ("so I", "filler", 0), ("you know, it", "filler", 1),
     ("like.. yes", "filler", 1), ("umbrella", "filler", 0),
     ("haha", "laughter", 1), ("ha ha", "laughter", 1), ("hah", "laughter", 0), ("hehe", "laughter", 1),
-    ("&=laughs", "laughter", 1), ("[% giggles]", "laughter", 1), ("[% giggling]", "laughter", 0), ("hoho", "laughter", 1), ("hello", "laughter", 0),
+    ("&=laughs", "laughter", 1), ("[% giggles]", "laughter", 1), ("[% giggling]", "laughter", 0),
+    ("hoho", "laughter", 1), ("hello", "laughter", 0),
     ("S2: yeah. S1: so", "backchannel", 1), ("S2: all right. S1: so", "backchannel", 0),
     ("S2: right. S1: so", "backchannel", 1), ("S2: nah. S1: so", "backchannel", 0),
     ("S2: uh-huh S1: so", "backchannel", 0), ("S2: uhhuh S1: so", "backchannel", 1),
@@ -154,7 +155,17 @@ def test_post_processing_quirks():
 # ---------------------------------------------------------------- decoding with the agent's loop
 
 
-def test_every_method_generates_deterministically_and_compat_top_k_differs(bpe_tok):
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: threads only add overhead (and a lot on a busy machine)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_method_generates_deterministically_and_compat_top_k_differs(bpe_tok, one_thread):
     import torch
 
     from rtchat.configs.schema import AgentConfig
@@ -170,7 +181,8 @@ def test_every_method_generates_deterministically_and_compat_top_k_differs(bpe_t
         assert all(isinstance(t, str) for t in a[m][0] + a[m][1])
     logits = torch.linspace(0, 1, 100)
     kept = []
-    compat.TopK(50, type("Spy", (), {"choose": lambda self, r, lg, g: kept.append(lg) or (0, False)})()).choose(None, logits, None)
+    spy = type("Spy", (), {"choose": lambda self, r, lg, g: kept.append(lg) or (0, False)})()
+    compat.TopK(50, spy).choose(None, logits, None)
     assert int(torch.isfinite(kept[0]).sum()) == 50
     assert isinstance(compat.strategy("nucleus", True), compat.TopK) and not isinstance(compat.strategy("nucleus", False),
                                                                                        compat.TopK)
@@ -191,7 +203,8 @@ def _run_all(tmp_path, model_dir, data, *extra):
 
     out = tmp_path / "out"
     rc = cli(["eval", "all", "--model", str(model_dir), "--data", str(data), "--num-examples", "3", "--positions", "3",
-              "--responses", "1", "--decoding", "greedy", "dynamic_contrastive_sampling", "--out-dir", str(out), *extra])
+              "--responses", "1", "--decoding", "greedy", "dynamic_contrastive_sampling", "--workers", "1", "--out-dir", str(out),
+              *extra])
     return rc, out
 
 
