@@ -76,6 +76,17 @@ def suffix(names: list[str], every: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else "multiple"
 
 
+def _json_safe(value):
+    """NaN → None (JSON null), recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _cell(v) -> str:
     return "" if isinstance(v, float) and math.isnan(v) else repr(float(v))
 
@@ -179,8 +190,10 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
     name = "all" if with_ppl else "pred"
     if args.workers is None:
         args.workers = default_workers()
-    publish = _bus_publisher(args.bus) if args.bus else None
+    publish, close = None, None
     try:
+        if args.bus:
+            publish, close = _bus_publisher(args.bus, name)
         files = data_files(args.data)
         lines = read_lines(files)
         bar = tqdm(total=min(len(lines), args.num_examples) if args.num_examples > 0 else len(lines),
@@ -194,6 +207,8 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
         result = evaluate(args, lines, with_ppl, progress)
         bar.close()
     except (DataError, EvalError, WorkerError) as exc:
+        if close:
+            close()
         print(f"rtchat eval {name}: {exc}")
         return 1
     out_dir = Path(args.out_dir)
@@ -214,10 +229,11 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
               **{k: v for k, v in result.items() if k not in ("ppl_row", "pred_rows")},
               "ppl": result.get("ppl_row"), "pred": dict(zip(result["methods"], result["pred_rows"], strict=True))}
     path = out_dir / f"evals_output_{eval_suffix}.json"
-    write_atomic(path, json.dumps(report, indent=2, default=str).replace("NaN", "null") + "\n")
+    write_atomic(path, json.dumps(_json_safe(report), indent=2, default=str) + "\n")
     written.append(path)
     if publish:
-        publish("result", table5=json.dumps(report["pred"]).replace("NaN", "null"), table4=json.dumps(report["ppl"]))
+        publish("result", result_json=json.dumps(_json_safe({"ppl": report["ppl"], "pred": report["pred"]})))
+        close()
     if with_ppl:
         print(json.dumps(result["ppl_row"]))
     for m, row in zip(result["methods"], result["pred_rows"], strict=True):
@@ -226,11 +242,34 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
     return 0
 
 
-def _bus_publisher(run_dir: str):
-    """A function publishing ``eval.progress`` / ``eval.result`` on a live run's bus, or None
-    (with a warning) when there is none."""
-    log.warning("--bus %s: publishing eval events is not available in this build; continuing without", run_dir)
-    return None
+def _bus_publisher(run_dir: str, name: str):
+    """(publish, close) for ``eval.progress`` / ``eval.result`` on the live run in ``run_dir``
+    (its ``config.yaml`` names the bus), or EvalError saying why there is none."""
+    from rtchat.bus.client import BusClient, HandshakeTimeout
+    from rtchat.bus.clock import Clock
+    from rtchat.bus.events import EvalProgress, EvalResult
+    from rtchat.bus.sockets import check_security
+    from rtchat.configs import ConfigError, load
+
+    try:
+        cfg = load(str(Path(run_dir) / "config.yaml"), [])
+        check_security(cfg.bus)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise EvalError(f"--bus {run_dir}: {exc}") from None
+    if not cfg.bus.pub_endpoint:
+        raise EvalError(f"--bus {run_dir}: its config names no bus endpoints (is it a live run's directory?)")
+    client = BusClient(cfg.bus, src=f"eval-{name}", session=cfg.run.id, clock=Clock())
+    try:
+        client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))
+    except HandshakeTimeout as exc:
+        client.close()
+        raise EvalError(f"--bus {run_dir}: {exc}") from None
+
+    def publish(kind: str, **fields) -> None:
+        event = EvalProgress(name=name, **fields) if kind == "progress" else EvalResult(name=name, **fields)
+        client.publish(event)
+
+    return publish, client.close
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ the same CSVs with 1 and 2 CPU workers."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -103,3 +104,43 @@ def test_a_failed_run_writes_no_csv(tmp_path, bpe_tok, monkeypatch, capsys):
 
 def test_devices_fall_back_to_the_cpu():
     assert workers.devices(3) == ["cpu"] * 3
+
+
+def test_bus_gets_progress_and_result_events(tmp_path, bpe_tok, real_bus):
+    import dataclasses
+
+    import zmq
+
+    from rtchat.bus.client import BusClient
+    from rtchat.bus.clock import Clock
+    from rtchat.bus.events import EvalProgress, EvalResult
+    from rtchat.cli import main as cli
+    from rtchat.configs import dump, load, write_atomic
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_atomic(run_dir / "config.yaml", dump(dataclasses.replace(load("cpu"), bus=real_bus)))
+    listener = BusClient(real_bus, src="ui", session="live", clock=Clock(), topics=("eval.",))
+    listener.handshake(int(5e9))
+    try:
+        model_dir = tiny_llama_dir(tmp_path / "m", bpe_tok)
+        data = tmp_path / "d.txt"
+        data.write_text("\n".join(LINES[:2]) + "\n", encoding="utf-8")
+        assert cli(["eval", "pred", "--model", str(model_dir), "--data", str(data), "--positions", "2", "--responses", "1",
+                    "--decoding", "greedy", "--workers", "1", "--threads", "1", "--out-dir", str(tmp_path / "o"),
+                    "--bus", str(run_dir)]) == 0
+        got = []
+        while len(got) < 3 and listener.data.poll(2000, zmq.POLLIN):
+            got.append(listener.decode(listener.data.recv_multipart()).event)
+    finally:
+        listener.close()
+    assert got[:2] == [EvalProgress(name="pred", done=1, total=2), EvalProgress(name="pred", done=2, total=2)]
+    assert isinstance(got[2], EvalResult) and json.loads(got[2].result_json)["pred"]["greedy"].keys() >= {"overall"}
+    assert (tmp_path / "o" / "evals_output_pred_multiple_greedy.csv").is_file()
+
+
+def test_bus_flag_without_a_live_run_is_a_clear_error(tmp_path, bpe_tok, capsys):
+    from rtchat.cli import main as cli
+
+    assert cli(["eval", "all", "--model", "x", "--data", "y", "--bus", str(tmp_path / "nowhere")]) == 1
+    assert "--bus" in capsys.readouterr().out
