@@ -137,11 +137,43 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
     return report
 
 
-configure = switch.configure  # the same options as eval switch
+def configure(parser: argparse.ArgumentParser) -> None:
+    switch.configure(parser)  # the same options as eval switch, and:
+    parser.add_argument("--reference", action="store_true",
+                        help="the reference's table 4 instead (every real switch and pause; every other speaker's tag "
+                             "and (0.2)/(0.5)/(1.0) before every word; exp of the mean per-example NLL); also writes "
+                             "evals_output_ppl_multiple.csv next to --json. rtchat eval all does the same with workers")
+    parser.add_argument("--negatives", type=int, default=0,
+                        help="with --reference: inserted tags and pauses scored per line, each (default 0 = all)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return switch.run_eval(args, "ppl", evaluate, tuple(f"ppl_{k}" for k in CATEGORIES))
+    headline = tuple(f"ppl_{k}" for k in CATEGORIES)
+    if not args.reference:
+        return switch.run_eval(args, "ppl", evaluate, headline)
+
+    def evaluate_reference(model, tok, lines, num_examples, seed, max_length):
+        from tqdm.auto import tqdm
+
+        sample = random.Random(seed).sample(lines, min(num_examples, len(lines))) if num_examples > 0 else lines
+        per_line = [score_reference(model, tok, line, max_length, 64, args.negatives, f"{seed}:{k}")
+                    for k, line in enumerate(tqdm(sample, desc="eval ppl", unit="line"))]
+        row, counts = reference_table(per_line)
+        return {k: (None if math.isnan(v) else v) for k, v in row.items()} | {"counts": {"lines": len(sample), **counts}}
+
+    rc = switch.run_eval(args, "ppl", evaluate_reference, headline)
+    if rc == 0:
+        import json
+        from pathlib import Path
+
+        from rtchat.configs import write_atomic
+
+        report = json.loads(Path(args.json).read_text())
+        cells = ["" if report[c] is None else repr(float(report[c])) for c in REFERENCE_COLUMNS]
+        path = Path(args.json).parent / "evals_output_ppl_multiple.csv"
+        write_atomic(path, ",".join(REFERENCE_COLUMNS) + "\n" + ",".join(cells) + "\n")
+        print(f"wrote {path}")
+    return rc
 
 
 # -------------------------------------------------------------------- the reference's table 4

@@ -142,3 +142,19 @@ def test_reference_table_is_a_macro_mean():
     assert row["ppl_trp_pos"] == pytest.approx(math.exp(2.0)) and math.isnan(row["ppl_trp_neg"])
     assert row["ppl_pause_neg"] == pytest.approx(math.exp(1.0)) and counts == {"trp_pos": 3, "trp_neg": 0, "pause_pos": 1,
                                                                               "pause_neg": 2}
+
+
+def test_cli_reference_style_writes_the_references_csv(tmp_path, bpe_tok):
+    from rtchat.cli import main as cli
+
+    model_dir = tiny_llama_dir(tmp_path / "m", bpe_tok)
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    assert cli(["eval", "ppl", "--model", str(model_dir), "--data", str(data), "--num-examples", "3", "--json", str(out),
+                "--reference", "--negatives", "4"]) == 0
+    report = json.loads(out.read_text())
+    assert report["counts"]["trp_pos"] == 2 + 2 + 1 and report["counts"]["trp_neg"] <= 3 * 4
+    text = (tmp_path / "evals_output_ppl_multiple.csv").read_text().splitlines()
+    assert text[0] == "ppl_trp_pos,ppl_trp_neg,ppl_pause_pos,ppl_pause_neg"
+    assert [float(v) for v in text[1].split(",")] == pytest.approx([report[f"ppl_{k}"] for k in CATEGORIES])

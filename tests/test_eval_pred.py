@@ -247,3 +247,14 @@ def test_eval_all_refuses_an_empty_file_and_handles_one_speaker_lines(tmp_path, 
     with open(out / "evals_output_pred_all_multiple.csv") as f:
         row = list(csv.DictReader(f))[0]
     assert row["pred_trp_f1"] == "0.0"  # every trp target masked (no switch in the line): undefined -> 0
+
+
+def test_a_model_that_never_writes_a_speaker_tag_scores_0_and_nan_not_an_error():
+    ex = [pred.PredExample(0, 1, CTX, (1, -1, -1, -1, 0, 0, 0)), pred.PredExample(0, 2, CTX, (0, 0, 0, 0, 0, 0, 0))]
+    scores = pred.pred_scores(ex, ["and then we", "and so on"])
+    assert (scores["pred_trp_prec"], scores["pred_trp_rec"], scores["pred_trp_f1"]) == (0.0, 0.0, 0.0)
+    resp = pred.response_scores([PREFIX + " S1: a (0.2) b (0.4) S2: c"], ["and then we went on and on"], is_compat=False)
+    assert math.isnan(resp["response_pause_dist_similarity"])  # no predicted pause: Welch's test is undefined
+    row = scores | resp
+    agg = pred.aggregate(row)
+    assert agg["avg_non_verbal"] == 0.0 and math.isnan(agg["avg_verbal"]) and math.isnan(agg["overall"])
