@@ -188,6 +188,25 @@ def test_every_method_generates_deterministically_and_compat_top_k_differs(bpe_t
                                                                                        compat.TopK)
 
 
+def test_cache_reuse_across_contexts_gives_what_a_fresh_model_gives(bpe_tok, one_thread):
+    import dataclasses
+
+    from rtchat.configs.schema import AgentConfig
+    from rtchat.nodes.agent.lm import AgentLM
+
+    bpe_tok.pad_token = bpe_tok.eos_token
+    model = tiny_llama(len(bpe_tok))
+    contexts = [PREFIX + " S1: hello", CTX, CTX + " there (0.4)"]
+    got = pred.generate_line(AgentLM(model, bpe_tok, AgentConfig(seed=1)), ["greedy", "contrastive"], contexts, [],
+                             seed=7, is_compat=False)
+    for method, cfg in (("greedy", AgentConfig(seed=7, decoding="greedy")),
+                        ("contrastive", AgentConfig(seed=7, decoding="contrastive", top_k=8, min_penalty_alpha=0.6))):
+        for k, context in enumerate(contexts):
+            fresh = AgentLM(model, bpe_tok, dataclasses.replace(cfg))  # a new cache for every context
+            fresh.eos_ids = frozenset({bpe_tok.eos_token_id})
+            assert got[method][0][k] == fresh.generate(context, pred.PRED_NEW_TOKENS).text.strip(), (method, k)
+
+
 # ---------------------------------------------------------------- the CLI
 
 
