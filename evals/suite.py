@@ -43,10 +43,14 @@ _STATE: dict = {}
 def init_worker(device: str, spec: str, seed: int) -> None:
     from rtchat.configs.schema import AgentConfig
     from rtchat.evals.switch import resolve_model
-    from rtchat.nodes.agent.lm import AgentLM
+    from rtchat.nodes.agent.lm import AgentLM, LoadError
 
     model, tok = resolve_model(spec, device)
-    _STATE.update(model=model, tok=tok, lm=AgentLM(model, tok, AgentConfig(seed=seed), name=spec))
+    try:
+        lm = AgentLM(model, tok, AgentConfig(seed=seed), name=spec)
+    except LoadError as exc:
+        raise EvalError(str(exc)) from None
+    _STATE.update(model=model, tok=tok, lm=lm)
 
 
 def run_line(job: dict) -> dict:

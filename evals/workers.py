@@ -67,8 +67,20 @@ def _start(device: str, threads: int, n_workers: int, init: Callable, init_args:
     init(device, *init_args)
 
 
+_INIT_ERROR: list[BaseException] = []  # in a worker: why its init failed (raised again by every task)
+
+
 def _init_worker(queue, threads: int, n_workers: int, init: Callable, init_args: tuple) -> None:
-    _start(queue.get(), threads, n_workers, init, init_args)
+    try:
+        _start(queue.get(), threads, n_workers, init, init_args)
+    except Exception as exc:  # a failed initializer would break the pool without saying why
+        _INIT_ERROR.append(exc)
+
+
+def _run_task(task: Callable, payload):
+    if _INIT_ERROR:
+        raise _INIT_ERROR[0]
+    return task(payload)
 
 
 def run_shards(
@@ -97,7 +109,7 @@ def run_shards(
         queue.put(device)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(queue, threads, workers, init, init_args)) as pool:
-        futures = {pool.submit(task, shards[k].payload): k for k in order}
+        futures = {pool.submit(_run_task, task, shards[k].payload): k for k in order}
         pending = set(futures)
         try:
             while pending:
@@ -112,6 +124,10 @@ def run_shards(
             names = ", ".join(shards[k].name for k in lost[:10]) + (" …" if len(lost) > 10 else "")
             raise WorkerError(f"a worker process died; {len(lost)} shard(s) not evaluated ({names}); "
                               "no results were written") from None
+        except BaseException:  # a task's own error (EvalError…): stop, do not wait for the rest
+            for future in futures:
+                future.cancel()
+            raise
     return results
 
 

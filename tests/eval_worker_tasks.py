@@ -14,3 +14,7 @@ def task(payload):
     if payload == "die":
         os._exit(3)  # as a worker killed mid-run
     return (payload * 2, os.environ["RTCHAT_TEST_TAG"])
+
+
+def init_fails(device, tag):
+    raise ValueError(f"cannot load model {tag!r}")

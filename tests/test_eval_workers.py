@@ -38,6 +38,13 @@ def test_a_dead_worker_fails_the_run_naming_the_shard():
         run_shards(_init, ("t",), _task, shards, workers=2)
 
 
+def test_a_worker_that_cannot_start_says_why():
+    from eval_worker_tasks import init_fails
+
+    with pytest.raises(ValueError, match="cannot load model 'm'"):
+        run_shards(init_fails, ("m",), _task, [Shard("line 0 of the sample", 1, 1)], workers=2)
+
+
 def test_out_of_memory_halves_the_batch_and_says_so(caplog):
     import torch
 
