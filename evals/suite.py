@@ -11,6 +11,10 @@ the current directory), each through a temporary file and a rename, only once ev
   (unnamed) column, then ``pred.COLUMNS``;
 - ``evals_output_all.json``: the configuration, model, data hash, example counts and timings.
 
+Several machines: ``--shard K/N`` (or ``env``) writes ``evals_part_<name>_K_of_N.json`` with
+the raw results of lines k % N == K; ``--merge PART…`` (all N parts, the same ``--data``) writes
+the files above from them.
+
 ``eval pred`` writes only table 5 (``evals_output_pred_multiple_<methods>.csv``, the reference's
 name for "pred and response"). A method list of one names the file after it, several give
 ``multiple``, all give ``all`` (spec §8.2). Empty cells are NaN (pandas' ``to_csv`` style).
@@ -24,6 +28,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -104,14 +109,62 @@ def csv_text(rows: list[dict], columns: tuple[str, ...], index: list[str] | None
     return buf.getvalue()
 
 
-def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progress=None) -> dict:
-    """The tables (and counts) for the sampled lines; see the module docstring."""
-    sample = sample_lines(lines, args.num_examples, args.data_random_state)
-    methods = list(compat.METHODS) if "all" in args.decoding else list(args.decoding)
+def parse_shard(text: str) -> tuple[int, int] | None:
+    """``K/N`` (this is part K of N, from 0), ``env`` (torchrun's RANK/WORLD_SIZE), or "" (None)."""
+    if not text:
+        return None
+    if text == "env":
+        text = f"{os.environ.get('RANK', '')}/{os.environ.get('WORLD_SIZE', '')}"
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise EvalError(f"--shard: got {text!r}; allowed: K/N with 0 <= K < N, or env (RANK and WORLD_SIZE set)")
+    return int(k), int(n)
+
+
+def _setting(args, with_ppl: bool, data_sha: str) -> dict:
+    """Everything a part's results depend on; parts merge only when it is the same."""
     gpu = _cuda()
-    n_pos = args.positions if args.positions is not None else (0 if gpu else pred.CPU_POSITIONS)
-    n_resp = args.responses if args.responses is not None else (0 if gpu else pred.CPU_RESPONSES)
-    n_neg = args.negatives if args.negatives is not None else (0 if gpu else CPU_NEGATIVES)
+    return {
+        "name": "all" if with_ppl else "pred", "model": args.model, "data_sha256": data_sha,
+        "num_examples": args.num_examples, "data_random_state": args.data_random_state,
+        "random_state": args.random_state, "reference_compat": args.reference_compat,
+        "methods": list(compat.METHODS) if "all" in args.decoding else list(args.decoding),
+        "positions": args.positions if args.positions is not None else (0 if gpu else pred.CPU_POSITIONS),
+        "responses": args.responses if args.responses is not None else (0 if gpu else pred.CPU_RESPONSES),
+        "negatives": args.negatives if args.negatives is not None else (0 if gpu else CPU_NEGATIVES),
+        "max_length": args.max_length,
+    }
+
+
+def load_parts(paths: list[str]) -> tuple[dict, dict[int, dict]]:
+    """(setting, line index → result) from the part files of one sharded run, checked complete."""
+    setting, results, seen = None, {}, set()
+    for path in paths:
+        try:
+            part = json.loads(Path(path).read_text(encoding="utf-8"))
+            shard, part_setting, part_results = tuple(part["shard"]), part["setting"], part["results"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EvalError(f"--merge {path}: not a part written by 'rtchat eval … --shard' ({exc})") from None
+        if setting is None:
+            setting = part_setting
+        elif part_setting != setting:
+            raise EvalError(f"--merge {path}: made with other settings than {paths[0]}; parts merge only within one run")
+        seen.add(shard)
+        results |= {int(k): v for k, v in part_results.items()}
+    n = next(iter(seen))[1]
+    missing = sorted(set(range(n)) - {k for k, _ in seen})
+    if missing:
+        raise EvalError(f"--merge: parts {missing} of {n} are missing; nothing was written")
+    return setting, results
+
+
+def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progress=None, setting: dict | None = None,
+             merged: dict[int, dict] | None = None, shard: tuple[int, int] | None = None) -> dict:
+    """The tables (and counts) for the sampled lines (see the module docstring); with ``shard``
+    only that part's raw results; with ``merged`` the tables from the parts' results."""
+    sample = sample_lines(lines, setting["num_examples"], setting["data_random_state"])
+    methods = setting["methods"]
+    n_pos, n_resp, n_neg = setting["positions"], setting["responses"], setting["negatives"]
     pred_ex, resp_ex, shards = [], [], []
     for k, line in enumerate(sample):
         pe = pred.sample_positions(pred.pred_examples(line, k), n_pos, args.data_random_state, k, "pred")
@@ -126,7 +179,17 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
     if not any(pred_ex) and not any(resp_ex) and not with_ppl:
         raise EvalError("the sampled lines have no word positions to predict")
     t0 = time.monotonic()
-    results = run_shards(init_worker, (args.model, args.random_state), run_line, shards, args.workers, progress, args.threads)
+    if merged is not None:
+        if sorted(merged) != list(range(len(sample))):
+            raise EvalError(f"--merge: the parts hold {len(merged)} lines, the sample has {len(sample)}")
+        results = [merged[k] for k in range(len(sample))]
+    else:
+        mine = [k for k in range(len(sample)) if shard is None or k % shard[1] == shard[0]]
+        got = run_shards(init_worker, (args.model, args.random_state), run_line, [shards[k] for k in mine], args.workers,
+                         progress, args.threads)
+        if shard is not None:
+            return {"part": dict(zip(mine, got, strict=True)), "seconds": round(time.monotonic() - t0, 1)}
+        results = got
     out = {"lines": len(sample), "methods": methods, "seconds": round(time.monotonic() - t0, 1),
            "positions_per_line": n_pos or "all", "responses_per_line": n_resp or "all",
            "negatives_per_line": (n_neg or "all") if with_ppl else None}
@@ -180,6 +243,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-compat", action="store_true",
                         help="reproduce the reference's quirks (see rtchat/evals/compat.py) to compare with its CSVs")
     parser.add_argument("--out-dir", default=".", help="where the CSVs and the JSON go (default: here)")
+    parser.add_argument("--shard", default="",
+                        help="several machines: evaluate only part K/N of the lines (from 0; 'env': torchrun's RANK/"
+                             "WORLD_SIZE) and write evals_part_*.json; then join them with --merge")
+    parser.add_argument("--merge", nargs="+", metavar="PART", default=[],
+                        help="write the tables from the part files of a sharded run (same --data)")
     parser.add_argument("--bus", metavar="RUN_DIR", default="",
                         help="also publish eval.progress / eval.result on the bus of this live run")
 
@@ -200,7 +268,15 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
             publish, close = _bus_publisher(args.bus, name)
         files = data_files(args.data)
         lines = read_lines(files)
-        bar = tqdm(total=min(len(lines), args.num_examples) if args.num_examples > 0 else len(lines),
+        digest = sha256_files(files)
+        shard = parse_shard(args.shard)
+        setting, merged = load_parts(args.merge) if args.merge else (_setting(args, with_ppl, digest), None)
+        if merged is not None and setting["data_sha256"] != digest:
+            raise EvalError("--merge: the parts were made from other data than --data")
+        if merged is not None and setting["name"] != name:
+            raise EvalError(f"--merge: the parts are of 'rtchat eval {setting['name']}', not of 'rtchat eval {name}'")
+        n_lines = min(len(lines), args.num_examples) if args.num_examples > 0 else len(lines)
+        bar = tqdm(total=len(range(shard[0], n_lines, shard[1])) if shard else 0 if merged else n_lines,
                    desc=f"eval {name}", unit="line")
 
         def progress(shard):
@@ -208,7 +284,7 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
             if publish:
                 publish("progress", done=bar.n, total=bar.total)
 
-        result = evaluate(args, lines, with_ppl, progress)
+        result = evaluate(args, lines, with_ppl, progress, setting, merged, shard)
         bar.close()
     except (DataError, EvalError, WorkerError) as exc:
         if close:
@@ -217,6 +293,14 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
         return 1
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if shard is not None:
+        path = out_dir / f"evals_part_{name}_{shard[0]}_of_{shard[1]}.json"
+        write_atomic(path, json.dumps({"shard": list(shard), "setting": setting, "seconds": result["seconds"],
+                                       "results": {str(k): v for k, v in result["part"].items()}}) + "\n")
+        if close:
+            close()
+        print(f"wrote {path} ({len(result['part'])} lines); join the parts with --merge")
+        return 0
     eval_suffix = "all" if with_ppl else "multiple"
     dec_suffix = suffix(result["methods"], compat.METHODS)
     written = []
@@ -227,7 +311,6 @@ def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
     path = out_dir / f"evals_output_pred_{eval_suffix}_{dec_suffix}.csv"
     write_atomic(path, csv_text(result["pred_rows"], pred.COLUMNS, result["methods"]))
     written.append(path)
-    digest = sha256_files(files)
     report = {"model": args.model, "data_sha256": digest,
               "config": {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "evaluation")},
               **{k: v for k, v in result.items() if k not in ("ppl_row", "pred_rows")},

@@ -16,7 +16,10 @@
 - ``halving(fn, items, batch)`` runs ``fn`` over batches of items and, on an out-of-memory error,
   halves the batch and retries (logged), down to one item.
 
-One machine only: several machines (torchrun/accelerate) are not supported yet.
+Several machines: each runs ``rtchat eval … --shard K/N`` (or ``--shard env`` under torchrun,
+which sets RANK and WORLD_SIZE) on the lines k with k % N == K, with its own workers, and writes
+its raw results; ``--merge`` on all N parts writes the tables (``evals.suite``), identical to
+one machine's.
 """
 
 from __future__ import annotations

@@ -151,3 +151,25 @@ def test_bus_flag_without_a_live_run_is_a_clear_error(tmp_path, bpe_tok, capsys)
 
     assert cli(["eval", "all", "--model", "x", "--data", "y", "--bus", str(tmp_path / "nowhere")]) == 1
     assert "--bus" in capsys.readouterr().out
+
+
+def test_shards_on_several_machines_merge_into_the_same_csvs(tmp_path, bpe_tok, capsys):
+    from rtchat.cli import main as cli
+
+    model_dir = tiny_llama_dir(tmp_path / "m", bpe_tok)
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    common = ["eval", "all", "--model", str(model_dir), "--data", str(data), "--positions", "2", "--responses", "1",
+              "--decoding", "greedy", "nucleus", "--negatives", "4", "--workers", "1", "--threads", "1"]
+    assert cli([*common, "--out-dir", str(tmp_path / "whole")]) == 0
+    parts = []
+    for k in range(3):
+        assert cli([*common, "--shard", f"{k}/3", "--out-dir", str(tmp_path / f"machine{k}")]) == 0
+        parts.append(str(tmp_path / f"machine{k}" / f"evals_part_all_{k}_of_3.json"))
+    assert not (tmp_path / "machine0" / "evals_output_ppl_all.csv").exists()
+    assert cli([*common, "--merge", *parts[:2], "--out-dir", str(tmp_path / "bad")]) == 1
+    assert "parts [2] of 3 are missing" in capsys.readouterr().out
+    assert cli([*common, "--merge", *parts, "--out-dir", str(tmp_path / "merged")]) == 0
+    for name in ("evals_output_ppl_all.csv", "evals_output_pred_all_multiple.csv"):
+        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "merged" / name).read_text(), name
+    assert cli([*common, "--shard", "3/3"]) == 1 and "--shard" in capsys.readouterr().out
