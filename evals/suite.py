@@ -165,16 +165,17 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
     sample = sample_lines(lines, setting["num_examples"], setting["data_random_state"])
     methods = setting["methods"]
     n_pos, n_resp, n_neg = setting["positions"], setting["responses"], setting["negatives"]
+    data_seed, seed, quirks = setting["data_random_state"], setting["random_state"], setting["reference_compat"]
     pred_ex, resp_ex, shards = [], [], []
     for k, line in enumerate(sample):
-        pe = pred.sample_positions(pred.pred_examples(line, k), n_pos, args.data_random_state, k, "pred")
-        re_ = pred.sample_positions(pred.response_examples(line, k), n_resp, args.data_random_state, k, "response")
+        pe = pred.sample_positions(pred.pred_examples(line, k), n_pos, data_seed, k, "pred")
+        re_ = pred.sample_positions(pred.response_examples(line, k), n_resp, data_seed, k, "response")
         pred_ex.append(pe)
         resp_ex.append(re_)
-        job = {"line": line, "ppl": with_ppl, "max_length": args.max_length, "batch": args.batch_size,
-               "negatives": n_neg, "key": f"{args.data_random_state}:{k}",
+        job = {"line": line, "ppl": with_ppl, "max_length": setting["max_length"], "batch": args.batch_size,
+               "negatives": n_neg, "key": f"{data_seed}:{k}",
                "methods": methods, "pred_contexts": [e.context for e in pe],
-               "response_contexts": [e.context for e in re_], "seed": args.random_state, "compat": args.reference_compat}
+               "response_contexts": [e.context for e in re_], "seed": seed, "compat": quirks}
         shards.append(Shard(f"line {k} of the sample", len(line), job))
     if not any(pred_ex) and not any(resp_ex) and not with_ppl:
         raise EvalError("the sampled lines have no word positions to predict")
@@ -185,8 +186,8 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
         results = [merged[k] for k in range(len(sample))]
     else:
         mine = [k for k in range(len(sample)) if shard is None or k % shard[1] == shard[0]]
-        got = run_shards(init_worker, (args.model, args.random_state), run_line, [shards[k] for k in mine], args.workers,
-                         progress, args.threads)
+        got = run_shards(init_worker, (setting["model"], seed), run_line, [shards[k] for k in mine],
+                         args.workers, progress, args.threads)
         if shard is not None:
             return {"part": dict(zip(mine, got, strict=True)), "seconds": round(time.monotonic() - t0, 1)}
         results = got
@@ -200,7 +201,7 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
     for m in methods:
         continuations = [t for r in results for t in r["gen"][m][0]]
         responses = [t for r in results for t in r["gen"][m][1]]
-        row = pred.pred_scores(all_pred, continuations) | pred.response_scores(sample, responses, args.reference_compat)
+        row = pred.pred_scores(all_pred, continuations) | pred.response_scores(sample, responses, quirks)
         rows.append(row | pred.aggregate(row))
         out.setdefault("examples", {})[m] = [{"context_end": e.context[-60:], "prediction": t}
                                              for e, t in list(zip(all_pred, continuations, strict=True))[:5]]
