@@ -22,7 +22,8 @@ method (``compat.METHODS``), the generator seeded before every generation. The c
 line are generated in order of length, so each reuses the KV cache of the previous one up to
 the first token that differs (``decoding.Runner.sync``), and every method runs at a context
 before the next one: the line is run through the model about once, not once per position and
-method.
+method. With ``batch`` (the default on a GPU) greedy, nucleus and typical instead decode the
+line's contexts side by side as a left-padded batch (``generate_batch``; the same words).
 
 **Sampling positions (CPU).** The reference generates at every word position (~450 per line)
 and every speaker tag; ``--positions N`` / ``--responses N`` instead draw N of them per line
@@ -35,6 +36,7 @@ position of the line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 import re
@@ -329,37 +331,99 @@ COLUMNS = (
 # -------------------------------------------------------------------- generation (in a worker)
 
 
+BATCHABLE = ("greedy", "nucleus", "typical")  # strategies that need only the logits (no candidate runs)
+
+
+def generate_batch(lm, contexts: list[str], strategy, budget: int, eos: frozenset[int], seed: int) -> list[list[int]]:
+    """The tokens ``decoding.decode`` would give for each context, decoded side by side as one
+    left-padded batch (for strategies that choose from the logits alone). Each row draws from its
+    own generator seeded with ``seed``, as a generation of its own does."""
+    import torch
+    from transformers import DynamicCache
+
+    model, device = lm.runner.model, lm.runner.device
+    ids = [lm._prompt_ids(c, room=budget) for c in contexts]
+    n, width = len(ids), max(len(i) for i in ids)
+    pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
+    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    generators = [torch.Generator().manual_seed(seed) for _ in range(n)]
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    alive = [True] * n
+    with torch.inference_mode():
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                    **{lm.runner._cache_kw: cache})
+        for step in range(budget):
+            logits = out.logits[:, -1].float()
+            feed = []
+            for b in range(n):
+                if alive[b]:
+                    token, _ = strategy.choose(None, logits[b], generators[b])
+                    tokens[b].append(token)
+                    alive[b] = token not in eos
+                feed.append(tokens[b][-1] if alive[b] else pad)
+            if not any(alive) or step == budget - 1:
+                break
+            mask = torch.cat([mask, torch.tensor([[int(a)] for a in alive], device=device)], dim=-1)
+            positions = positions[:, -1:] + 1
+            out = model(input_ids=torch.tensor([[t] for t in feed], device=device), attention_mask=mask,
+                        position_ids=positions, use_cache=True, logits_to_keep=1, **{lm.runner._cache_kw: cache})
+    return tokens
+
+
+def _generate_chunk(lm, strategy, budget, eos, seed, contexts):
+    return generate_batch(lm, contexts, strategy, budget, eos, seed)
+
+
 def generate_line(lm, methods: list[str], pred_contexts: list[str], response_contexts: list[str],
-                  seed: int, is_compat: bool) -> dict[str, tuple[list[str], list[str]]]:
-    """method → (continuations, responses) for one line's contexts, with the agent's decoding."""
+                  seed: int, is_compat: bool, batch: int = 0) -> dict[str, tuple[list[str], list[str]]]:
+    """method → (continuations, responses) for one line's contexts, with the agent's decoding.
+
+    ``batch`` > 0 (the default on a GPU): greedy, nucleus and typical decode the line's contexts
+    ``batch`` at a time side by side (``generate_batch``; halved on out-of-memory); the
+    contrastive methods, and everything with ``batch`` = 0, go context by context over one cache."""
     import torch
 
+    from rtchat.evals.workers import halving
     from rtchat.nodes.agent import decoding
 
     tok = lm.tok
     eos_string = tok.eos_token or ""
     pred_eos = frozenset({tok.eos_token_id}) if tok.eos_token_id is not None else frozenset()
+    kinds = ((0, pred_contexts, PRED_NEW_TOKENS, pred_eos), (1, response_contexts, RESPONSE_NEW_TOKENS, frozenset({lm.s_id})))
+    strategies = {m: compat.strategy(m, is_compat) for m in methods}
+    raw = {m: ([None] * len(pred_contexts), [None] * len(response_contexts)) for m in methods}
+    sequential = [m for m in methods if not (batch > 0 and m in BATCHABLE)]
+    for m in methods:
+        if m in sequential:
+            continue
+        for kind, contexts, budget, eos in kinds:
+            order = sorted(range(len(contexts)), key=lambda k: len(contexts[k]))
+            run = functools.partial(_generate_chunk, lm, strategies[m], budget, eos, seed)
+            got = halving(run, [contexts[k] for k in order], batch, "generations")
+            for k, tokens in zip(order, got, strict=True):
+                raw[m][kind][k] = tokens
     # one pass over the line in order of length, every method at each context: the context is
     # run once (the cache keeps it; each method's tokens are cropped off by the next sync)
-    jobs = sorted([(len(c), 0, k, c) for k, c in enumerate(pred_contexts)]
-                  + [(len(c), 1, k, c) for k, c in enumerate(response_contexts)])
-    strategies = {m: compat.strategy(m, is_compat) for m in methods}
-    out = {m: ([""] * len(pred_contexts), [""] * len(response_contexts)) for m in methods}
-    for _, kind, k, context in jobs:
-        budget = PRED_NEW_TOKENS if kind == 0 else RESPONSE_NEW_TOKENS
-        eos = pred_eos if kind == 0 else frozenset({lm.s_id})
+    jobs = sorted((len(c), kind, k, c, budget, eos) for kind, contexts, budget, eos in kinds for k, c in enumerate(contexts))
+    for _, kind, k, context, budget, eos in jobs if sequential else ():
         ids = lm._prompt_ids(context, room=budget)
-        for method in methods:
+        for method in sequential:
             lm.generator.manual_seed(seed)
             with torch.inference_mode():
                 lm.runner.sync(ids)
-                tokens = decoding.decode(lm.runner, strategies[method], lm.generator, budget, eos)
-            if kind == 0:
-                out[method][0][k] = compat.clean_prediction(lm.decode_text(tokens), eos_string, is_compat)
-            else:
-                if not is_compat and tokens and tokens[-1] == lm.s_id:
-                    tokens = tokens[:-1]  # the next speaker's tag only ended the response
-                out[method][1][k] = compat.clean_response(lm.decode_text(tokens), is_compat)
+                raw[method][kind][k] = decoding.decode(lm.runner, strategies[method], lm.generator, budget, eos)
+    out = {}
+    for m in methods:
+        preds = [compat.clean_prediction(lm.decode_text(t), eos_string, is_compat) for t in raw[m][0]]
+        responses = []
+        for tokens in raw[m][1]:
+            if not is_compat and tokens and tokens[-1] == lm.s_id:
+                tokens = tokens[:-1]  # the next speaker's tag only ended the response
+            responses.append(compat.clean_response(lm.decode_text(tokens), is_compat))
+        out[m] = (preds, responses)
     return out
 
 

@@ -39,6 +39,7 @@ from rtchat.evals.workers import Shard, WorkerError, default_workers, run_shards
 
 log = logging.getLogger(__name__)
 CPU_NEGATIVES = 20
+GPU_GEN_BATCH = 32
 
 # -------------------------------------------------------------------- inside a worker
 
@@ -65,7 +66,7 @@ def run_line(job: dict) -> dict:
                                          job["negatives"], job["key"])
     if job["methods"]:
         out["gen"] = pred.generate_line(_STATE["lm"], job["methods"], job["pred_contexts"], job["response_contexts"],
-                                        job["seed"], job["compat"])
+                                        job["seed"], job["compat"], job["gen_batch"])
     return out
 
 
@@ -166,6 +167,7 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
     methods = setting["methods"]
     n_pos, n_resp, n_neg = setting["positions"], setting["responses"], setting["negatives"]
     data_seed, seed, quirks = setting["data_random_state"], setting["random_state"], setting["reference_compat"]
+    gen_batch = args.gen_batch if args.gen_batch is not None else (GPU_GEN_BATCH if _cuda() else 0)
     pred_ex, resp_ex, shards = [], [], []
     for k, line in enumerate(sample):
         pe = pred.sample_positions(pred.pred_examples(line, k), n_pos, data_seed, k, "pred")
@@ -173,7 +175,7 @@ def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progres
         pred_ex.append(pe)
         resp_ex.append(re_)
         job = {"line": line, "ppl": with_ppl, "max_length": setting["max_length"], "batch": args.batch_size,
-               "negatives": n_neg, "key": f"{data_seed}:{k}",
+               "negatives": n_neg, "key": f"{data_seed}:{k}", "gen_batch": gen_batch,
                "methods": methods, "pred_contexts": [e.context for e in pe],
                "response_contexts": [e.context for e in re_], "seed": seed, "compat": quirks}
         shards.append(Shard(f"line {k} of the sample", len(line), job))
@@ -240,6 +242,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per CPU worker (default: cores / workers)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="inserted tags/pauses scored per forward pass (halved on out-of-memory; default 64)")
+    parser.add_argument("--gen-batch", type=int, default=None,
+                        help="greedy/nucleus/typical: contexts of a line decoded side by side (halved on out-of-memory); "
+                             f"0 = one by one over a shared cache (default: {GPU_GEN_BATCH} on a GPU, 0 on a CPU)")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per line for the perplexities (default 2048)")
     parser.add_argument("--reference-compat", action="store_true",
                         help="reproduce the reference's quirks (see rtchat/evals/compat.py) to compare with its CSVs")

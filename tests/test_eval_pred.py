@@ -207,6 +207,19 @@ def test_cache_reuse_across_contexts_gives_what_a_fresh_model_gives(bpe_tok, one
             assert got[method][0][k] == fresh.generate(context, pred.PRED_NEW_TOKENS).text.strip(), (method, k)
 
 
+def test_batched_decoding_gives_the_sequential_words(bpe_tok, one_thread):
+    from rtchat.configs.schema import AgentConfig
+    from rtchat.nodes.agent.lm import AgentLM
+
+    bpe_tok.pad_token = bpe_tok.eos_token
+    lm = AgentLM(tiny_llama(len(bpe_tok)), bpe_tok, AgentConfig(seed=1))
+    contexts = [PREFIX + " S1: hello", CTX, CTX + " there (0.4) S2: fine thanks what about", PREFIX + " S1: sure"]
+    methods = ["greedy", "nucleus", "typical", "contrastive"]
+    one = pred.generate_line(lm, methods, contexts, contexts[:2], seed=5, is_compat=False)
+    for batch in (2, 8):
+        assert pred.generate_line(lm, methods, contexts, contexts[:2], seed=5, is_compat=False, batch=batch) == one
+
+
 # ---------------------------------------------------------------- the CLI
 
 

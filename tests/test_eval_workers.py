@@ -83,14 +83,14 @@ def test_one_and_two_workers_write_identical_csvs(tmp_path, bpe_tok):
     data = tmp_path / "d.txt"
     data.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     outs = []
-    for n in (1, 2):
-        out = tmp_path / f"w{n}"
+    for n, gen_batch in ((1, 0), (2, 0), (1, 3)):  # and decoding contexts side by side (the GPU default)
+        out = tmp_path / f"w{n}-{gen_batch}"
         assert cli(["eval", "all", "--model", str(model_dir), "--data", str(data), "--num-examples", "4", "--positions", "4",
                     "--responses", "1", "--decoding", "nucleus", "dynamic_contrastive_sampling", "--negatives", "6",
-                    "--workers", str(n), "--threads", "1", "--out-dir", str(out)]) == 0
+                    "--workers", str(n), "--threads", "1", "--gen-batch", str(gen_batch), "--out-dir", str(out)]) == 0
         outs.append(out)
     for name in ("evals_output_ppl_all.csv", "evals_output_pred_all_multiple.csv"):
-        assert (outs[0] / name).read_text() == (outs[1] / name).read_text(), name
+        assert (outs[0] / name).read_text() == (outs[1] / name).read_text() == (outs[2] / name).read_text(), name
 
 
 def test_a_failed_run_writes_no_csv(tmp_path, bpe_tok, monkeypatch, capsys):
