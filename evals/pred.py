@@ -22,8 +22,8 @@ method (``compat.METHODS``), the generator seeded before every generation. The c
 line are generated in order of length, so each reuses the KV cache of the previous one up to
 the first token that differs (``decoding.Runner.sync``), and every method runs at a context
 before the next one: the line is run through the model about once, not once per position and
-method. With ``batch`` (the default on a GPU) greedy, nucleus and typical instead decode the
-line's contexts side by side as a left-padded batch (``generate_batch``; the same words).
+method. With ``batch`` (the default on a GPU) the line's contexts are instead decoded side by
+side as a left-padded batch (``generate_batch``, every method; the same words).
 
 **Sampling positions (CPU).** The reference generates at every word position (~450 per line)
 and every speaker tag; ``--positions N`` / ``--responses N`` instead draw N of them per line
@@ -331,36 +331,73 @@ COLUMNS = (
 # -------------------------------------------------------------------- generation (in a worker)
 
 
-BATCHABLE = ("greedy", "nucleus", "typical")  # strategies that need only the logits (no candidate runs)
+class _RowRunner:
+    """What a contrastive strategy asks of ``decoding.Runner``, for one row of a batch: the row's
+    last-layer states so far (``hidden``) and its top-k candidates' states, run beforehand for
+    every row at once."""
+
+    def __init__(self, hidden):
+        self.hidden = hidden
+        self.states: dict[int, object] = {}
+
+    def try_candidates(self, tokens):
+        import torch
+
+        return torch.stack([self.states[int(t)] for t in tokens])
+
+    def keep_candidate(self, i: int) -> None:  # the chosen token is fed with the others
+        pass
 
 
 def generate_batch(lm, contexts: list[str], strategy, budget: int, eos: frozenset[int], seed: int) -> list[list[int]]:
     """The tokens ``decoding.decode`` would give for each context, decoded side by side as one
-    left-padded batch (for strategies that choose from the logits alone). Each row draws from its
-    own generator seeded with ``seed``, as a generation of its own does."""
+    left-padded batch. Each row draws from its own generator seeded with ``seed``, as a generation
+    of its own does. For contrastive strategies every step first runs every row's top-k
+    candidates in one pass (each sees its row and itself: a 4-D mask over the batch cache, then
+    cropped), and the strategy picks from their states; the picks are then fed as one batch."""
     import torch
     from transformers import DynamicCache
 
+    from rtchat.nodes.agent import decoding
+
     model, device = lm.runner.model, lm.runner.device
+    dtype = next(model.parameters()).dtype
+    kw = {lm.runner._cache_kw: DynamicCache(config=model.config), "use_cache": True, "logits_to_keep": 1}
+    contrastive = isinstance(strategy, decoding.Contrastive)
     ids = [lm._prompt_ids(c, room=budget) for c in contexts]
     n, width = len(ids), max(len(i) for i in ids)
     pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
     input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
     mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
     generators = [torch.Generator().manual_seed(seed) for _ in range(n)]
     tokens: list[list[int]] = [[] for _ in range(n)]
     alive = [True] * n
     with torch.inference_mode():
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                    **{lm.runner._cache_kw: cache})
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, output_hidden_states=contrastive,
+                    **kw)
+        rows = [_RowRunner(out.hidden_states[-1][b, width - len(i) :].float() if contrastive else None)
+                for b, i in enumerate(ids)]
         for step in range(budget):
             logits = out.logits[:, -1].float()
+            if contrastive:
+                k = min(strategy.top_k, logits.shape[-1])
+                cand = torch.softmax(logits / strategy.temperature, dim=-1).topk(k).indices  # as the strategy takes them
+                length = mask.shape[1]
+                cmask = torch.full((n, 1, k, length + k), torch.finfo(dtype).min, dtype=dtype, device=device)
+                cmask[:, 0, :, :length] = torch.where(mask[:, None, :] > 0, 0.0, torch.finfo(dtype).min).to(dtype)
+                cmask[:, 0, :, length:] = torch.where(torch.eye(k, device=device) > 0, 0.0,
+                                                      torch.finfo(dtype).min).to(dtype)
+                cout = model(input_ids=cand.to(device), attention_mask=cmask, position_ids=(positions[:, -1:] + 1).expand(n, k),
+                             output_hidden_states=True, **kw)
+                kw[lm.runner._cache_kw].crop(-k)
+                states = cout.hidden_states[-1].float()
+                for b in range(n):
+                    rows[b].states = {int(t): states[b, j] for j, t in enumerate(cand[b].tolist())}
             feed = []
             for b in range(n):
                 if alive[b]:
-                    token, _ = strategy.choose(None, logits[b], generators[b])
+                    token, _ = strategy.choose(rows[b], logits[b], generators[b])
                     tokens[b].append(token)
                     alive[b] = token not in eos
                 feed.append(tokens[b][-1] if alive[b] else pad)
@@ -369,7 +406,11 @@ def generate_batch(lm, contexts: list[str], strategy, budget: int, eos: frozense
             mask = torch.cat([mask, torch.tensor([[int(a)] for a in alive], device=device)], dim=-1)
             positions = positions[:, -1:] + 1
             out = model(input_ids=torch.tensor([[t] for t in feed], device=device), attention_mask=mask,
-                        position_ids=positions, use_cache=True, logits_to_keep=1, **{lm.runner._cache_kw: cache})
+                        position_ids=positions, output_hidden_states=contrastive, **kw)
+            if contrastive:
+                for b in range(n):
+                    if alive[b]:
+                        rows[b].hidden = torch.cat([rows[b].hidden, out.hidden_states[-1][b, -1:].float()])
     return tokens
 
 
@@ -381,9 +422,8 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
                   seed: int, is_compat: bool, batch: int = 0) -> dict[str, tuple[list[str], list[str]]]:
     """method → (continuations, responses) for one line's contexts, with the agent's decoding.
 
-    ``batch`` > 0 (the default on a GPU): greedy, nucleus and typical decode the line's contexts
-    ``batch`` at a time side by side (``generate_batch``; halved on out-of-memory); the
-    contrastive methods, and everything with ``batch`` = 0, go context by context over one cache."""
+    ``batch`` > 0 (the default on a GPU): the line's contexts are decoded ``batch`` at a time side
+    by side (``generate_batch``; halved on out-of-memory); 0: context by context over one cache."""
     import torch
 
     from rtchat.evals.workers import halving
@@ -395,7 +435,7 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
     kinds = ((0, pred_contexts, PRED_NEW_TOKENS, pred_eos), (1, response_contexts, RESPONSE_NEW_TOKENS, frozenset({lm.s_id})))
     strategies = {m: compat.strategy(m, is_compat) for m in methods}
     raw = {m: ([None] * len(pred_contexts), [None] * len(response_contexts)) for m in methods}
-    sequential = [m for m in methods if not (batch > 0 and m in BATCHABLE)]
+    sequential = [] if batch > 0 else list(methods)
     for m in methods:
         if m in sequential:
             continue

@@ -243,7 +243,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64,
                         help="inserted tags/pauses scored per forward pass (halved on out-of-memory; default 64)")
     parser.add_argument("--gen-batch", type=int, default=None,
-                        help="greedy/nucleus/typical: contexts of a line decoded side by side (halved on out-of-memory); "
+                        help="contexts of a line decoded side by side (halved on out-of-memory); "
                              f"0 = one by one over a shared cache (default: {GPU_GEN_BATCH} on a GPU, 0 on a CPU)")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per line for the perplexities (default 2048)")
     parser.add_argument("--reference-compat", action="store_true",

@@ -214,7 +214,7 @@ def test_batched_decoding_gives_the_sequential_words(bpe_tok, one_thread):
     bpe_tok.pad_token = bpe_tok.eos_token
     lm = AgentLM(tiny_llama(len(bpe_tok)), bpe_tok, AgentConfig(seed=1))
     contexts = [PREFIX + " S1: hello", CTX, CTX + " there (0.4) S2: fine thanks what about", PREFIX + " S1: sure"]
-    methods = ["greedy", "nucleus", "typical", "contrastive"]
+    methods = list(compat.METHODS)
     one = pred.generate_line(lm, methods, contexts, contexts[:2], seed=5, is_compat=False)
     for batch in (2, 8):
         assert pred.generate_line(lm, methods, contexts, contexts[:2], seed=5, is_compat=False, batch=batch) == one
