@@ -454,26 +454,25 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
     kinds = ((0, pred_contexts, PRED_NEW_TOKENS, pred_eos), (1, response_contexts, RESPONSE_NEW_TOKENS, frozenset({lm.s_id})))
     strategies = {m: compat.strategy(m, is_compat) for m in methods}
     raw = {m: ([None] * len(pred_contexts), [None] * len(response_contexts)) for m in methods}
-    sequential = [] if batch > 0 else list(methods)
-    for m in methods:
-        if m in sequential:
-            continue
-        for kind, contexts, budget, eos in kinds:
-            order = sorted(range(len(contexts)), key=lambda k: len(contexts[k]))
-            run = functools.partial(_generate_chunk, lm, strategies[m], budget, eos, seed)
-            got = halving(run, [contexts[k] for k in order], batch, "generations")
-            for k, tokens in zip(order, got, strict=True):
-                raw[m][kind][k] = tokens
-    # one pass over the line in order of length, every method at each context: the context is
-    # run once (the cache keeps it; each method's tokens are cropped off by the next sync)
-    jobs = sorted((len(c), kind, k, c, budget, eos) for kind, contexts, budget, eos in kinds for k, c in enumerate(contexts))
-    for _, kind, k, context, budget, eos in jobs if sequential else ():
-        ids = lm._prompt_ids(context, room=budget)
-        for method in sequential:
-            lm.generator.manual_seed(seed)
-            with torch.inference_mode():
-                lm.runner.sync(ids)
-                raw[method][kind][k] = decoding.decode(lm.runner, strategies[method], lm.generator, budget, eos)
+    if batch > 0:
+        for m in methods:
+            for kind, contexts, budget, eos in kinds:
+                order = sorted(range(len(contexts)), key=lambda k: len(contexts[k]))
+                run = functools.partial(_generate_chunk, lm, strategies[m], budget, eos, seed)
+                got = halving(run, [contexts[k] for k in order], batch, "generations")
+                for k, tokens in zip(order, got, strict=True):
+                    raw[m][kind][k] = tokens
+    else:
+        # one pass over the line in order of length, every method at each context: the context is
+        # run once (the cache keeps it; each method's tokens are cropped off by the next sync)
+        jobs = sorted((len(c), kind, k, c, budget, eos) for kind, contexts, budget, eos in kinds for k, c in enumerate(contexts))
+        for _, kind, k, context, budget, eos in jobs:
+            ids = lm._prompt_ids(context, room=budget)
+            for method in methods:
+                lm.generator.manual_seed(seed)
+                with torch.inference_mode():
+                    lm.runner.sync(ids)
+                    raw[method][kind][k] = decoding.decode(lm.runner, strategies[method], lm.generator, budget, eos)
     out = {}
     for m in methods:
         preds = [compat.clean_prediction(lm.decode_text(t), eos_string, is_compat) for t in raw[m][0]]
