@@ -284,6 +284,26 @@ class TtsAudio(Event):
     last: bool  # the final piece of this chunk
 
 
+# ---------------------------------------------------------------- evaluations
+
+
+@event("eval.progress")
+class EvalProgress(Event):
+    """A long ``rtchat eval`` advanced by one shard (a transcript line). rtchat eval --bus → ui."""
+
+    name: str  # the evaluation: "all", "pred"
+    done: int
+    total: int
+
+
+@event("eval.result")
+class EvalResult(Event):
+    """An ``rtchat eval`` finished; its tables as JSON text (NaN written as null). rtchat eval --bus → ui."""
+
+    name: str
+    result_json: str
+
+
 # ---------------------------------------------------------------- control
 
 

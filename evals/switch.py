@@ -164,16 +164,16 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
 # -------------------------------------------------------------------- model resolution and CLI
 
 
-def resolve_model(spec: str):
-    """(model, tokenizer) in eval mode on the CPU/GPU: embedded-base, embedded (base + the
-    project's adapter), a folder, a hub id, or a peft adapter folder (its base is loaded, the
-    adapter merged)."""
+def resolve_model(spec: str, device: str = "auto"):
+    """(model, tokenizer) in eval mode on ``device`` (auto: the GPU if any): embedded-base,
+    embedded (base + the project's adapter), a folder, a hub id, or a peft adapter folder (its
+    base is loaded, the adapter merged)."""
     import torch
 
     from rtchat.configs.models import agent_adapter_dir
     from rtchat.nodes.agent.lm import LoadError, load_model, resolve_device, resolve_dtype
 
-    device = resolve_device("auto")
+    device = resolve_device(device)
     dtype = resolve_dtype("auto", device) if device != "cpu" else torch.float32
     base, adapter = spec, ""
     if spec == EMBEDDED_BASE:
