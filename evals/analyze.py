@@ -90,7 +90,8 @@ def read_events(run: str | Path) -> tuple[list[Timed], dict]:
     return out, notes
 
 
-def _p(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile (0..1, inclusive method) rounded to 0.1; None for no values."""
     if not values:
         return None
     if len(values) == 1:
@@ -317,8 +318,8 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
     return {
         "turns": len(transfers),
         "fto_ms": fto,
-        "fto_p50_ms": _p(fto, 0.5),
-        "fto_p90_ms": _p(fto, 0.9),
+        "fto_p50_ms": percentile(fto, 0.5),
+        "fto_p90_ms": percentile(fto, 0.9),
         "overlaps": len(over),
         "overlap_ms_total": round(sum(_ms(o.end_ns - o.start_ns) for o in over), 1),
         "agent_started_in_overlap": sum(1 for t in transfers if t["fto_ms"] < 0),
@@ -328,7 +329,7 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
         "interruptions_yielded": sum(1 for i in inter if i["agent_yielded"]),
         "agent_pauses": len(agent_pauses),
         "agent_pause_s_total": round(sum(agent_pauses), 2),
-        "stage_latency_ms": {k: _p(v, 0.5) for k, v in stages.items()},
+        "stage_latency_ms": {k: percentile(v, 0.5) for k, v in stages.items()},
         "stage_latency_n": {k: len(v) for k, v in stages.items()},
         "transfers": [{**t, "user_end_s": round((t.pop("user_end_ns") - origin) / 1e9, 3),
                        "agent_start_s": round((t.pop("agent_start_ns") - origin) / 1e9, 3)} for t in transfers],

@@ -26,12 +26,13 @@ import json
 import logging
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rtchat.evals.analyze import percentile
 
 log = logging.getLogger(__name__)
 
@@ -102,23 +103,15 @@ def measure(run_dir: Path, segments: list[list], per_turn: list[int]) -> dict:
             "answered": answered, "stage_latency_ms": report["stage_latency_ms"]}
 
 
-def _p(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return round(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1], 1)
-
-
 def summarize(sessions: list[dict]) -> dict:
     fto = [f for s in sessions for f in s["fto_ms"]]
     turns = sum(s["turns"] for s in sessions)
-    stages = {k: _p([s["stage_latency_ms"][k] for s in sessions if s["stage_latency_ms"].get(k) is not None], 0.5)
+    stages = {k: percentile([s["stage_latency_ms"][k] for s in sessions if s["stage_latency_ms"].get(k) is not None], 0.5)
               for k in sessions[0]["stage_latency_ms"]} if sessions else {}
     return {
-        "fto_p50_ms": _p(fto, 0.5),
-        "fto_p90_ms": _p(fto, 0.9),
-        "gap_p50_ms": _p([f for f in fto if f >= 0], 0.5),
+        "fto_p50_ms": percentile(fto, 0.5),
+        "fto_p90_ms": percentile(fto, 0.9),
+        "gap_p50_ms": percentile([f for f in fto if f >= 0], 0.5),
         "answered_rate": round(sum(s["answered"] for s in sessions) / max(1, sum(s["user_turns"] for s in sessions)), 3),
         "overlap_start_rate": round(sum(s["agent_started_in_overlap"] for s in sessions) / turns, 3) if turns else None,
         "transfers": turns,

@@ -36,13 +36,14 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from rtchat.evals.analyze import percentile
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ def score(decisions: list[float], turns: list[Turn], segments: list[list]) -> di
     starts = [s[0] for s in segments]
     cutins = sum(any(d < s <= d + RESUME_S for s in starts) for d in decisions)
     return {
-        "fto_p50_ms": _p(fto, 0.5),
-        "fto_p90_ms": _p(fto, 0.9),
+        "fto_p50_ms": percentile(fto, 0.5),
+        "fto_p90_ms": percentile(fto, 0.9),
         "false_cutin_rate": round(cutins / len(decisions), 3) if decisions else 0.0,
         "missed_rate": round(missed / len(turns), 3) if turns else 0.0,
         "fto_ms": fto,
@@ -97,14 +98,6 @@ def score(decisions: list[float], turns: list[Turn], segments: list[list]) -> di
         "false_cutins": cutins,
         "missed": missed,
     }
-
-
-def _p(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return round(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1], 1)
 
 
 # ---------------------------------------------------------------- the endpointers
@@ -262,15 +255,15 @@ def run(args: argparse.Namespace) -> int:
         fto = [f for s in scored for f in s["fto_ms"]]
         n_dec, n_turns = sum(s["decisions"] for s in scored), sum(len(truth[n][0]) for n, _ in runs)
         policies[policy] = {
-            "fto_p50_ms": _p(fto, 0.5),
-            "fto_p90_ms": _p(fto, 0.9),
+            "fto_p50_ms": percentile(fto, 0.5),
+            "fto_p90_ms": percentile(fto, 0.9),
             "false_cutin_rate": round(sum(s["false_cutins"] for s in scored) / n_dec, 3) if n_dec else 0.0,
             "missed_rate": round(sum(s["missed"] for s in scored) / n_turns, 3) if n_turns else 0.0,
             "decisions": n_dec,
             "user_turns": n_turns,
             "per_user": {n: s for (n, _), s in zip(runs, scored, strict=True)},
         }
-    policies["learned"]["sound_fto_p50_ms"] = _p(sound_fto, 0.5)
+    policies["learned"]["sound_fto_p50_ms"] = percentile(sound_fto, 0.5)
     report = {"policies": policies, "users": {n: USERS[n] for n in names}, "details": details,
               "definitions": __doc__.split("Keys per policy:", 1)[1].strip()}
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
