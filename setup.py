@@ -34,8 +34,8 @@ setup(
     description="Full-duplex spoken dialogue agent on a ZeroMQ bus",
     python_requires=">=3.11",
     package_dir={"rtchat": "."},
-    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES] + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts", "rtchat.nodes.audio",
-                                                                       "rtchat.ui.web"],
+    packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES]
+    + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts", "rtchat.nodes.audio", "rtchat.ui.web"],
     package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"], "rtchat.ui.web": ["static/*"]},
     cmdclass={"build_py": BuildPy},
     install_requires=[

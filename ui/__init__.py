@@ -1,1 +1,2 @@
-"""Front-ends; each only talks to the bus: the terminal conversation (``terminal``) and the web page (``web``, launcher.ui=gradio)."""
+"""Front-ends; each only talks to the bus: the terminal conversation (``terminal``) and the web
+page (``web``, launcher.ui=gradio)."""

@@ -119,7 +119,8 @@ class TerminalFrontend:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.view = TerminalView(color=self.stdout.isatty())
-        self.client = BusClient(cfg.bus, src="terminal", session=cfg.run.id, clock=clock, topics=("agent.", "asr.final", "ctl.reset"))
+        self.client = BusClient(cfg.bus, src="terminal", session=cfg.run.id, clock=clock,
+                                topics=("agent.", "asr.final", "ctl.reset"))
         self.fd = self.stdin.fileno()
         self.saved = None
 
