@@ -191,6 +191,7 @@ def learned_decisions(run_dir: Path) -> tuple[list[float], list[float]]:
     that open an agent turn after user speech."""
     from rtchat.bus.events import AgentRelease, AgentSay, AsrFinal, AsrPartial
     from rtchat.evals.analyze import MERGE_GAP_NS, AudioClock, agent_chunks, merge, read_events
+    from rtchat.nodes.agent.transcript import PAUSE_RE
 
     events, _ = read_events(run_dir)
     offset = AudioClock(events).offset_ns or 0
@@ -199,7 +200,7 @@ def learned_decisions(run_dir: Path) -> tuple[list[float], list[float]]:
         ev = e.event
         if isinstance(ev, AsrPartial | AsrFinal) and ev.text.strip():
             user_since = True
-        elif isinstance(ev, AgentSay | AgentRelease) and user_since and ev.text.strip(" ().0123456789<p>"):
+        elif isinstance(ev, AgentSay | AgentRelease) and user_since and PAUSE_RE.sub("", ev.text).strip():
             decisions.append((e.t_ns - offset) / 1e9)
             user_since = False
     sounds = [(s.start_ns - offset) / 1e9 for s in merge([c[0] for c in agent_chunks(events)], MERGE_GAP_NS)]

@@ -447,8 +447,9 @@ class AgentCore(Core):
         if self.silence_ns is None or self.t.speaker != USER:
             return
         elapsed = now_ns - self.silence_ns
-        growing = self.t.trailing_pause(self._interval_tenths) is not None
-        if elapsed >= ns(self.cfg.user_pause_step_s) or (final and growing and elapsed > 0):
+        step = elapsed >= ns(self.cfg.user_pause_step_s)
+        rest = final and elapsed > 0 and self.t.trailing_pause(self._interval_tenths) is not None
+        if step or rest:  # the pause is looked up only when the silence ends, not at every tick
             self._grow_pause(elapsed)
             self.silence_ns = now_ns
 
