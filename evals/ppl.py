@@ -138,7 +138,7 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    switch.configure(parser)  # the same options as eval switch, and:
+    switch.configure_common(parser)  # the options of every eval over transcript lines, and:
     parser.add_argument("--reference", action="store_true",
                         help="the reference's table 4 instead (every real switch and pause; every other speaker's tag "
                              "and (0.2)/(0.5)/(1.0) before every word; exp of the mean per-example NLL); also writes "

@@ -7,7 +7,9 @@ For N sampled lines, the model sees the line up to a point and decodes 3 tokens 
   within-turn pause, the rest after a word, never straight after a tag.
 A switch is predicted when the 3 tokens hold a tag of the other speaker (`` S2`` after S1's
 words). AUC ranks the points by p(" S") at the point. ``f1_after_pause`` counts only the points
-right after a pause.
+right after a pause. ``ci95`` gives 95 % bootstrap intervals of both F1s, resampling whole lines
+(a line's points share a conversation): on 50 lines they span several hundredths, so compare
+models on the same lines and seed, and on more lines when a difference is small.
 
 Each line takes three forward passes whatever its number of points (``evals.tree``): the line
 itself (every point's first token and p(" S")), then every point's second and third greedy token
@@ -24,6 +26,7 @@ import json
 import logging
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -127,8 +130,50 @@ def predict(model, tok, line: str, pts: list[Point], max_length: int) -> list[tu
     return out
 
 
-def score(results: list[tuple[Point, str, float]], lines: int) -> dict:
-    """The report from (point, continuation, p(" S")) triples."""
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def bootstrap(counts: list[tuple[int, ...]], stat: Callable[[list[int]], float], seed: int = 0,
+              resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
+    """95 % interval of ``stat`` (of the summed count vector) over resamples of lines drawn with
+    replacement: the points of one line move together, since they share a conversation."""
+    rng = random.Random(seed)
+    n, width = len(counts), len(counts[0])
+    values = []
+    for _ in range(resamples):
+        total = [0] * width
+        for _ in range(n):
+            for k, c in enumerate(counts[rng.randrange(n)]):
+                total[k] += c
+        values.append(stat(total))
+    values.sort()
+    return [values[int(0.025 * (resamples - 1))], values[int(0.975 * (resamples - 1))]]
+
+
+def bootstrap_f1(counts: list[tuple[int, int, int]], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
+    """95 % interval of F1 from each line's (tp, fp, fn)."""
+    return bootstrap(counts, lambda c: _f1(*c), seed, resamples)
+
+
+def _line_counts(pred: list[bool], labels: list[bool], line_of: list[int], keep: list[bool]) -> dict[int, list[int]]:
+    """Each line's [tp, fp, fn] over the kept points."""
+    by_line: dict[int, list[int]] = {}
+    for p, y, line, k in zip(pred, labels, line_of, keep, strict=True):
+        c = by_line.setdefault(line, [0, 0, 0])
+        if k:
+            c[0] += p and y
+            c[1] += p and not y
+            c[2] += y and not p
+    return by_line
+
+
+def score(results: list[tuple[Point, str, float]], lines: int, line_of: list[int] | None = None) -> dict:
+    """The report from (point, continuation, p(" S")) triples; with ``line_of`` (each point's line)
+    also ``ci95``: bootstrap intervals of ``f1`` and ``f1_after_pause`` over lines."""
     if not results:
         raise EvalError("no switch points in the sampled lines (each needs at least two speakers)")
     pts = [p for p, _, _ in results]
@@ -137,10 +182,18 @@ def score(results: list[tuple[Point, str, float]], lines: int) -> dict:
     idx = [i for i, p in enumerate(pts) if p.after_pause]
     after = prf([pred[i] for i in idx], [labels[i] for i in idx])
     scores = prf(pred, labels)
+    ci95 = None
+    if line_of is not None:
+        after_mask = [p.after_pause for p in pts]
+        ci95 = {"f1": bootstrap_f1(list(_line_counts(pred, labels, line_of, [True] * len(pts)).values())),
+                "f1_after_pause": bootstrap_f1(list(_line_counts(pred, labels, line_of, after_mask).values()))
+                if idx else None,
+                "resamples": BOOTSTRAP_RESAMPLES, "unit": "line"}
     return {
         "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
         "auc": auc([q for _, _, q in results], labels),
         "f1_after_pause": after["f1"] if idx else None,
+        "ci95": ci95,
         "counts": {"lines": lines, "points": len(pts), "switch": sum(labels), "within_turn": len(pts) - sum(labels),
                    "after_pause": len(idx), "after_pause_switch": sum(labels[i] for i in idx),
                    "tp": scores["tp"], "fp": scores["fp"], "fn": scores["fn"]},
@@ -149,16 +202,67 @@ def score(results: list[tuple[Point, str, float]], lines: int) -> dict:
     }
 
 
-def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_length: int = 512) -> dict:
+def gain(a: list[tuple[Point, str, float]], a_line: list[int], b: list[tuple[Point, str, float]],
+         b_line: list[int]) -> dict:
+    """F1 of ``a`` minus F1 of ``b`` on the points both scored (same lines and seed), overall and
+    after a pause, with a paired bootstrap interval over lines."""
+    b_pred = {(line, p.unit): predicted_switch(t, p.speaker) for (p, t, _), line in zip(b, b_line, strict=True)}
+    rows = [(line, p, predicted_switch(t, p.speaker), b_pred[line, p.unit])
+            for (p, t, _), line in zip(a, a_line, strict=True) if (line, p.unit) in b_pred]
+    if not rows:
+        raise EvalError("the model and its baseline scored no point in common (their tokenizers cut the lines "
+                        "differently; raise --max-length)")
+
+    def paired(keep) -> tuple[float, list[float]] | tuple[None, None]:
+        by_line: dict[int, list[int]] = {}
+        for line, p, pa, pb in rows:
+            c = by_line.setdefault(line, [0] * 6)
+            if keep(p):
+                y = p.switch
+                for k, pred in ((0, pa), (3, pb)):
+                    c[k] += pred and y
+                    c[k + 1] += pred and not y
+                    c[k + 2] += y and not pred
+        total = [sum(c[k] for c in by_line.values()) for k in range(6)]
+        if not total[0] + total[2] + total[3] + total[5]:  # no positive point kept
+            return None, None
+
+        def stat(c: list[int]) -> float:
+            return _f1(*c[:3]) - _f1(*c[3:])
+
+        return stat(total), bootstrap(list(by_line.values()), stat)
+
+    f1, f1_ci = paired(lambda p: True)
+    after, after_ci = paired(lambda p: p.after_pause)
+    return {"f1": f1, "f1_after_pause": after, "ci95": {"f1": f1_ci, "f1_after_pause": after_ci}, "points": len(rows)}
+
+
+def _collect(model, tok, per_line: list[tuple[str, list[Point]]], max_length: int, desc: str):
     from tqdm.auto import tqdm
 
+    results, line_of = [], []
+    for k, (line, pts) in enumerate(tqdm(per_line, desc=desc, unit="line")):
+        scored = predict(model, tok, line, pts, max_length)
+        results += scored
+        line_of += [k] * len(scored)
+    return results, line_of
+
+
+def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_length: int = 512,
+             baseline: tuple[str, object, object] | None = None) -> dict:
+    """The report for ``model``; with ``baseline`` = (name, model, tokenizer) also that model's
+    report on the same points (``baseline``) and the paired difference (``gain``)."""
     rng = random.Random(seed)
     sample = rng.sample(lines, min(num_examples, len(lines)))
     per_line = [(line, points(line, rng)) for line in sample]
-    results = []
-    for line, pts in tqdm(per_line, desc="eval switch", unit="line"):
-        results += predict(model, tok, line, pts, max_length)
-    return score(results, len(sample))
+    results, line_of = _collect(model, tok, per_line, max_length, "eval switch")
+    report = score(results, len(sample), line_of)
+    if baseline is not None:
+        name, base_model, base_tok = baseline
+        base_results, base_line_of = _collect(base_model, base_tok, per_line, max_length, "eval switch (baseline)")
+        report["baseline"] = {"model": name} | score(base_results, len(sample), base_line_of)
+        report["gain"] = gain(results, line_of, base_results, base_line_of)
+    return report
 
 
 # -------------------------------------------------------------------- model resolution and CLI
@@ -198,6 +302,14 @@ def resolve_model(spec: str, device: str = "auto"):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of eval switch: those every eval over transcript lines takes, and --baseline."""
+    configure_common(parser)
+    parser.add_argument("--baseline", default=None,
+                        help="a second model (e.g. embedded-base) scored on the same points; the JSON gets its report "
+                             "under 'baseline' and the paired difference with a bootstrap interval under 'gain'")
+
+
+def configure_common(parser: argparse.ArgumentParser) -> None:
     """The options every ``rtchat eval`` over transcript lines takes (switch, ppl)."""
     parser.add_argument("--model", required=True,
                         help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
@@ -235,4 +347,12 @@ def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[s
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_eval(args, "switch", evaluate, ("precision", "recall", "f1", "auc", "f1_after_pause"))
+    headline = ("precision", "recall", "f1", "auc", "f1_after_pause")
+    if not args.baseline:
+        return run_eval(args, "switch", evaluate, headline)
+
+    def paired(model, tok, lines, num_examples, seed, max_length):
+        base_model, base_tok = resolve_model(args.baseline)
+        return evaluate(model, tok, lines, num_examples, seed, max_length, (args.baseline, base_model, base_tok))
+
+    return run_eval(args, "switch", paired, (*headline, "gain"))

@@ -11,7 +11,7 @@ import torch
 from tiny_models import PREFIX, tiny_llama, tiny_llama_dir
 
 from rtchat.datasets.lines import parse_line
-from rtchat.evals.switch import auc, evaluate, points, predict, predicted_switch, score
+from rtchat.evals.switch import EvalError, auc, evaluate, points, predict, predicted_switch, score
 
 LINE = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great (0.4) really great S1: good"
 LINES = [
@@ -114,6 +114,54 @@ def test_scripted_results_score_exactly():
     assert report["precision"] == pytest.approx(0.5) and report["recall"] == pytest.approx(0.5)
     assert report["auc"] == pytest.approx(0.5)
     assert report["f1_after_pause"] == pytest.approx(2 / 3)
+    assert report["ci95"] is None  # no line of each point given
+
+
+def test_bootstrap_interval_over_lines():
+    from rtchat.evals.switch import bootstrap_f1
+
+    assert bootstrap_f1([(2, 1, 1)] * 20) == [pytest.approx(2 / 3)] * 2  # every line alike: no spread
+    lines = [(3, 0, 0)] * 10 + [(0, 2, 2)] * 10  # half perfect, half all wrong: F1 0.6 in all
+    lo, hi = bootstrap_f1(lines, seed=1)
+    assert lo < 0.6 < hi and hi - lo > 0.1
+    assert bootstrap_f1(lines, seed=1) == [lo, hi]  # deterministic for a seed
+
+
+def test_score_ci95_resamples_whole_lines():
+    line = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great really great S1: good"
+    pts = points(line, random.Random(0))
+    other = {"1": " S2:", "2": " S1:"}
+    right = [(p, other[p.speaker] if p.switch else " yes", 0.5) for p in pts]  # every point right
+    wrong = [(p, " yes" if p.switch else other[p.speaker], 0.5) for p in pts]  # every point wrong
+    report = score(right + wrong, lines=2, line_of=[0] * len(pts) + [1] * len(pts))
+    assert report["f1"] == pytest.approx(0.5)
+    lo, hi = report["ci95"]["f1"]
+    assert lo == 0.0 and hi == 1.0  # resamples of two lines: both wrong, mixed, both right
+    assert report["ci95"]["f1_after_pause"][0] == 0.0 and report["ci95"]["unit"] == "line"
+
+
+def test_gain_pairs_points_and_bootstraps_the_difference():
+    from rtchat.evals.switch import gain
+
+    line = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great really great S1: good"
+    pts = points(line, random.Random(0))
+    other = {"1": " S2:", "2": " S1:"}
+    right = [(p, other[p.speaker] if p.switch else " yes", 0.5) for p in pts]
+    wrong = [(p, " yes" if p.switch else other[p.speaker], 0.5) for p in pts]
+    # line 0: a right, b wrong; line 1: both right -> a's F1 1.0, b's 0.5 (tp 2, fp 2, fn 2)
+    a, a_line = right + right, [0] * len(pts) + [1] * len(pts)
+    b, b_line = wrong + right, a_line
+    g = gain(a, a_line, b, b_line)
+    assert g["points"] == 2 * len(pts)
+    assert g["f1"] == pytest.approx(0.5)
+    lo, hi = g["ci95"]["f1"]
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)  # resamples of line 1 only, of line 0 only
+    assert g["f1_after_pause"] == pytest.approx(0.5)
+    # the baseline scored only line 1 (its tokenizer cut line 0): the gain counts common points only
+    g = gain(a, a_line, right, [1] * len(pts))
+    assert g["points"] == len(pts) and g["f1"] == 0.0
+    with pytest.raises(EvalError, match="no point in common"):
+        gain(a, a_line, right, [7] * len(pts))
 
 
 def test_cli_writes_json_and_embedded_without_adapter_says_how(tmp_path, bpe_tok, monkeypatch, capsys):
@@ -125,7 +173,16 @@ def test_cli_writes_json_and_embedded_without_adapter_says_how(tmp_path, bpe_tok
     out = tmp_path / "r.json"
     assert cli(["eval", "switch", "--model", str(model_dir), "--data", str(data), "--num-examples", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert {"precision", "recall", "f1", "auc", "f1_after_pause", "counts", "config"} <= report.keys()
+    assert {"precision", "recall", "f1", "auc", "f1_after_pause", "ci95", "counts", "config"} <= report.keys()
+    lo, hi = report["ci95"]["f1"]
+    assert lo <= report["f1"] <= hi
+    # --baseline: the same model as its own baseline gains exactly nothing, on every point
+    assert cli(["eval", "switch", "--model", str(model_dir), "--baseline", str(model_dir), "--data", str(data),
+                "--num-examples", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["baseline"]["model"] == str(model_dir) and report["baseline"]["f1"] == report["f1"]
+    assert report["gain"]["f1"] == 0.0 and report["gain"]["ci95"]["f1"] == [0.0, 0.0]
+    assert report["gain"]["points"] == report["counts"]["points"]
     assert report["config"]["num_examples"] == 2 and len(report["config"]["data_sha256"]) == 64
 
     monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path / "cache"))
