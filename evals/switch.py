@@ -213,27 +213,23 @@ def gain(a: list[tuple[Point, str, float]], a_line: list[int], b: list[tuple[Poi
         raise EvalError("the model and its baseline scored no point in common (their tokenizers cut the lines "
                         "differently; raise --max-length)")
 
-    def paired(keep) -> tuple[float, list[float]] | tuple[None, None]:
-        by_line: dict[int, list[int]] = {}
-        for line, p, pa, pb in rows:
-            c = by_line.setdefault(line, [0] * 6)
-            if keep(p):
-                y = p.switch
-                for k, pred in ((0, pa), (3, pb)):
-                    c[k] += pred and y
-                    c[k + 1] += pred and not y
-                    c[k + 2] += y and not pred
-        total = [sum(c[k] for c in by_line.values()) for k in range(6)]
-        if not total[0] + total[2] + total[3] + total[5]:  # no positive point kept
+    lines = [line for line, _, _, _ in rows]
+    labels = [p.switch for _, p, _, _ in rows]
+
+    def paired(keep: list[bool]) -> tuple[float | None, list[float] | None]:
+        a_counts = _line_counts([pa for _, _, pa, _ in rows], labels, lines, keep)
+        b_counts = _line_counts([pb for _, _, _, pb in rows], labels, lines, keep)
+        counts = [a_counts[line] + b_counts[line] for line in a_counts]  # [tp, fp, fn] of a, then of b
+        if not any(y and k for y, k in zip(labels, keep, strict=True)):
             return None, None
 
         def stat(c: list[int]) -> float:
             return _f1(*c[:3]) - _f1(*c[3:])
 
-        return stat(total), bootstrap(list(by_line.values()), stat)
+        return stat([sum(col) for col in zip(*counts, strict=True)]), bootstrap(counts, stat)
 
-    f1, f1_ci = paired(lambda p: True)
-    after, after_ci = paired(lambda p: p.after_pause)
+    f1, f1_ci = paired([True] * len(rows))
+    after, after_ci = paired([p.after_pause for _, p, _, _ in rows])
     return {"f1": f1, "f1_after_pause": after, "ci95": {"f1": f1_ci, "f1_after_pause": after_ci}, "points": len(rows)}
 
 
