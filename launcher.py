@@ -408,6 +408,9 @@ def run(args: argparse.Namespace) -> int:
     say(f"run {cfg.run.id} in {run_dir}  (devices: {', '.join(f'{k}={v}' for k, v in placement.items())})")
     session = Session(cfg, run_dir, Clock(), say, frontend_factory(cfg))
     signal.signal(signal.SIGTERM, _interrupt)
+    # Python leaves SIGINT ignored when it starts ignored (a background job of a script, nohup):
+    # Ctrl-C / kill -INT must stop the session all the same
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
     try:
         if not session.start():

@@ -19,7 +19,7 @@ from rtchat.bus.wire import decode
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch(tmp_path, *args: str) -> subprocess.Popen:
+def launch(tmp_path, *args: str, sigint_ignored: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable, str(ROOT / "launcher.py"),
@@ -30,6 +30,8 @@ def launch(tmp_path, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a background job of a non-interactive shell (`rtchat run &` in a script) inherits SIGINT ignored
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
 
 
@@ -79,6 +81,24 @@ def test_kill_9_of_a_node_is_restarted_within_5_s_and_logged(tmp_path):
     evs = events(run_dir)
     assert isinstance(evs[-1], Shutdown) and evs[-1].nodes == ("logger",)
     assert LogReader(run_dir / "events.rtlog").read_all() and (run_dir / "config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_sigint_stops_the_session_even_when_started_with_sigint_ignored(tmp_path):
+    proc = launch(tmp_path, sigint_ignored=True)
+    try:
+        run_dir = wait_for(lambda: run_dir_of(tmp_path), 30, "the run dir")
+        wait_for(lambda: readies(run_dir, "logger"), 30, "logger ready")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"SIGINT did not stop the launcher: {err[-2000:]}")
+    assert proc.returncode == 0, err
+    assert "stopping" in err and isinstance(events(run_dir)[-1], Shutdown)
 
 
 @pytest.mark.slow
