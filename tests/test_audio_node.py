@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zmq
+from conftest import missing_install
 from nodeproc import reap, stop
 
 from rtchat.bus.client import BusClient
@@ -123,7 +124,7 @@ def test_this_machines_real_portaudio_with_no_devices(tmp_path):
     try:
         import sounddevice
     except OSError:
-        pytest.skip("libportaudio2 is not installed here (the fake-module tests cover that case)")
+        missing_install("libportaudio2 is not installed here (the fake-module tests cover that case)")
     if len(sounddevice.query_devices()):
         pytest.skip("this machine has audio devices (the fake-module tests cover the no-device message)")
     with pytest.raises(StartError, match=r"audio.input=mic: no default input device found; devices: none"):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing_install
 
 CHROMIUM = "/usr/bin/chromium"
 SCRIPT = "[1.0] hello there how are you doing today\n"
@@ -27,9 +28,9 @@ def need_browser():
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("the browser test needs the playwright package (pip install playwright; no browser download needed)")
+        missing_install("the browser test needs the playwright package (pip install playwright; no browser download needed)")
     if not Path(CHROMIUM).is_file() and not shutil.which("chromium"):
-        pytest.skip(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+        missing_install(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
     return Path(CHROMIUM) if Path(CHROMIUM).is_file() else Path(shutil.which("chromium"))
 
 

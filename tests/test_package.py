@@ -66,3 +66,14 @@ def test_launcher_script_and_rtchat_run_share_their_options():
 def test_unknown_command_is_a_usage_error():
     out = rtchat_cli("fly")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_a_missing_install_skips_locally_and_fails_under_ci(monkeypatch):
+    from conftest import missing_install
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs chromium"):
+        missing_install("needs chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="needs chromium -- scripts/test.sh should have installed it"):
+        missing_install("needs chromium")
