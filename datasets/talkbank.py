@@ -188,6 +188,9 @@ def chat_files(root: Path) -> list[tuple[Path, str]]:
     if not root.is_dir():
         raise TalkbankError(f"--from {root}: not a folder")
     found = sorted(root.rglob("*.cha"))
+    if not found:
+        raise TalkbankError(f"--from {root}: no .cha files in it or its subfolders (CHAT transcripts, as in the "
+                            "TalkBank corpus zips)")
     named = [(p, p.relative_to(root).as_posix()) for p in found]
     kept = [(p, n) for p, n in named if not EXCLUDE_RE.search(n)]
     if len(kept) < len(named):

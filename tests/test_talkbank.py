@@ -242,6 +242,14 @@ def test_only_unusable_files_is_an_error_and_writes_nothing(tmp_path, capsys):
     assert not list(out.glob("dataset_*.txt"))
 
 
+def test_a_from_folder_without_cha_files_says_so(tmp_path, capsys):
+    src = tmp_path / "src"
+    write(src, "notes.txt", "not a transcript\n")
+    assert talkbank.run(cli_args("--from", str(src), "--out", str(tmp_path / "out"))) == 2
+    assert f"--from {src}: no .cha files in it or its subfolders" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unreachable_corpus_url_says_to_download_it_and_use_from(tmp_path, capsys):
     args = cli_args(
         "--out", str(tmp_path / "out"), "--corpora", "SCoSE", "--base-url", "http://127.0.0.1:9/data", "--timeout-s", "2"
