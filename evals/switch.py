@@ -10,6 +10,11 @@ words). AUC ranks the points by p(" S") at the point. ``f1_after_pause`` counts 
 right after a pause. ``ci95`` gives 95 % bootstrap intervals of both F1s, resampling whole lines
 (a line's points share a conversation): on 50 lines they span several hundredths, so compare
 models on the same lines and seed, and on more lines when a difference is small.
+``auc_after_pause`` ranks the after-pause points alone. ``always_switch`` holds the F1s of calling
+every point a switch, the floor to beat: after a pause most points are switches, so that floor is
+high. ``after_pause_by_previous_word`` splits the after-pause points by the word before the pause
+(filler, function word, content word): holds kept, switches found, and the share of holds among
+all such points of the sampled lines, the odds a model can learn from the words alone.
 
 Each line takes three forward passes whatever its number of points (``evals.tree``): the line
 itself (every point's first token and p(" S")), then every point's second and third greedy token
@@ -54,6 +59,17 @@ class Point:
 
 def points(text: str, rng: random.Random) -> list[Point]:
     """Switch points and an equal number of within-turn points (half after a pause) of one line."""
+    switches, after_pause, after_word = candidates(text)
+    n = len(switches)
+    n_pause = min(len(after_pause), n // 2 + n % 2)
+    chosen = rng.sample(after_pause, n_pause)
+    chosen += rng.sample(after_word, min(len(after_word), n - n_pause))
+    return switches + chosen
+
+
+def candidates(text: str) -> tuple[list[Point], list[Point], list[Point]]:
+    """Every point of one line: (switch points, within-turn points right after a pause, the other
+    within-turn points), in line order."""
     head, _, body = text.partition("Transcript:")
     units = body.split()
     switches, after_pause, after_word = [], [], []
@@ -70,11 +86,56 @@ def points(text: str, rng: random.Random) -> list[Point]:
             previous_is_pause = PAUSE_RE.fullmatch(units[i - 1]) is not None
             (after_pause if previous_is_pause else after_word).append(Point(prefix, i, False, previous_is_pause, speaker))
         words_in_turn += 1
-    n = len(switches)
-    n_pause = min(len(after_pause), n // 2 + n % 2)
-    chosen = rng.sample(after_pause, n_pause)
-    chosen += rng.sample(after_word, min(len(after_word), n - n_pause))
-    return switches + chosen
+    return switches, after_pause, after_word
+
+
+def previous_word_kind(prefix: str) -> str:
+    """For a point right after a pause: is the word before the pause a filler (``um``, ``uh``), a
+    function word (the corpus's list: articles, pronouns, prepositions, conjunctions, auxiliaries)
+    or a content word. The word tells a hold from a turn end better than the pause: a speaker who
+    pauses after "the" or "um" is rarely done."""
+    from rtchat.datasets.synthetic import FILLERS, FUNCTION_WORDS
+
+    word = prefix.rsplit(maxsplit=2)[-2].lower()
+    return "filler" if word in FILLERS else "function_word" if word in FUNCTION_WORDS else "content_word"
+
+
+WORD_KINDS = ("filler", "function_word", "content_word")
+
+
+def hold_share(lines: list[str]) -> dict[str, dict]:
+    """Over every point right after a pause in ``lines`` (not only the sampled ones), how many
+    are holds and how many switches, by the word before the pause: the odds a model learns."""
+    out = {kind: {"holds": 0, "switches": 0} for kind in WORD_KINDS}
+    for line in lines:
+        switches, after_pause, _ = candidates(line)
+        for p in [p for p in switches if p.after_pause] + after_pause:
+            out[previous_word_kind(p.prefix)]["switches" if p.switch else "holds"] += 1
+    for c in out.values():
+        total = c["holds"] + c["switches"]
+        c["hold_share"] = c["holds"] / total if total else None
+    return out
+
+
+def by_previous_word(pts: list[Point], pred: list[bool], lines_share: dict | None = None) -> dict:
+    """The after-pause points by the word before the pause: holds and how many were kept (no
+    switch predicted), switches and how many were found; with ``lines_share`` (``hold_share`` of
+    the sampled lines) also the share of holds among all such points in those lines."""
+    out = {kind: {"holds": 0, "holds_kept": 0, "switches": 0, "switches_found": 0} for kind in WORD_KINDS}
+    for p, yhat in zip(pts, pred, strict=True):
+        if not p.after_pause:
+            continue
+        c = out[previous_word_kind(p.prefix)]
+        if p.switch:
+            c["switches"] += 1
+            c["switches_found"] += yhat
+        else:
+            c["holds"] += 1
+            c["holds_kept"] += not yhat
+    if lines_share is not None:
+        for kind, c in out.items():
+            c["hold_share_in_lines"] = lines_share[kind]["hold_share"]
+    return out
 
 
 def predicted_switch(continuation: str, speaker: str) -> bool:
@@ -83,12 +144,21 @@ def predicted_switch(continuation: str, speaker: str) -> bool:
 
 def auc(scores: list[float], labels: list[bool]) -> float | None:
     """Mann-Whitney AUC (ties count half); None without both classes."""
-    pos = [s for s, y in zip(scores, labels, strict=True) if y]
-    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
-    if not pos or not neg:
+    n_pos = sum(bool(y) for y in labels)
+    n_neg = len(labels) - n_pos
+    if not n_pos or not n_neg:
         return None
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
+    ranked = sorted(zip(scores, labels, strict=True), key=lambda sy: sy[0])
+    wins, negatives_below, k = 0.0, 0, 0
+    while k < len(ranked):  # one group of equal scores at a time
+        end = k
+        while end < len(ranked) and ranked[end][0] == ranked[k][0]:
+            end += 1
+        pos = sum(bool(y) for _, y in ranked[k:end])
+        wins += pos * (negatives_below + 0.5 * (end - k - pos))
+        negatives_below += end - k - pos
+        k = end
+    return wins / (n_pos * n_neg)
 
 
 def prf(pred: list[bool], labels: list[bool]) -> dict:
@@ -171,9 +241,11 @@ def _line_counts(pred: list[bool], labels: list[bool], line_of: list[int], keep:
     return by_line
 
 
-def score(results: list[tuple[Point, str, float]], lines: int, line_of: list[int] | None = None) -> dict:
+def score(results: list[tuple[Point, str, float]], lines: int, line_of: list[int] | None = None,
+          lines_share: dict | None = None) -> dict:
     """The report from (point, continuation, p(" S")) triples; with ``line_of`` (each point's line)
-    also ``ci95``: bootstrap intervals of ``f1`` and ``f1_after_pause`` over lines."""
+    also ``ci95``: bootstrap intervals of ``f1`` and ``f1_after_pause`` over lines; with
+    ``lines_share`` (``hold_share`` of the sampled lines) it goes into ``after_pause_by_previous_word``."""
     if not results:
         raise EvalError("no switch points in the sampled lines (each needs at least two speakers)")
     pts = [p for p, _, _ in results]
@@ -181,6 +253,7 @@ def score(results: list[tuple[Point, str, float]], lines: int, line_of: list[int
     pred = [predicted_switch(t, p.speaker) for p, t, _ in results]
     idx = [i for i, p in enumerate(pts) if p.after_pause]
     after = prf([pred[i] for i in idx], [labels[i] for i in idx])
+    after_switch = sum(labels[i] for i in idx)
     scores = prf(pred, labels)
     ci95 = None
     if line_of is not None:
@@ -193,9 +266,13 @@ def score(results: list[tuple[Point, str, float]], lines: int, line_of: list[int
         "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
         "auc": auc([q for _, _, q in results], labels),
         "f1_after_pause": after["f1"] if idx else None,
+        "auc_after_pause": auc([results[i][2] for i in idx], [labels[i] for i in idx]),
         "ci95": ci95,
+        "always_switch": {"f1": _f1(sum(labels), len(labels) - sum(labels), 0),
+                          "f1_after_pause": _f1(after_switch, len(idx) - after_switch, 0) if idx else None},
+        "after_pause_by_previous_word": by_previous_word(pts, pred, lines_share),
         "counts": {"lines": lines, "points": len(pts), "switch": sum(labels), "within_turn": len(pts) - sum(labels),
-                   "after_pause": len(idx), "after_pause_switch": sum(labels[i] for i in idx),
+                   "after_pause": len(idx), "after_pause_switch": after_switch,
                    "tp": scores["tp"], "fp": scores["fp"], "fn": scores["fn"]},
         "examples": [{"prefix_end": p.prefix[-60:], "switch": p.switch, "continuation": t, "p_switch": q}
                      for p, t, q in results[:10]],
@@ -252,11 +329,12 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
     sample = rng.sample(lines, min(num_examples, len(lines)))
     per_line = [(line, points(line, rng)) for line in sample]
     results, line_of = _collect(model, tok, per_line, max_length, "eval switch")
-    report = score(results, len(sample), line_of)
+    share = hold_share(sample)
+    report = score(results, len(sample), line_of, share)
     if baseline is not None:
         name, base_model, base_tok = baseline
         base_results, base_line_of = _collect(base_model, base_tok, per_line, max_length, "eval switch (baseline)")
-        report["baseline"] = {"model": name} | score(base_results, len(sample), base_line_of)
+        report["baseline"] = {"model": name} | score(base_results, len(sample), base_line_of, share)
         report["gain"] = gain(results, line_of, base_results, base_line_of)
     return report
 

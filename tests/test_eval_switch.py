@@ -53,6 +53,15 @@ def test_auc_ranks_and_ties():
     assert auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
     assert auc([0.5, 0.5], [True, False]) == 0.5
     assert auc([0.5], [True]) is None
+    # against the definition (every positive-negative pair, ties half) on random scores with ties
+    rng = random.Random(3)
+    for _ in range(20):
+        scores = [rng.choice([0.1, 0.2, 0.3, 0.5, 0.9]) for _ in range(30)]
+        labels = [rng.random() < 0.4 for _ in range(30)]
+        pos = [q for q, y in zip(scores, labels) if y]
+        neg = [q for q, y in zip(scores, labels) if not y]
+        pairs = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+        assert auc(scores, labels) == pytest.approx(pairs)
 
 
 def test_tiny_model_gives_every_key_in_range(bpe_tok, tmp_path):
@@ -62,6 +71,10 @@ def test_tiny_model_gives_every_key_in_range(bpe_tok, tmp_path):
         assert 0.0 <= report[key] <= 1.0, key
     counts = report["counts"]
     assert counts["switch"] == counts["within_turn"] == 5 and counts["lines"] == 3
+    kinds = report["after_pause_by_previous_word"]
+    assert sum(c["holds"] + c["switches"] for c in kinds.values()) == counts["after_pause"]
+    assert all(c["hold_share_in_lines"] is None or 0 <= c["hold_share_in_lines"] <= 1 for c in kinds.values())
+    assert kinds["content_word"]["hold_share_in_lines"] is not None
     json.dumps(report)
 
 
@@ -115,6 +128,9 @@ def test_scripted_results_score_exactly():
     assert report["auc"] == pytest.approx(0.5)
     assert report["f1_after_pause"] == pytest.approx(2 / 3)
     assert report["ci95"] is None  # no line of each point given
+    assert report["auc_after_pause"] == pytest.approx(0.5)  # the switch after "(0.8)" and the hold after "(0.3)" tie
+    # calling every point a switch: 2 switches, 2 within-turn points; after a pause 1 and 1
+    assert report["always_switch"] == {"f1": pytest.approx(2 / 3), "f1_after_pause": pytest.approx(2 / 3)}
 
 
 def test_bootstrap_interval_over_lines():
@@ -189,3 +205,26 @@ def test_cli_writes_json_and_embedded_without_adapter_says_how(tmp_path, bpe_tok
     monkeypatch.setattr("rtchat.configs.models.SHIPPED_ADAPTER", tmp_path / "no-shipped-adapter")
     assert cli(["eval", "switch", "--model", "embedded", "--data", str(data), "--num-examples", "1", "--json", str(out)]) == 1
     assert "rtchat train --model embedded-base --method lora" in capsys.readouterr().out
+
+
+def test_after_pause_points_split_by_the_word_before_the_pause():
+    from rtchat.evals.switch import by_previous_word, hold_share, previous_word_kind
+
+    assert previous_word_kind("Transcript: S1: so um (0.4)") == "filler"
+    assert previous_word_kind("Transcript: S1: I went to the (0.4)") == "function_word"
+    assert previous_word_kind("Transcript: S1: how was it (0.3) the trip (0.8)") == "content_word"
+    line = PREFIX + " S1: so um (0.4) we went to the (0.3) lake (0.5) S2: nice (0.2) S1: yes"
+    share = hold_share([line, line])
+    assert share["filler"] == {"holds": 2, "switches": 0, "hold_share": 1.0}
+    assert share["function_word"] == {"holds": 2, "switches": 0, "hold_share": 1.0}
+    assert share["content_word"] == {"holds": 0, "switches": 4, "hold_share": 0.0}  # after "lake", after "nice"
+    pts = [p for p in points(line, random.Random(0)) if p.after_pause]
+    pred = [p.prefix.endswith("(0.5)") for p in pts]  # finds S1's turn end only; keeps every hold
+    out = by_previous_word(pts, pred, share)
+    assert sum(c["holds"] + c["switches"] for c in out.values()) == len(pts)
+    assert out["content_word"] == {"holds": 0, "holds_kept": 0, "switches": 2, "switches_found": 1,
+                                   "hold_share_in_lines": 0.0}
+    assert all(c["holds_kept"] == c["holds"] for c in out.values())
+    report = score([(p, " S2:" if y else " yes", 0.5) for p, y in zip(pts, pred)], lines=1)
+    assert report["after_pause_by_previous_word"]["content_word"]["switches_found"] == 1
+    assert "hold_share_in_lines" not in report["after_pause_by_previous_word"]["filler"]
