@@ -58,8 +58,8 @@ def test_auc_ranks_and_ties():
     for _ in range(20):
         scores = [rng.choice([0.1, 0.2, 0.3, 0.5, 0.9]) for _ in range(30)]
         labels = [rng.random() < 0.4 for _ in range(30)]
-        pos = [q for q, y in zip(scores, labels) if y]
-        neg = [q for q, y in zip(scores, labels) if not y]
+        pos = [q for q, y in zip(scores, labels, strict=True) if y]
+        neg = [q for q, y in zip(scores, labels, strict=True) if not y]
         pairs = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
         assert auc(scores, labels) == pytest.approx(pairs)
 
@@ -225,6 +225,6 @@ def test_after_pause_points_split_by_the_word_before_the_pause():
     assert out["content_word"] == {"holds": 0, "holds_kept": 0, "switches": 2, "switches_found": 1,
                                    "hold_share_in_lines": 0.0}
     assert all(c["holds_kept"] == c["holds"] for c in out.values())
-    report = score([(p, " S2:" if y else " yes", 0.5) for p, y in zip(pts, pred)], lines=1)
+    report = score([(p, " S2:" if y else " yes", 0.5) for p, y in zip(pts, pred, strict=True)], lines=1)
     assert report["after_pause_by_previous_word"]["content_word"]["switches_found"] == 1
     assert "hold_share_in_lines" not in report["after_pause_by_previous_word"]["filler"]
