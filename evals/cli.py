@@ -11,7 +11,8 @@ import argparse
 from rtchat.cli import add_subcommands, run_subcommand
 
 EVALS = (
-    ("switch", "rtchat.evals.switch", "greedy turn-switch prediction: precision, recall, F1, AUC, F1 after pauses"),
+    ("switch", "rtchat.evals.switch", "greedy turn-switch prediction: precision, recall, F1, AUC, F1 after pauses, "
+                                      "the always-switch floor, after-pause points by the word before the pause"),
     ("ppl", "rtchat.evals.ppl", "perplexity of real vs inserted tags and pauses (table 4, simplified)"),
     ("pred", "rtchat.evals.pred", "the reference's table 5: next-event P/R/F1 and response quality per decoding method"),
     ("all", "rtchat.evals.suite", "the reference's tables 4 and 5 as its CSVs (evals_output_ppl_all.csv, "
