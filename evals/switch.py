@@ -34,6 +34,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from rtchat.datasets.synthetic import FILLERS, FUNCTION_WORDS
+
 log = logging.getLogger(__name__)
 
 TAG_RE = re.compile(r"S(\d+):")
@@ -59,7 +61,16 @@ class Point:
 
 def points(text: str, rng: random.Random) -> list[Point]:
     """Switch points and an equal number of within-turn points (half after a pause) of one line."""
-    switches, after_pause, after_word = candidates(text)
+    return choose(candidates(text), rng)
+
+
+Candidates = tuple[list[Point], list[Point], list[Point]]
+
+
+def choose(cands: Candidates, rng: random.Random) -> list[Point]:
+    """The switch points of one line's ``candidates`` and as many within-turn points, half of
+    them right after a pause where the line has enough."""
+    switches, after_pause, after_word = cands
     n = len(switches)
     n_pause = min(len(after_pause), n // 2 + n % 2)
     chosen = rng.sample(after_pause, n_pause)
@@ -67,7 +78,7 @@ def points(text: str, rng: random.Random) -> list[Point]:
     return switches + chosen
 
 
-def candidates(text: str) -> tuple[list[Point], list[Point], list[Point]]:
+def candidates(text: str) -> Candidates:
     """Every point of one line: (switch points, within-turn points right after a pause, the other
     within-turn points), in line order."""
     head, _, body = text.partition("Transcript:")
@@ -94,8 +105,6 @@ def previous_word_kind(prefix: str) -> str:
     function word (the corpus's list: articles, pronouns, prepositions, conjunctions, auxiliaries)
     or a content word. The word tells a hold from a turn end better than the pause: a speaker who
     pauses after "the" or "um" is rarely done."""
-    from rtchat.datasets.synthetic import FILLERS, FUNCTION_WORDS
-
     word = prefix.rsplit(maxsplit=2)[-2].lower()
     return "filler" if word in FILLERS else "function_word" if word in FUNCTION_WORDS else "content_word"
 
@@ -103,12 +112,12 @@ def previous_word_kind(prefix: str) -> str:
 WORD_KINDS = ("filler", "function_word", "content_word")
 
 
-def hold_share(lines: list[str]) -> dict[str, dict]:
-    """Over every point right after a pause in ``lines`` (not only the sampled ones), how many
-    are holds and how many switches, by the word before the pause: the odds a model learns."""
+def hold_share(per_line: list[Candidates]) -> dict[str, dict]:
+    """Over every point right after a pause in the lines (their ``candidates``, not only the
+    sampled points), how many are holds and how many switches, by the word before the pause: the
+    odds a model learns."""
     out = {kind: {"holds": 0, "switches": 0} for kind in WORD_KINDS}
-    for line in lines:
-        switches, after_pause, _ = candidates(line)
+    for switches, after_pause, _ in per_line:
         for p in [p for p in switches if p.after_pause] + after_pause:
             out[previous_word_kind(p.prefix)]["switches" if p.switch else "holds"] += 1
     for c in out.values():
@@ -327,9 +336,10 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
     report on the same points (``baseline``) and the paired difference (``gain``)."""
     rng = random.Random(seed)
     sample = rng.sample(lines, min(num_examples, len(lines)))
-    per_line = [(line, points(line, rng)) for line in sample]
+    cands = [candidates(line) for line in sample]
+    per_line = [(line, choose(c, rng)) for line, c in zip(sample, cands, strict=True)]
     results, line_of = _collect(model, tok, per_line, max_length, "eval switch")
-    share = hold_share(sample)
+    share = hold_share(cands)
     report = score(results, len(sample), line_of, share)
     if baseline is not None:
         name, base_model, base_tok = baseline

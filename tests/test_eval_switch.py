@@ -208,13 +208,13 @@ def test_cli_writes_json_and_embedded_without_adapter_says_how(tmp_path, bpe_tok
 
 
 def test_after_pause_points_split_by_the_word_before_the_pause():
-    from rtchat.evals.switch import by_previous_word, hold_share, previous_word_kind
+    from rtchat.evals.switch import by_previous_word, candidates, hold_share, previous_word_kind
 
     assert previous_word_kind("Transcript: S1: so um (0.4)") == "filler"
     assert previous_word_kind("Transcript: S1: I went to the (0.4)") == "function_word"
     assert previous_word_kind("Transcript: S1: how was it (0.3) the trip (0.8)") == "content_word"
     line = PREFIX + " S1: so um (0.4) we went to the (0.3) lake (0.5) S2: nice (0.2) S1: yes"
-    share = hold_share([line, line])
+    share = hold_share([candidates(line), candidates(line)])
     assert share["filler"] == {"holds": 2, "switches": 0, "hold_share": 1.0}
     assert share["function_word"] == {"holds": 2, "switches": 0, "hold_share": 1.0}
     assert share["content_word"] == {"holds": 0, "switches": 4, "hold_share": 0.0}  # after "lake", after "nice"
