@@ -75,6 +75,15 @@ class LogReader:
         return list(self)
 
 
+def _check(length: int, crc: int, body: bytes) -> tuple[int, object] | str:
+    """A record's body parsed, or why it is not a whole, valid record."""
+    if len(body) < length:
+        return f"record cut off: {len(body)} of {length} bytes"
+    if zlib.crc32(body) != crc:
+        return "CRC mismatch (corrupt record)"
+    return _parse(body) or "record body is not a valid log record"
+
+
 def _bodies(f: BinaryIO, reader: LogReader) -> Iterator[tuple[int, int, object]]:
     offset = reader.end_offset
     while True:
@@ -88,18 +97,11 @@ def _bodies(f: BinaryIO, reader: LogReader) -> Iterator[tuple[int, int, object]]
         if length > MAX_RECORD_BYTES:
             reader.damage = Damage(offset, f"record length {length} exceeds {MAX_RECORD_BYTES} (corrupt)")
             return
-        body = f.read(length)
-        if len(body) < length:
-            reader.damage = Damage(offset, f"record cut off: {len(body)} of {length} bytes")
+        checked = _check(length, crc, f.read(length))
+        if isinstance(checked, str):
+            reader.damage = Damage(offset, checked)
             return
-        if zlib.crc32(body) != crc:
-            reader.damage = Damage(offset, "CRC mismatch (corrupt record)")
-            return
-        parsed = _parse(body)
-        if parsed is None:
-            reader.damage = Damage(offset, "record body is not a valid log record")
-            return
-        yield parsed[0], offset, parsed[1]
+        yield checked[0], offset, checked[1]
         offset += PREFIX.size + length
         reader.end_offset = offset
 
@@ -205,3 +207,53 @@ def resolve_log_path(path: str | os.PathLike) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"no event log at {path} (expected a .rtlog file or a run directory)")
     return p
+
+
+TAIL_WINDOW_BYTES = 1 << 20  # read_since's first look at the end of a log; it grows ×4 as needed
+RESYNC_MAX_RECORD_BYTES = 1 << 20  # while looking for a record boundary, longer "records" are noise
+
+
+def read_since(path: str | os.PathLike, since_ns: int) -> list[Record]:
+    """The event records received at or after ``since_ns``, oldest first.
+
+    For a node that restarts inside a running session and catches up on what it missed: it
+    reads the end of the log only, in windows that grow until one reaches back before
+    ``since_ns`` (or to the start), so its cost follows what it returns, not the log's length.
+    A window starts mid-record; the first boundary is found by trying every offset until a
+    whole record checks out (length, CRC, shape). A cut or damaged tail (the logger is
+    writing, or crashed) ends the records, as in ``LogReader``."""
+    path = resolve_log_path(path)
+    with open(path, "rb") as f:
+        magic = f.read(len(MAGIC))
+        if magic != MAGIC:
+            raise LogError(f"{path}: not an rtchat event log (bad magic {magic[:12]!r})")
+        size = f.seek(0, os.SEEK_END)
+        window = TAIL_WINDOW_BYTES
+        while True:
+            start = max(len(MAGIC), size - window)
+            f.seek(start)
+            found = list(_scan(f.read(size - start), start, resync=start > len(MAGIC)))
+            if start == len(MAGIC) or (found and found[0].recv_ns < since_ns):
+                return [r for r in found if r.recv_ns >= since_ns]
+            window *= 4
+
+
+def _scan(buf: bytes, base: int, resync: bool) -> Iterator[Record]:
+    """Records in ``buf`` (which starts at file offset ``base``); with ``resync`` the first
+    record boundary is searched for byte by byte."""
+    pos = 0
+    while pos + PREFIX.size <= len(buf):
+        length, crc = PREFIX.unpack_from(buf, pos)
+        limit = RESYNC_MAX_RECORD_BYTES if resync else MAX_RECORD_BYTES
+        end = pos + PREFIX.size + length
+        checked = _check(length, crc, buf[pos + PREFIX.size : end]) if length <= limit and end <= len(buf) else "bad"
+        if isinstance(checked, str):
+            if not resync:
+                return
+            pos += 1
+            continue
+        resync = False
+        kind, body = checked
+        if kind == KIND_EVENT:
+            yield Record(base + pos, body[0], body[1])
+        pos = end

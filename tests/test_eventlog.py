@@ -130,3 +130,31 @@ def test_log_info_cli_on_missing_file_exits_2(tmp_path):
     out = rtchat("log", "info", str(tmp_path / "nope.rtlog"))
     assert out.returncode == 2
     assert "no event log" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_read_since_returns_the_records_of_the_last_seconds_of_a_long_log(tmp_path, monkeypatch):
+    import rtchat.bus.eventlog as eventlog
+
+    monkeypatch.setattr(eventlog, "TAIL_WINDOW_BYTES", 4096)  # many windows, each starting mid-record
+    path = tmp_path / "events.rtlog"
+    w = LogWriter(path, {"run": "x"})
+    for i in range(3000):  # audio frames and texts; every window starts mid-record
+        w.append(1_000 + i, frames(i))
+    w.close()
+    got = eventlog.read_since(path, 1_000 + 2_990)
+    assert [r.recv_ns for r in got] == list(range(3_990, 4_000))
+    assert [decode(r.frames).env.seq for r in got] == list(range(2990, 3000))
+    everything = [r.offset for r in LogReader(path)]
+    assert [r.offset for r in got] == everything[-10:]
+
+
+def test_read_since_reaches_back_to_the_start_and_skips_a_cut_tail(tmp_path):
+    from rtchat.bus.eventlog import read_since
+
+    path = tmp_path / "events.rtlog"
+    write_log(path, 20)
+    with open(path, "ab") as f:
+        f.write(b"\x40\x00\x00\x00junk")  # the logger was killed mid-record
+    assert [r.recv_ns for r in read_since(path, 0)] == [r.recv_ns for r in LogReader(path)]
+    assert len(read_since(path, 0)) == 20
+    assert read_since(path, 10**19) == []
