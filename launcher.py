@@ -217,7 +217,7 @@ class Session:
             return
         now = self.clock.now_ns()
         if isinstance(ev, NodeHeartbeat):
-            self.supervisor.heartbeat(ev.node, now)
+            self.supervisor.heartbeat(ev.node, now, ev.busy_ns)
             self.announce(PROXY)
         elif isinstance(ev, NodeReady):
             self.supervisor.ready(ev.node, now)

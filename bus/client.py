@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import time
 from collections.abc import Iterator
 
@@ -70,6 +71,7 @@ class BusClient:
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.data, zmq.POLLIN)
         self.sent = 0
+        self._publish_lock = threading.Lock()  # the node's pulse thread publishes too
         self._stash: list[list[bytes]] = []  # non-ping frames that arrived during the handshake
 
     def subscribe(self, topics: tuple[str, ...], control: bool = False) -> None:
@@ -84,9 +86,12 @@ class BusClient:
         return Envelope(v=WIRE_VERSION, src=self.src, seq=next(self._seq), t_ns=self.clock.now_ns(), session=self.session)
 
     def publish(self, event: Event) -> Envelope:
-        env = self.envelope()
-        self.pub.send_multipart(encode(event, env), copy=False)
-        self.sent += 1
+        """Thread-safe: a node's loop and its pulse thread share the publisher (one ``src``, one
+        sequence), serialised by a lock."""
+        with self._publish_lock:
+            env = self.envelope()
+            self.pub.send_multipart(encode(event, env), copy=False)
+            self.sent += 1
         return env
 
     def publish_many(self, events: list[Event]) -> None:

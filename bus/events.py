@@ -372,12 +372,14 @@ class NodeReady(Event):
 
 @event("node.heartbeat")
 class NodeHeartbeat(Event):
-    """Liveness and counters. node → launcher, logger, ui."""
+    """Liveness, progress and counters, from a thread of the node's own. node → launcher, logger, ui."""
 
     node: str
     pid: int
     uptime_ns: int
-    stats: dict[str, int | float]
+    stats: dict[str, int | float]  # the counters as the loop last took them
+    loops: int = 0  # passes of the node's loop so far: it grows while the loop makes progress
+    busy_ns: int = 0  # how long the loop has been inside one call (a model run); 0 = it is waiting
 
 
 @event("node.error")

@@ -2,9 +2,17 @@
 
 A node is a ``Core`` (``on_event(ev, now_ns)``, ``on_tick(now_ns)``, ``deadline_ns()`` — no
 sockets, threads or clock reads) plus this shell, which owns the sockets, blocks on a poller
-with a deadline taken from the core, decodes strictly, publishes what the core returns,
-heartbeats with the node's counters, and survives bad input: an undecodable frame or a
-handler that raises is counted and reported as ``node.error`` and the loop goes on.
+with a deadline taken from the core, decodes strictly, publishes what the core returns, and
+survives bad input: an undecodable frame or a handler that raises is counted and reported as
+``node.error`` and the loop goes on.
+
+Liveness. Heartbeats come from a thread of their own (``Pulse``), not from the loop: a model
+call that takes seconds on a loaded machine must not read as a dead node. Each heartbeat says
+that the process is alive (it was sent), whether the loop is making progress (``loops``, the
+passes so far) and how long it has been inside its current call (``busy_ns``); the launcher
+judges a stall from that (``launcher.stall_limit_s``), and a heartbeat that does not come at all
+means a frozen process. ``stats`` are the counters as the loop last took them (every heartbeat
+interval, when it is free), with ``busy_max_ns``, the longest single call so far.
 
 ``node_main(name, make_core)`` is what ``python -m rtchat.nodes.<name>`` runs.
 """
@@ -17,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,6 +117,11 @@ class NodeRunner:
         self.started_ns = clock.now_ns()
         self.parent_pid = os.getppid()
         self.stopping = False
+        # progress, read by the pulse thread (each a single assignment: no lock needed)
+        self.loops = 0
+        self.busy_since_ns: int | None = None  # the current call began then; None = waiting
+        self.busy_max_ns = 0
+        self.stats: dict[str, int | float] = {}
 
     def publish(self, events: list[Event]) -> None:
         for ev in events:
@@ -142,11 +156,19 @@ class NodeRunner:
             log.exception("handler failed on %s", msg.event.TYPE)
             self.report("handler", f"{msg.event.TYPE}: {type(exc).__name__}: {exc}", now)
 
-    def heartbeat(self, now_ns: int) -> None:
-        stats = dataclasses.asdict(self.counters) | self.core.stats()
-        self.publish(
-            [NodeHeartbeat(node=self.core.name, pid=os.getpid(), uptime_ns=now_ns - self.started_ns, stats=stats)]
+    def heartbeat(self, now_ns: int) -> NodeHeartbeat:
+        since = self.busy_since_ns
+        return NodeHeartbeat(
+            node=self.core.name,
+            pid=os.getpid(),
+            uptime_ns=now_ns - self.started_ns,
+            stats=self.stats,
+            loops=self.loops,
+            busy_ns=max(0, now_ns - since) if since is not None else 0,
         )
+
+    def take_stats(self) -> None:
+        self.stats = dataclasses.asdict(self.counters) | self.core.stats() | {"busy_max_ns": self.busy_max_ns}
 
     def tick(self, now_ns: int) -> None:
         try:
@@ -156,34 +178,70 @@ class NodeRunner:
             log.exception("tick failed")
             self.report("handler", f"tick: {type(exc).__name__}: {exc}", now_ns)
 
+    def _busy(self, now_ns: int | None) -> None:
+        """The loop enters a call at ``now_ns`` (None: it goes back to waiting)."""
+        since = self.busy_since_ns
+        if since is not None:
+            self.busy_max_ns = max(self.busy_max_ns, self.clock.now_ns() - since)
+        self.busy_since_ns = now_ns
+
     def run(self) -> None:
-        next_heartbeat = self.clock.now_ns()
+        self.take_stats()
+        pulse = Pulse(self)
+        pulse.start()
+        next_stats = self.clock.now_ns()
         try:
             while not self.stopping:
+                self.loops += 1
                 now = self.clock.now_ns()
-                if now >= next_heartbeat:
-                    self.heartbeat(now)
-                    next_heartbeat = now + self.heartbeat_interval_ns
+                if now >= next_stats:
+                    self.take_stats()
+                    next_stats = now + self.heartbeat_interval_ns
                     if os.getppid() != self.parent_pid:
                         log.warning("parent process died; stopping")
                         break
                 core_deadline = self.core.deadline_ns()
                 if core_deadline is not None and now >= core_deadline:
+                    self._busy(now)
                     self.tick(now)
                     timeout_ms = 0  # a core that stays due still reads what arrived meanwhile (a cancel)
                 else:
-                    deadline = next_heartbeat if core_deadline is None else min(core_deadline, next_heartbeat)
+                    deadline = next_stats if core_deadline is None else min(core_deadline, next_stats)
                     timeout_ms = -(-(deadline - now) // 1_000_000)  # ceil: never wake before the deadline
+                self._busy(None)
                 for frames in self.client.receive(timeout_ms):
+                    self._busy(self.clock.now_ns())
                     self.handle(frames)
+                    self.loops += 1
                     if self.stopping:
                         break
-                    now = self.clock.now_ns()
-                    if now >= next_heartbeat:  # a long backlog (audio while a model runs) is no silence
-                        self.heartbeat(now)
-                        next_heartbeat = now + self.heartbeat_interval_ns
+                self._busy(None)
         finally:
+            pulse.stop()
             self.core.close()
+
+
+class Pulse(threading.Thread):
+    """Publishes the runner's heartbeat every interval, whatever its loop is doing."""
+
+    def __init__(self, runner: NodeRunner):
+        super().__init__(name=f"{runner.core.name}-pulse", daemon=True)
+        self.runner = runner
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        interval_s = self.runner.heartbeat_interval_ns / 1e9
+        while True:
+            try:
+                self.runner.client.publish(self.runner.heartbeat(self.runner.clock.now_ns()))
+            except Exception:  # the bus is closing under us at shutdown
+                log.debug("heartbeat not sent", exc_info=True)
+            if self._halt.wait(interval_s):
+                return
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=1.0)
 
 
 def _terminate(signum, frame):  # SIGTERM → unwind through finally blocks (flush, close)

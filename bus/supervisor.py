@@ -1,7 +1,9 @@
 """The launcher's supervision policy, pure and on virtual time.
 
 It is told what happened — a process started, became ready, heartbeated, exited — and answers
-with what to do: ``Kill`` a node that missed its heartbeats, ``Start`` a node again once its
+with what to do: ``Kill`` a node that missed its heartbeats (a frozen process: heartbeats come
+from a thread of their own, so a busy loop does not stop them) or whose loop has been inside one
+call for longer than ``stall_limit_s`` (a stalled loop), ``Start`` a node again once its
 back-off has passed. Back-off doubles per restart up to a cap and resets once a node has been
 healthy for a while. The launcher's shell carries the actions out; tests drive this directly.
 """
@@ -43,6 +45,7 @@ class NodeState:
     attempts: int = 0  # restarts since the node was last healthy for healthy_reset_s
     restart_at_ns: int | None = None
     reason: str = ""
+    busy_ns: int = 0  # the loop's current call, as the last heartbeat said
 
 
 class Supervisor:
@@ -50,23 +53,25 @@ class Supervisor:
         """``nodes`` maps each supervised process name to whether it heartbeats."""
         self.cfg = cfg
         self.heartbeat_timeout_ns = cfg.missed_heartbeats * heartbeat_interval_ns
+        self.stall_ns = int(cfg.stall_limit_s * 1e9)
         self.nodes = {name: NodeState(heartbeats=hb) for name, hb in nodes.items()}
         self.shutting_down = False
 
     def started(self, node: str, now_ns: int) -> None:
         st = self.nodes[node]
         st.status, st.last_seen_ns, st.up_since_ns, st.restart_at_ns = "starting", now_ns, now_ns, None
+        st.busy_ns = 0
 
     def ready(self, node: str, now_ns: int) -> None:
         st = self.nodes.get(node)
         if st is not None and st.status != "down":
             st.status, st.last_seen_ns = "ready", now_ns
 
-    def heartbeat(self, node: str, now_ns: int) -> None:
+    def heartbeat(self, node: str, now_ns: int, busy_ns: int = 0) -> None:
         st = self.nodes.get(node)
         if st is None or st.status == "down":
             return
-        st.last_seen_ns = now_ns
+        st.last_seen_ns, st.busy_ns = now_ns, busy_ns
         if st.status == "ready" and now_ns - st.up_since_ns >= self.cfg.healthy_reset_s * 1e9:
             st.attempts = 0
 
@@ -95,6 +100,10 @@ class Supervisor:
         for name, st in self.nodes.items():
             if st.status == "ready" and st.heartbeats and now_ns - st.last_seen_ns > self.heartbeat_timeout_ns:
                 reason = f"missed {self.cfg.missed_heartbeats} heartbeats"
+                self._schedule(st, now_ns, reason)
+                actions.append(Kill(name, reason))
+            elif st.status == "ready" and st.busy_ns > self.stall_ns:
+                reason = f"stalled: one call has run for {st.busy_ns / 1e9:.1f} s (limit {self.cfg.stall_limit_s:g} s)"
                 self._schedule(st, now_ns, reason)
                 actions.append(Kill(name, reason))
             elif st.status == "down" and st.restart_at_ns is not None and now_ns >= st.restart_at_ns:

@@ -65,7 +65,8 @@ class LauncherConfig:
     nodes: tuple[str, ...] = ("logger",)  # started in this order, after the proxy
     ui: Literal["none", "terminal", "gradio"] = "none"  # the front-end
     ready_timeout_s: float = 300.0  # all nodes must publish node.ready within this
-    missed_heartbeats: int = 3  # a node silent this many intervals is restarted
+    missed_heartbeats: int = 3  # a node silent this many intervals is restarted (its process is frozen)
+    stall_limit_s: float = 30.0  # a node whose loop is inside one call this long is restarted (README: measured)
     restart_backoff_s: float = 0.5  # first restart delay; doubles per restart
     restart_backoff_max_s: float = 10.0
     healthy_reset_s: float = 30.0  # a node up this long gets its backoff reset
@@ -78,6 +79,7 @@ class LauncherConfig:
         _check(len(set(self.nodes)) == len(self.nodes), "launcher.nodes", "a node is listed twice")
         _check(self.missed_heartbeats >= 1, "launcher.missed_heartbeats", "allowed: an integer >= 1")
         _check(self.restart_backoff_s > 0, "launcher.restart_backoff_s", "allowed: a number > 0")
+        _check(self.stall_limit_s > 0, "launcher.stall_limit_s", "allowed: a number > 0")
         _check(self.duration_s >= 0, "launcher.duration_s", "allowed: a number >= 0")
 
 

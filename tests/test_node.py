@@ -25,6 +25,7 @@ class EchoCore(Core):
     def __init__(self, now_ns: int):
         self.next_tick = now_ns
         self.ticks = 0
+        self.unblock = threading.Event()  # 'block' waits for it: a model call that takes as long as the test wants
 
     def on_event(self, ev, now_ns):
         if isinstance(ev, UserText):
@@ -32,6 +33,8 @@ class EchoCore(Core):
                 raise ValueError("scripted failure")
             if ev.text.startswith("slow"):
                 time.sleep(0.05)  # a model call
+            if ev.text == "block":
+                self.unblock.wait(30)
             return [AgentSay(turn=0, gen=0, text=ev.text.upper())]
         return []
 
@@ -124,6 +127,32 @@ def test_heartbeats_go_on_while_a_backlog_of_slow_events_is_worked_off(real_bus)
         probe.publish(Shutdown(reason="test"))
         node.thread.join(5)
     finally:
+        probe.close()
+
+
+def test_one_long_call_does_not_stop_the_heartbeats_and_they_say_how_long_it_has_run(real_bus):
+    node = NodeThread(real_bus)  # heartbeat every 0.2 s (conftest)
+    probe = listen(real_bus, ("agent.", "node.heartbeat"))
+    try:
+        probe.publish(UserText(text="block"))
+        hb_ns = int(real_bus.heartbeat_interval_s * 1e9)
+        got = collect(probe, lambda g: any(isinstance(e, NodeHeartbeat) and e.busy_ns > 3 * hb_ns for e in g), 10_000)
+        beats = [e for e in got if isinstance(e, NodeHeartbeat)]
+        assert beats[-1].busy_ns > 3 * hb_ns  # the launcher's "missed 3 heartbeats" would have killed it before
+        during = [b for b in beats if b.busy_ns > 0]
+        assert len({b.loops for b in during}) == 1  # the loop is stuck in the one call: no progress
+        assert [b.busy_ns for b in during] == sorted(b.busy_ns for b in during)
+        node.runner.core.unblock.set()
+        after = collect(probe, lambda g: any(isinstance(e, NodeHeartbeat) and e.busy_ns == 0 and e.loops > during[0].loops
+                                             for e in g))
+        assert any(isinstance(e, AgentSay) and e.text == "BLOCK" for e in after)
+        last = [e for e in after if isinstance(e, NodeHeartbeat)][-1]
+        assert last.busy_ns == 0 and last.loops > during[0].loops
+        probe.publish(Shutdown(reason="test"))
+        node.thread.join(5)
+        assert node.runner.busy_max_ns >= beats[-1].busy_ns
+    finally:
+        node.runner.core.unblock.set()
         probe.close()
 
 

@@ -55,6 +55,20 @@ def test_missed_heartbeats_kill_then_restart():
     assert sup.on_tick(s(4) + ms(501)) == [Start("agent", "missed 3 heartbeats", 1, ms(500))]
 
 
+def test_a_loop_stuck_in_one_call_past_the_stall_limit_is_killed_a_long_busy_call_is_not():
+    sup = Supervisor(CFG, HB, {"agent": True})  # stall limit: the default, 30 s
+    up(sup, "agent", 0)
+    for k in range(1, 31):  # heartbeats keep coming from the pulse thread while one call runs
+        sup.heartbeat("agent", s(k), busy_ns=s(k))
+        assert sup.on_tick(s(k)) == []
+    sup.heartbeat("agent", s(31), busy_ns=s(31))
+    assert sup.on_tick(s(31)) == [Kill("agent", "stalled: one call has run for 31.0 s (limit 30 s)")]
+    sup.exited("agent", -9, s(31) + ms(10))
+    assert sup.on_tick(s(31) + ms(501)) == [Start("agent", "stalled: one call has run for 31.0 s (limit 30 s)", 1, ms(500))]
+    up(sup, "agent", s(35))  # the launcher spawns the new process
+    assert sup.on_tick(s(35)) == []  # it starts with a clean slate
+
+
 def test_the_proxy_is_restarted_but_never_waits_on_heartbeats():
     sup = Supervisor(CFG, HB, {"proxy": False, "logger": True})
     sup.started("proxy", 0)
