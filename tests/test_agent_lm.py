@@ -265,8 +265,10 @@ def test_a_folder_without_a_model_and_an_unknown_embedded_name_are_load_errors(t
         load_lm(dataclasses.replace(AgentConfig(), model="embedded:gpt-5", device="cpu"))
 
 
-def test_a_saved_folder_and_a_lora_adapter_load(tmp_path, bpe_tok):
+def test_a_saved_folder_and_a_lora_adapter_load(tmp_path, bpe_tok, monkeypatch):
     from peft import LoraConfig, get_peft_model
+
+    monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path / "cache"))
 
     model = tiny_llama(len(bpe_tok))
     model.save_pretrained(tmp_path / "base")
@@ -279,6 +281,18 @@ def test_a_saved_folder_and_a_lora_adapter_load(tmp_path, bpe_tok):
     merged = load_lm(dataclasses.replace(cfg, adapter=str(tmp_path / "lora")))
     want = agent(bpe_tok, model=peft.merge_and_unload()).generate(TRANSCRIPTS[1], 5)
     assert merged.generate(TRANSCRIPTS[1], 5) == want
+    # merged once into the cache: a restart loads that folder and merges nothing
+    (folder,) = (tmp_path / "cache" / "models" / "merged").iterdir()
+    monkeypatch.setattr(lm_module, "_apply_adapter", lambda *a: pytest.fail("merged again"))
+    assert load_lm(dataclasses.replace(cfg, adapter=str(tmp_path / "lora"))).generate(TRANSCRIPTS[1], 5) == want
+    monkeypatch.undo()
+    monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path / "cache"))
+    # a retrained adapter gets a folder of its own
+    get_peft_model(tiny_llama(len(bpe_tok)), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(
+        tmp_path / "lora"
+    )
+    load_lm(dataclasses.replace(cfg, adapter=str(tmp_path / "lora")))
+    assert len(list((tmp_path / "cache" / "models" / "merged").iterdir())) == 2 and folder.is_dir()
     with pytest.raises(LoadError, match="LoRA"):
         load_lm(dataclasses.replace(cfg, adapter=str(tmp_path / "base")))
 

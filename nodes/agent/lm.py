@@ -145,38 +145,71 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def load_model(spec: str, adapter: str, device: str, dtype):
-    """(model, tokenizer) for a hub id, a folder, a .gguf file or embedded:NAME, on device, in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """(model, tokenizer) for a hub id, a folder, a .gguf file or embedded:NAME, on device, in eval
+    mode. A local base with a local adapter is merged once into the cache (``merged_once``), so
+    a (re)start loads one plain folder instead of merging 200 layers again."""
     if spec.startswith("embedded:"):
         spec = str(embedded_model(spec.removeprefix("embedded:")))
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise LoadError(f"{spec}: no such file; expected a .gguf checkpoint")
-        tok, model = _load_gguf(path, dtype)
-    else:
-        if path.exists():
-            if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-                raise LoadError(f"{spec}: expected a Hugging Face model folder with a config.json")
-            source = str(path)
-        elif _looks_like_path(spec):
-            raise LoadError(f"{spec}: no such file or folder; expected a model folder, a .gguf file or a hub id")
-        else:
-            source = spec  # a hub id; downloads where there is a network
-        slow = "opt-" in source  # the reference's rule; transformers 5 has fast tokenizers only and ignores it
-        try:
-            tok = AutoTokenizer.from_pretrained(source, use_fast=not slow)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-        except Exception as exc:
-            raise LoadError(f"{spec}: expected a causal LM (local folder or hub id) that transformers can load: {exc}") from exc
     if adapter == "embedded":  # the project's adapter for the embedded base (rtchat models list)
         from rtchat.configs.models import agent_adapter_dir
 
         adapter = str(agent_adapter_dir())
-    if adapter:
-        model, tok = _apply_adapter(model, tok, adapter)
+    base, lora = Path(spec).expanduser(), Path(adapter).expanduser()
+    if adapter and (base / "config.json").is_file() and (lora / "adapter_config.json").is_file():
+        merged = str(merged_once(base, lora))
+        model, tok = _load_plain(merged, merged, dtype)
+    else:
+        model, tok = _load_base(spec, dtype)
+        if adapter:
+            model, tok = _apply_adapter(model, tok, adapter)
     return model.to(device).eval().requires_grad_(False), tok
+
+
+def _load_base(spec: str, dtype):
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LoadError(f"{spec}: no such file; expected a .gguf checkpoint")
+        return _load_gguf(path, dtype)
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise LoadError(f"{spec}: expected a Hugging Face model folder with a config.json")
+        return _load_plain(spec, str(path), dtype)
+    if _looks_like_path(spec):
+        raise LoadError(f"{spec}: no such file or folder; expected a model folder, a .gguf file or a hub id")
+    return _load_plain(spec, spec, dtype)  # a hub id; downloads where there is a network
+
+
+def _load_plain(spec: str, source: str, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    slow = "opt-" in source  # the reference's rule; transformers 5 has fast tokenizers only and ignores it
+    try:
+        tok = AutoTokenizer.from_pretrained(source, use_fast=not slow)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except Exception as exc:
+        raise LoadError(f"{spec}: expected a causal LM (local folder or hub id) that transformers can load: {exc}") from exc
+    return model, tok
+
+
+def merged_once(base: Path, adapter: Path) -> Path:
+    """A plain HF folder of ``base`` with the LoRA ``adapter`` merged in, made once into the model
+    cache and named by a digest of both (the adapter's files, the base's resolved path and
+    config), so a retrained adapter or another base gets a folder of its own."""
+    import hashlib
+
+    digest = hashlib.sha256(str(base.resolve()).encode())
+    for path in [base / "config.json", *sorted(p for p in adapter.iterdir() if p.is_file())]:
+        digest.update(path.name.encode() + path.read_bytes())
+    target = cache_root() / "models" / "merged" / f"{base.name}+{adapter.name}-{digest.hexdigest()[:16]}"
+
+    def merge(out: Path) -> None:
+        log.info("merging %s into %s, once, into %s", adapter, base, target)
+        model, tok = _apply_adapter(*_load_plain(str(base), str(base), torch.float32), str(adapter))
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+
+    return convert_once(target, merge)
 
 
 def _apply_adapter(model, tok, adapter: str):
