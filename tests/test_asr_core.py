@@ -183,6 +183,44 @@ def test_other_rates_and_stereo_frames_give_the_same_words(sr_hz, channels):
     assert core.stats()["bad_frames"] == 0
 
 
+@pytest.mark.parametrize("sr_hz, frame_ms", [(16_000, 30), (16_000, 10), (48_000, 20), (44_100, 20), (24_000, 20)])
+def test_every_call_hears_the_same_audio_whatever_the_capture_rate_and_frame_size(sr_hz, frame_ms):
+    """Where a hypothesis ends depends on stream positions only: a 48 kHz resampler that hands on
+    16 kHz audio in ~490-sample blocks, or 30 ms frames, must not move the audio Whisper hears."""
+    reference, heard = make_core(), make_core()
+    run(reference[0], frames(speech(16_000), 16_000))
+    out = run(heard[0], frames(speech(sr_hz), sr_hz, frame_ms=frame_ms))
+    assert finals_text(out) == "Hello there, how are you?"
+    assert len(reference[1].calls) >= 5
+    assert heard[1].calls == reference[1].calls
+
+
+class LeadingSilenceWhisper(ScriptedWhisper):
+    """Like Whisper's alignment: the first word starts at the first frame of the audio it is given
+    and the last word ends at its last frame, however much non-speech lies around them."""
+
+    def __call__(self, audio, prompt):
+        words = super().__call__(audio, prompt)
+        if words:
+            words[0] = (words[0][0], 0.0, *words[0][2:])
+            words[-1] = (words[-1][0], words[-1][1], len(audio) / 16_000, words[-1][3])
+        return words
+
+
+def test_no_word_is_stamped_outside_the_vad_speech_span():
+    whisper = LeadingSilenceWhisper(script=[("Hello", 0.55, 0.9), ("there.", 0.95, 1.3)])
+    core = AsrCore(AsrConfig(), whisper, EnergyVad())
+    whisper.core = core
+    out = run(core, frames(speech(16_000, span=(0.5, 1.3)), 16_000))
+    start, end = (e for e in out if isinstance(e, VadStart | VadEnd))
+    assert whisper.calls[0][0] == pytest.approx(start.audio_ns / 1e9 - 0.3)  # it heard the preroll
+    words = [w for e in out if isinstance(e, AsrFinal) for w in e.words]
+    assert [w.text for w in words] == ["Hello", "there."]
+    assert words[0].start_ns == start.audio_ns  # not in the preroll, where the model put it
+    assert words[-1].end_ns == end.audio_ns  # not in the silence before the VAD decided
+    assert next(e for e in out if isinstance(e, AsrFinal) and "there." in e.text).spoken_until_ns == end.at_ns
+
+
 def test_bad_frames_are_counted_dropped_and_survived():
     core, _ = make_core()
     good = list(frames(speech(16_000), 16_000))

@@ -32,6 +32,16 @@ CPU = dataclasses.replace(AsrConfig(), device="cpu", threads=2)
 # tiny.en on this speech: WER 0.0 decoding the whole sentence, and 0.0 streaming (0.5 s hops,
 # LocalAgreement-2 commits) at 16 and 48 kHz; other espeak sentences streamed at 0.09-0.21.
 STREAMING_MAX_WER = 0.2
+# Whisper places words on its encoder's 20 ms frames (50 per second: the grid its cross-attention
+# DTW runs on), so the same words heard in audio that differs by a resampling round trip can
+# move by one frame, not more.
+WHISPER_FRAME_NS = 20_000_000
+# vad.start is the start of the first Silero window (32 ms) that scores as speech, padded by
+# asr.vad_speech_pad_ms: the window holding the onset may be that one, never an earlier one.
+VAD_EARLY_S = CPU.vad_speech_pad_ms / 1000 + 512 / SR_HZ
+# Silero's score decays over a few windows after the last sound, so vad.end lags the speech's end
+# (test_silero_finds_the_speech_span: 0.11 s measured here, at most 0.3 s allowed).
+VAD_LATE_S = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +87,17 @@ def tiny_en():
 
 @pytest.mark.model
 def test_embedded_tiny_en_hears_the_sentence(tiny_en, speech):
+    """Raw Whisper times: in order, inside the audio; every word but the first starts inside the
+    speech. The first word after leading silence starts where Whisper's alignment starts (0.00,
+    or faster-whisper's end minus twice the median word length), not at the onset — so only its
+    end is placed in the speech (the streaming core clamps its start to vad.start)."""
     pcm, sr, start, end = speech
     words = tiny_en(pcm.astype(np.float32) / 32768, "")
     assert wer(SENTENCE, " ".join(w for w, *_ in words)) <= 0.1
-    assert all(start - 0.3 <= s <= e <= end + 0.3 for _, s, e, _ in words)
+    times = [(s, e) for _, s, e, _ in words]
+    assert all(0 <= s <= e <= len(pcm) / sr for s, e in times)
+    assert all(a[1] <= b[0] for a, b in zip(times, times[1:], strict=False))
+    assert start < times[0][1] and all(start <= s <= e <= end + VAD_LATE_S for s, e in times[1:])
 
 
 @pytest.mark.model
@@ -96,28 +113,77 @@ def test_silero_finds_the_speech_span(speech):
     assert abs(events[1].sample / SR_HZ - end) < 0.3
 
 
-@pytest.mark.model
-@pytest.mark.parametrize("sr_hz", [16_000, 48_000])
-def test_the_core_with_real_models_commits_the_sentence_with_increasing_times(tiny_en, speech, sr_hz):
+@dataclasses.dataclass
+class Streamed:
+    events: list
+    heard: list[tuple[int, int]]  # (16 kHz index of the buffer start, samples) of every call
+    calls: int
+
+
+@pytest.fixture(scope="module")
+def streamed(tiny_en, speech):
+    """The speech streamed through the core with the real models at a capture rate (cached)."""
     from rtchat.nodes.asr.core import AsrCore
     from rtchat.nodes.asr.vad import load_silero
 
-    pcm, _, start, end = speech
-    if sr_hz != SR_HZ:
-        pcm = (np.clip(resample(pcm.astype(np.float32) / 32768, SR_HZ, sr_hz), -1, 1) * 32767).astype(np.int16)
-    core = AsrCore(CPU, tiny_en, load_silero())
-    out = []
-    for ev in frames(pcm, sr_hz):
-        out += core.on_event(ev, ev.t_capture_ns)
-    assert [type(e) for e in out if isinstance(e, VadStart | VadEnd)] == [VadStart, VadEnd]
-    finals = [e for e in out if isinstance(e, AsrFinal)]
-    text = " ".join(e.text for e in finals)
+    runs: dict[int, Streamed] = {}
+
+    def at(sr_hz: int) -> Streamed:
+        if sr_hz in runs:
+            return runs[sr_hz]
+        pcm = speech[0]
+        if sr_hz != SR_HZ:
+            pcm = (np.clip(resample(pcm.astype(np.float32) / 32768, SR_HZ, sr_hz), -1, 1) * 32767).astype(np.int16)
+        heard = []
+
+        def transcribe(audio, prompt):
+            heard.append((core.policy.start, len(audio)))
+            return tiny_en(audio, prompt)
+
+        core = AsrCore(CPU, transcribe, load_silero())
+        out = []
+        for ev in frames(pcm, sr_hz):
+            out += core.on_event(ev, ev.t_capture_ns)
+        runs[sr_hz] = Streamed(out, heard, core.stats()["policy_calls"])
+        return runs[sr_hz]
+
+    return at
+
+
+def final_words(events) -> list:
+    return [w for e in events if isinstance(e, AsrFinal) for w in e.words]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("sr_hz", [16_000, 48_000])
+def test_the_core_with_real_models_commits_the_sentence_with_increasing_times(streamed, speech, sr_hz):
+    _, _, start, end = speech
+    run = streamed(sr_hz)
+    spans = [e for e in run.events if isinstance(e, VadStart | VadEnd)]
+    assert [type(e) for e in spans] == [VadStart, VadEnd]
+    text = " ".join(e.text for e in run.events if isinstance(e, AsrFinal))
     assert wer(SENTENCE, text) <= STREAMING_MAX_WER, text
-    words = [w for e in finals for w in e.words]
+    words = final_words(run.events)
     assert all(a.end_ns <= b.start_ns for a, b in zip(words, words[1:], strict=False))
     assert all(w.start_ns <= w.end_ns for w in words)
-    assert (start - 0.3) * 1e9 <= words[0].start_ns and words[-1].end_ns <= (end + 0.3) * 1e9
-    assert core.stats()["policy_calls"] >= 3  # it streamed: several hypotheses, not one decode
+    # the words lie inside the VAD's speech span, which lies around the speech
+    vad_start, vad_end = spans
+    assert vad_start.audio_ns <= words[0].start_ns and words[-1].end_ns <= vad_end.audio_ns
+    assert (start - VAD_EARLY_S) * 1e9 <= vad_start.audio_ns and vad_end.audio_ns <= (end + VAD_LATE_S) * 1e9
+    assert run.calls >= 3  # it streamed: several hypotheses, not one decode
+
+
+@pytest.mark.model
+def test_the_same_speech_captured_at_48_khz_gives_the_16_khz_words_within_one_whisper_frame(streamed):
+    """Whisper hears the same spans of audio whatever the capture rate (the 48 kHz resampler
+    hands on 16 kHz audio in ~490-sample blocks, not per frame), so it says the same words, at
+    times that differ by at most its 20 ms frame."""
+    at16, at48 = streamed(16_000), streamed(48_000)
+    assert at48.heard == at16.heard
+    words16, words48 = final_words(at16.events), final_words(at48.events)
+    assert [w.text for w in words48] == [w.text for w in words16]
+    for a, b in zip(words16, words48, strict=True):
+        assert abs(a.start_ns - b.start_ns) <= WHISPER_FRAME_NS and abs(a.end_ns - b.end_ns) <= WHISPER_FRAME_NS, (a, b)
 
 
 @pytest.mark.model

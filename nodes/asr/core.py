@@ -13,7 +13,10 @@ The pipeline per frame: ``FrameAssembler`` (decode, mix-down, resample to 16 kHz
 of recent audio → ``StreamingVad``. While the VAD says speech, the audio from the (padded) speech
 start on is fed to the ``StreamingPolicy``, which re-transcribes its buffer every ``hop_s`` and
 commits what two hypotheses agree on; at ``vad.end`` the utterance is flushed (every remaining
-word committed). Audio outside speech is never transcribed. Committed words and partials lose
+word committed) on the audio up to where the VAD decided it, so the last call hears the same
+audio however the frames were cut. Audio outside speech is never transcribed; the preroll is
+heard but no word is stamped before ``vad.start``, nor does a word of the flush end after
+``vad.end`` (``policy``'s module doc says why). Committed words and partials lose
 the words ``EchoFilter`` recognises as the agent's own voice (``asr.echo: suppress``).
 
 Keeping up: a call costs about the same whatever the hop (Whisper pads to 30 s), so a node that
@@ -73,9 +76,10 @@ class AudioRing:
         cut = max(len(self.audio) - self.keep, 0)
         self.audio, self.start = self.audio[cut:], self.start + cut
 
-    def since(self, sample: int) -> np.ndarray:
-        """The audio from index ``sample`` (clamped to what is kept) to the end."""
-        return self.audio[min(max(sample - self.start, 0), len(self.audio)) :]
+    def since(self, sample: int, until: int | None = None) -> np.ndarray:
+        """The audio from index ``sample`` (clamped to what is kept) to ``until`` (default: the end)."""
+        lo = min(max(sample - self.start, 0), len(self.audio))
+        return self.audio[lo : None if until is None else max(until - self.start, lo)]
 
 
 def policy_config(cfg: AsrConfig) -> PolicyConfig:
@@ -198,7 +202,7 @@ class AsrCore(Core):
             out += self._end(self.ring.end)
         self.ring.add(chunk)
         for ev in self.vad.push(chunk):
-            out += self._start(ev) if ev.kind == "start" else self._end(ev.sample)
+            out += self._start(ev) if ev.kind == "start" else self._end(ev.sample, ev.at)
         if self.in_speech:
             self.policy.add(self.ring.since(self.policy.end))
             out += self._publish(self.policy.step(self.transcribe))
@@ -209,18 +213,19 @@ class AsrCore(Core):
     def _start(self, ev: VadEvent) -> list[Event]:
         self.in_speech = True
         self.counts["vad_starts"] += 1
-        self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start))
+        self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start), speech_from=ev.sample)
         return [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample), at_ns=self._clock(samples_to_ns(ev.sample)))]
 
-    def _end(self, sample: int) -> list[Event]:
-        """Speech ended: transcribe what is new, commit everything, close the utterance."""
+    def _end(self, sample: int, heard_until: int | None = None) -> list[Event]:
+        """Speech ended: transcribe what is new (up to ``heard_until``, default all), commit
+        everything, close the utterance."""
         if not self.in_speech:
             return []
         self.in_speech = False
         self.vad.close()  # a resync ends speech here, before the VAD sees the jump
         self.counts["vad_ends"] += 1
-        self.policy.add(self.ring.since(self.policy.end))
-        out = self._publish(self.policy.flush(self.transcribe))
+        self.policy.add(self.ring.since(self.policy.end, heard_until))
+        out = self._publish(self.policy.flush(self.transcribe, speech_until=sample))
         return [*out, VadEnd(stream_pos=sample, audio_ns=samples_to_ns(sample), at_ns=self._clock(samples_to_ns(sample)))]
 
     def _clock(self, audio_ns: int) -> int:

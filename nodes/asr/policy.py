@@ -1,7 +1,7 @@
 """The streaming policy of the ASR: which audio to transcribe, which words to commit.
 
 A buffer of 16 kHz audio (with the absolute sample index of its start) grows as audio
-arrives. Every ``hop_s`` of new audio, ``step`` transcribes the whole buffer, prompted with
+arrives. Every ``hop_s`` of new audio, ``step`` transcribes the buffer, prompted with
 the last committed words that start before it (words still in the buffer are heard, not
 prompted), and applies LocalAgreement-2 (whisper_streaming's policy): a word
 is committed once two consecutive hypotheses agree on it — the longest common prefix, by
@@ -9,6 +9,13 @@ normalised word (lower case, punctuation stripped), of this hypothesis and the u
 tail of the previous one. The rest is the partial, with a revision number that increases
 with every hypothesis of the utterance. ``flush`` (the VAD closed the utterance) transcribes
 any audio not yet heard and commits the whole latest hypothesis; the next utterance starts.
+
+A step hears the buffer up to the last whole hop after the previous call (``heard + k × hop``),
+not to whatever has arrived: where a hypothesis ends then depends on stream positions only, not
+on how the audio was cut into frames. At 48 kHz the resampler hands on 16 kHz audio in blocks of
+~490 samples, so "everything so far" ended up to 30 ms later than at 16 kHz, the model heard
+different audio, and which hypotheses agreed (and the word times committed) changed with the
+capture rate. Audio past the last whole hop waits for the next call.
 
 Trimming keeps the cost of one call independent of the utterance's length:
 - after a commit the buffer is cut between the last committed word and the next one — at the
@@ -30,7 +37,17 @@ committed words (1–4-word overlap, within 1 s of them) are dropped; a 1–8-wo
 transcribed at all (hallucinations on silence) and is dropped.
 
 Word times are absolute audio time in integer ns (16 kHz sample index × 62 500), clamped to
-the buffer and made monotonic: each word starts no earlier than the previous word ends.
+the buffer and made monotonic: each word starts no earlier than the previous word ends. They
+also lie inside the VAD's speech span: no word starts before the utterance's speech start
+(``skip_to(…, speech_from=)``) and no word a flush commits ends after its speech end
+(``flush(…, speech_until=)``). The audio around the span (the preroll, the trailing silence
+before the VAD decides) is context for the model, not speech, and Whisper cannot place word
+edges in it: its word times come from a DTW path through the cross-attention at 50 frames/s
+(20 ms) that runs from the first frame of the audio to the last, so the first word after
+leading non-speech starts at 0.00 — or, by faster-whisper's "long word after a pause"
+heuristic, at its end minus twice the median word duration — and the last word can stretch
+over trailing non-speech. Those are artefacts of the alignment, not the onset, which the VAD
+locates (to within its pad and one 32 ms window).
 """
 
 from __future__ import annotations
@@ -140,6 +157,14 @@ def _not_before(w: Word, t_ns: int) -> Word:
     return dataclasses.replace(w, start_ns=t_ns, end_ns=max(w.end_ns, t_ns))
 
 
+def _not_after(w: Word, t_ns: float) -> Word:
+    """The word moved so that it ends no later than t_ns."""
+    if w.end_ns <= t_ns:
+        return w
+    end = int(t_ns)
+    return dataclasses.replace(w, start_ns=min(w.start_ns, end), end_ns=end)
+
+
 def common_prefix(a: Sequence[Word], b: Sequence[Word]) -> int:
     """Length of the longest common prefix of two word sequences, by normalised text."""
     n = 0
@@ -170,6 +195,7 @@ class StreamingPolicy:
         self._n_queued = 0
         self.start = start  # 16 kHz sample index of buf[0]
         self.heard = start  # end of the audio the latest hypothesis saw
+        self.speech_from_ns = samples_to_ns(start)  # no word of this utterance starts earlier
         self.pending: list[Word] = []  # uncommitted tail of the latest hypothesis
         self.committed: list[Word] = []  # recent committed words (the prompt)
         self.committed_end_ns = samples_to_ns(start)
@@ -199,23 +225,28 @@ class StreamingPolicy:
         """Audio jumps to ``start`` (a stream resync): the utterance is flushed, the buffer emptied."""
         out = self.flush()
         self.start = self.heard = start
+        self.speech_from_ns = samples_to_ns(start)
         return out
 
-    def skip_to(self, start: int) -> None:
+    def skip_to(self, start: int, speech_from: int | None = None) -> None:
         """The next audio added starts at 16 kHz index ``start`` (audio in between is not speech
-        and was never added). Any buffered audio is dropped; the start never moves backwards."""
+        and was never added). Any buffered audio is dropped; the start never moves backwards.
+        Words are stamped no earlier than ``speech_from`` (default: ``start``), the index where
+        the VAD found speech; audio between ``start`` and it is heard as context only."""
         self._drop_to(self.end)
         self.start = self.heard = max(start, self.start)
+        self.speech_from_ns = samples_to_ns(max(self.start if speech_from is None else speech_from, self.start))
 
     def due(self) -> bool:
         return self.end - self.heard >= self.hop
 
     def step(self, transcribe: Transcribe) -> list[Output]:
-        """Transcribe when a hop of new audio is due; commit what two hypotheses agree on."""
+        """Transcribe up to the last whole hop when one is due; commit what two hypotheses agree on."""
         if not self.due():
             return []
-        out = self._force_trim() if self.end - self.start > self.max_len else []
-        hyp = self._hypothesis(transcribe)
+        until = self.heard + (self.end - self.heard) // self.hop * self.hop
+        out = self._force_trim(until) if until - self.start > self.max_len else []
+        hyp = self._hypothesis(transcribe, until)
         if hyp is None:
             return out
         n = common_prefix(hyp, self.pending)
@@ -226,15 +257,18 @@ class StreamingPolicy:
                 self._cut_after_committed()
         return out + self._partial()
 
-    def flush(self, transcribe: Transcribe | None = None) -> list[Output]:
-        """Close the utterance: hear any new audio, commit the whole latest hypothesis."""
+    def flush(self, transcribe: Transcribe | None = None, speech_until: int | None = None) -> list[Output]:
+        """Close the utterance: hear any new audio, commit the whole latest hypothesis. With
+        ``speech_until`` (the VAD's speech end) no word ends later: Whisper stretches the last
+        word over trailing non-speech as it does the first over leading (module doc)."""
         out: list[Output] = []
         if transcribe is not None and self.end > self.heard:
-            hyp = self._hypothesis(transcribe)
+            hyp = self._hypothesis(transcribe, self.end)
             if hyp is not None:
                 self.pending = hyp
         if self.pending:
-            out.append(self._commit(self.pending))
+            until_ns = math.inf if speech_until is None else samples_to_ns(speech_until)
+            out.append(self._commit([_not_after(w, until_ns) for w in self.pending]))
         elif self.partial_shown:  # the last partial said words that were not spoken after all
             self.rev += 1
             out.append(Partial(words=(), rev=self.rev, utterance=self.utterance))
@@ -246,18 +280,19 @@ class StreamingPolicy:
 
     # ---------------------------------------------------------------- internals
 
-    def _hypothesis(self, transcribe: Transcribe) -> list[Word] | None:
-        """A cleaned hypothesis of the buffer, or None when the buffer is silent."""
-        self.heard = self.end
-        if loudest_dbfs(self.buf) < self.cfg.silence_dbfs:
+    def _hypothesis(self, transcribe: Transcribe, until: int) -> list[Word] | None:
+        """A cleaned hypothesis of the buffer up to index ``until``, or None when that is silent."""
+        self.heard = until
+        audio = self.buf[: until - self.start]
+        if loudest_dbfs(audio) < self.cfg.silence_dbfs:
             self.stats["silent_skips"] += 1
             if not self.pending:
-                self._drop_to(self.end)
+                self._drop_to(until)
             return None
         prompt = self._prompt()
         self.stats["calls"] += 1
-        raw = transcribe(self.buf, prompt)
-        words, loops = cut_loops(self._timed(raw), self.cfg.max_repeats)
+        raw = transcribe(audio, prompt)
+        words, loops = cut_loops(self._timed(raw, until), self.cfg.max_repeats)
         self.stats["loops_cut"] += loops
         self.rev += 1
         return self._after_committed(words)
@@ -272,16 +307,17 @@ class StreamingPolicy:
         before = [w for w in self.committed if w.start_ns < start_ns]
         return " ".join(w.text for w in before[-self.cfg.prompt_words :])
 
-    def _timed(self, raw: Sequence[RawWord]) -> list[Word]:
-        """Buffer-relative seconds → absolute, clamped, monotonic ns; punctuation-only words dropped."""
-        lo, hi = samples_to_ns(self.start), samples_to_ns(self.end)
-        words, prev_end = [], lo
+    def _timed(self, raw: Sequence[RawWord], until: int) -> list[Word]:
+        """Buffer-relative seconds → absolute ns, clamped to [speech start, ``until``] and monotonic;
+        punctuation-only words dropped."""
+        base, hi = samples_to_ns(self.start), samples_to_ns(until)
+        words, prev_end = [], max(base, self.speech_from_ns)
         for text, start_s, end_s, prob in raw:
             text = text.strip()
             if not normalise(text):
                 continue
-            start = min(max(lo + round(start_s * 1e9), prev_end), hi)
-            end = min(max(lo + round(end_s * 1e9), start), hi)
+            start = min(max(base + round(start_s * 1e9), prev_end), hi)
+            end = min(max(base + round(end_s * 1e9), start), hi)
             words.append(Word(text=text, start_ns=start, end_ns=end, prob=prob))
             prev_end = end
         return words
@@ -320,15 +356,16 @@ class StreamingPolicy:
             cut_ns = min(cut_ns, self.pending[0].start_ns)
         self._drop_to(cut_ns // NS_PER_SAMPLE)
 
-    def _force_trim(self) -> list[Output]:
-        """The buffer is over max_buffer_s: commit the pending words, cut, then drop the oldest."""
+    def _force_trim(self, until: int) -> list[Output]:
+        """The audio up to ``until`` is over max_buffer_s: commit the pending words, cut, then drop
+        the oldest."""
         self.stats["forced_trims"] += 1
         out: list[Output] = []
         if self.pending:
             out.append(self._commit(self.pending))
             self.pending = []
             self._drop_to(self.committed_end_ns // NS_PER_SAMPLE)
-        excess = len(self.buf) - self.max_len
+        excess = until - self.start - self.max_len
         if excess > 0:
             self.stats["dropped_samples"] += excess
             self._drop_to(self.start + excess)

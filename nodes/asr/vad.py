@@ -10,7 +10,8 @@ speech, and breaks a silence run). A start is placed ``speech_pad_ms`` before it
 own ``VADIterator``, so a word's soft onset and tail stay inside the span.
 
 Events are decided ``min_silence_ms`` late for an end (that is what the hysteresis means) and up
-to one window late for a start; their sample indices are still the true positions. ``Chunk``s
+to one window late for a start; their sample indices are still the true positions, and ``at``
+says where the audio that decided them ended (the end of the deciding window). ``Chunk``s
 must be contiguous: a chunk that does not start where the last one ended (a stream resync)
 ends any open speech where the old stream ended and restarts the model's state.
 """
@@ -75,10 +76,11 @@ class VadConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VadEvent:
-    """Speech started or ended at 16 kHz sample index ``sample``."""
+    """Speech started or ended at 16 kHz sample index ``sample``, decided on the audio up to ``at``."""
 
     kind: Literal["start", "end"]
     sample: int
+    at: int
 
 
 class StreamingVad:
@@ -131,7 +133,7 @@ class StreamingVad:
         if not self.in_speech:
             return []
         self.in_speech = False
-        return [self._event("end", self.pos + len(self._rest))]
+        return [self._event("end", self.pos + len(self._rest), self.pos + len(self._rest))]
 
     def _window(self, window: np.ndarray, start: int) -> VadEvent | None:
         p = self.model(window)
@@ -143,7 +145,7 @@ class StreamingVad:
         if not self.in_speech:
             if p >= self.cfg.start_threshold:
                 self.in_speech = True
-                return self._event("start", start - self.pad)
+                return self._event("start", start - self.pad, end)
             return None
         if p < self.cfg.end_threshold:
             if self.silence_from is None:
@@ -151,10 +153,10 @@ class StreamingVad:
             if end - self.silence_from >= self.min_silence:
                 self.in_speech = False
                 self.silence_from = None
-                return self._event("end", min(self.last_speech_end + self.pad, end))
+                return self._event("end", min(self.last_speech_end + self.pad, end), end)
         return None
 
-    def _event(self, kind: Literal["start", "end"], sample: int) -> VadEvent:
+    def _event(self, kind: Literal["start", "end"], sample: int, at: int) -> VadEvent:
         sample = max(sample, self.floor)
         self.floor = sample
-        return VadEvent(kind, sample)
+        return VadEvent(kind, sample, at)
