@@ -57,6 +57,14 @@ that stays open with no ``vad.*``/``asr.*`` event for ``VAD_STALE_NS`` counts as
 ``vad.end`` must not silence the agent for good). Typed input and sessions without a VAD keep
 the arrival clock.
 
+Restart. A restarted agent process rejoins the conversation (``resume``): the shell reads the
+run's event log and hands over the last ``agent.state`` the previous process published (the
+transcript, ``turn``, ``gen``) and the input events logged after it (words and VAD edges that
+arrived while no agent ran); they are applied as if they had just arrived, with no output. The
+generation goes on from the highest the log shows (``agent.state`` or ``agent.cancel``), so the
+TTS and audio nodes, which drop generations below the newest they saw, take the new agent's
+output; what was queued to play still plays, and counts as played.
+
 Control. ``ctl.reset`` starts a new conversation (§4.2), cancelling unplayed output. ``ctl.config``
 ``agent.*`` changes: identities rebuild the prefix at once; ``summary``, ``max_summary_chars``,
 ``agent_starts`` and ``opening_utterance`` apply at the next reset; timing, history, lookahead and
@@ -239,6 +247,27 @@ class AgentCore(Core):
 
     def stats(self) -> dict[str, int | float]:
         return dict(self.counters) | {"turn": self.turn, "gen": self.gen, "sequence_chars": len(self.t.text)}
+
+    def resume(self, state: AgentState, gen: int, later: list[tuple[int, Event]], now_ns: int) -> None:
+        """Continue the conversation of a previous agent process (module doc, "Restart"):
+        ``state`` is its last ``agent.state``, ``gen`` the highest generation it used, ``later``
+        the (receive time, event) pairs logged after the state."""
+        text = state.sequence
+        prefix = build_prefix(identities_of(self.cfg), self.summary)
+        if not text.startswith(prefix + " "):  # the identities changed live (ctl.config)
+            at = text.find("Transcript:")
+            prefix = text[: at + len("Transcript:")] if at >= 0 else prefix
+        self.t = Transcript(prefix, USER)
+        self.t.text = text
+        self.turn, self.gen = state.turn, max(gen, state.gen)
+        self.opening = None  # said (or overtaken) by the previous process
+        self.last_cycle_ns = now_ns
+        self.silence_ns = now_ns if self.t.speaker == USER else None
+        for t_ns, ev in later:
+            if isinstance(ev, AsrPartial | AsrFinal | UserText | VadStart | VadEnd):
+                self.on_event(ev, t_ns)
+        self.counters["resumes"] += 1
+        self._changed = True
 
     # ---------------------------------------------------------------- state
 
