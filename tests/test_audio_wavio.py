@@ -113,3 +113,44 @@ def test_a_crash_after_a_flush_leaves_a_valid_wav_with_the_flushed_audio(tmp_pat
     x, _ = sf.read(path, dtype="int16")
     assert len(x) == SR and (x[SR // 2 : SR // 2 + 10, 1] == 7).all()
     assert (x[:, 0] == np.arange(SR)).all()
+
+
+def test_a_restarted_recorder_continues_the_file_on_the_same_sample_indices(tmp_path):
+    path = tmp_path / "session.wav"
+    killed = SessionRecorder(path, SR)
+    killed.put(0, 0, np.arange(1, 1001, dtype=np.int16))
+    killed.flush(upto=800)
+    killed.put(1, 900, np.full(50, 5, dtype=np.int16))  # after the flush: lost with the process
+    # SIGKILL: no close()
+    rec = SessionRecorder(path, SR, resume=True)
+    assert rec.written == 800
+    rec.put(1, 2000, np.full(100, -3, dtype=np.int16))
+    rec.close()
+    x, sr = sf.read(path, dtype="int16")
+    assert sr == SR and x.shape == (2100, 2)
+    assert (x[:800, 0] == np.arange(1, 801)).all() and not x[800:, 0].any()
+    assert not x[:2000, 1].any() and (x[2000:, 1] == -3).all()
+
+
+def test_a_restarted_recorder_keeps_whole_samples_written_before_the_header_was_updated(tmp_path):
+    path = tmp_path / "session.wav"
+    rec = SessionRecorder(path, SR)
+    rec.put(0, 0, np.full(100, 9, dtype=np.int16))
+    rec.close()
+    with open(path, "ab") as f:  # killed between appending data and patching the header: 30.5 samples more
+        f.write(np.full((30, 2), 8, dtype="<i2").tobytes() + b"\x01\x00")
+    rec = SessionRecorder(path, SR, resume=True)
+    assert rec.written == 130
+    rec.close()
+    x, _ = sf.read(path, dtype="int16")
+    assert x.shape == (130, 2) and (x[100:, 0] == 8).all()
+
+
+def test_a_restarted_recorder_refuses_a_file_it_did_not_write(tmp_path):
+    path = tmp_path / "session.wav"
+    sf.write(path, np.zeros((100, 2), dtype=np.int16), 48_000, subtype="PCM_16")
+    with pytest.raises(WavError, match=r"session.wav: not a session recording at 16000 Hz .*move it away"):
+        SessionRecorder(path, SR, resume=True)
+    new = SessionRecorder(tmp_path / "new.wav", SR, resume=True)  # nothing to continue: a new file
+    new.close()
+    assert sf.info(tmp_path / "new.wav").frames == 0

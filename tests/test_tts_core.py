@@ -303,6 +303,36 @@ def test_reset_drops_everything_and_accepts_generations_from_zero_again():
     assert summary(drain(core)) == [(0, "Fresh start.", 120, True)]
 
 
+# ---------------------------------------------------------------- a restarted tts
+
+
+@pytest.mark.parametrize("killed_saw_the_prerender", [True, False])
+def test_a_restarted_tts_speaks_a_release_whose_prerender_it_lost_from_the_release_text_once(killed_saw_the_prerender):
+    killed, _ = make()
+    if killed_saw_the_prerender:  # else it came while no tts was up
+        killed.on_event(prerender([" Oh nice,", " what kind?"], gen=3), T0)
+        drain(killed)
+    restarted, engine = make()  # SIGKILL and a new process: nothing of the cache survives
+    out = restarted.on_event(release(" Oh nice, what kind?", 2, chunk=5, gen=3), T0 + 2000 * MS)
+    out += drain(restarted, T0 + 2000 * MS)
+    assert summary(out) == [(5, "Oh nice,", 80, True), (6, "what kind?", 100, True)]  # no silence, each word once
+    assert all((e.turn, e.gen) == (4, 3) for e in out) and engine.calls == ["Oh nice,", "what kind?"]
+    assert restarted.stats()["releases_rendered"] == 1
+
+
+def test_a_restarted_tts_takes_generations_above_zero_as_they_come():
+    core, engine = make()  # min_gen is 0 again; the agent's gens went on (they survive its own restarts)
+    core.on_event(say(" First one.", chunk=0, gen=6), T0)
+    core.on_event(say(" Second one.", chunk=1, gen=6), T0)
+    assert summary(core.on_tick(T0)) == [(0, "First one.", 100, True)]
+    core.on_event(AgentCancel(turn=1, gen=7), T0)
+    assert drain(core) == [] and core.on_event(say(" Stale.", gen=6), T0) == []
+    core.on_event(prerender([" Sure."], gen=7), T0)
+    drain(core)
+    assert summary(core.on_event(release(" Sure.", 1, gen=7), T0)) == [(0, "Sure.", 50, True)]
+    assert engine.calls == ["First one.", "Sure."] and core.stats()["releases_cached"] == 1
+
+
 # ---------------------------------------------------------------- config, failures, stats
 
 

@@ -2,19 +2,28 @@
 
 Consumes: ``tts.audio`` (pieces of agent chunks, any rate), ``agent.cancel`` (barge-in: drop
 older generations), ``ctl.reset`` (drop all agent audio), ``ctl.live`` (every node is ready: a
-WAV input starts playing), and ``audio.in`` only when
+WAV input starts playing), ``node.ready`` (of the tts: a restarted tts sends no more pieces of
+the chunks it was streaming), and ``audio.in`` only when
 ``audio.input=browser`` (frames from the web page, recorded).
 Produces: ``audio.in`` (user frames of ``frame_ms`` at ``sr_hz``), ``audio.eof`` (the WAV ended,
 the microphone was lost), ``audio.played`` (one per agent chunk, once it ended or was cut).
 
 One timeline. The origin ``t0_ns`` is the core's first call (the node's first tick, right after
-``node.ready``). Output sample ``j`` plays at ``t0 + j / sr_hz``; a WAV's input sample ``i`` is
-captured at ``t0 + (w + i) / sr_hz``, where ``w`` is the playhead when ``ctl.live`` came (the WAV
-waits for the whole session: frames sent before the recogniser and the agent are up would be
-lost); and sample ``i`` of ``session.wav`` is the instant
-``t0 + i / sr_hz`` on both channels. A microphone's or the page's frames are placed by their
-``t_capture_ns``: the first frame fixes the offset between its ``stream_pos`` and the timeline,
-later frames follow by ``stream_pos`` so the recording does not jitter with callback times.
+``node.ready``). Output sample ``j`` plays at ``t0 + j / sr_hz``; the user stream's sample
+``stream_pos = s`` is captured at ``t0 + (in_offset + s) / sr_hz``, where ``in_offset`` is the
+playhead when ``ctl.live`` came for a WAV (the WAV waits for the whole session: frames sent
+before the recogniser and the agent are up would be lost), and for a microphone where its first
+frame's ``t_capture_ns`` falls (later frames follow by ``stream_pos`` so the recording does not
+jitter with callback times); and sample ``i`` of ``session.wav`` is the instant ``t0 + i /
+sr_hz`` on both channels. The page's frames are placed the same way, by their own stream.
+
+A restarted node (``resume``: the state and the frames a killed process of the same session left,
+``resume.py``) keeps all of this: the same ``t0`` and ``in_offset``, the stream going on at the
+first ``stream_pos`` the bus did not get. The outage is silence: it is sent as whole frames of
+zeros at once (a WAV at the first call, a microphone before its first block), so stream_pos and
+the timeline stay one, and a WAV then goes on from its first sample not sent — the scripted user
+waited and loses no word; a microphone's outage is lost. ``save_state`` gets a new
+``AudioState`` whenever the origin, the stream's anchor or its end changes.
 
 Input: a WAV is paced in real time, as a microphone would deliver it (and after its end, with
 ``audio.pad_after_eof``, silence frames follow, as a microphone's would, so the recogniser hears
@@ -33,21 +42,24 @@ with no sink the same timeline runs virtually. ``agent.cancel(gen=g)`` cuts the 
 now at the playhead (its ``audio.played`` says what really played), drops every queued piece of
 a generation < g and ignores such pieces arriving later; pieces of newer generations move up.
 Agent audio is recorded as the playhead passes it, so cut audio never reaches the recording.
+A chunk still open when the tts restarts (``node.ready`` from it) is closed as it stands.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import soxr
 
-from rtchat.bus.events import AgentCancel, AudioEof, AudioIn, AudioPlayed, Event, Live, Reset, TtsAudio
+from rtchat.bus.events import AgentCancel, AudioEof, AudioIn, AudioPlayed, Event, Live, NodeReady, Reset, TtsAudio
 from rtchat.bus.node import Core
 from rtchat.configs.schema import AudioConfig
+from rtchat.nodes.audio.resume import AudioState, Resume
 from rtchat.nodes.audio.wavio import SessionRecorder, resample, to_int16
 
 log = logging.getLogger(__name__)
@@ -130,7 +142,7 @@ def join_text(parts: list[str]) -> str:
 
 class AudioCore(Core):
     name = "audio"
-    topics = ("tts.audio", "agent.cancel")
+    topics = ("tts.audio", "agent.cancel", "node.ready")
 
     def __init__(
         self,
@@ -140,6 +152,8 @@ class AudioCore(Core):
         mic: InputSource | None = None,
         speaker: OutputSink | None = None,
         recorder: SessionRecorder | None = None,
+        resume: Resume | None = None,
+        save_state: Callable[[AudioState], None] | None = None,
     ):
         self.cfg = cfg
         self.sr = cfg.sr_hz
@@ -147,20 +161,29 @@ class AudioCore(Core):
         self.wav, self.mic, self.speaker, self.recorder = wav, mic, speaker, recorder
         self.devices = [d for d in (mic, speaker) if d is not None]  # closed by close(), lost or not
         self.browser = cfg.input == "browser" and wav is None and mic is None
+        self.pad = cfg.pad_after_eof and cfg.realtime  # silence frames follow a WAV's end
         if self.browser:
             self.topics = (*AudioCore.topics, "audio.in")
-        self.t0: int | None = None
+        self.resume, self.save_state = resume, save_state
+        self.started = False
+        self.t0: int | None = resume.state.t0_ns if resume else None
         self.now = 0  # the latest time the core was called at
         self.last_tick = 0
         self.next_flush = 0
-        # input
-        self.in_pos = 0  # samples of audio.in sent
-        self.in_offset: int | None = None  # timeline index of WAV sample 0, fixed by ctl.live
-        self.eof_sent = False
+        # input: stream_pos + in_offset = timeline index, for the whole run (restarts included)
+        state = resume.state if resume else AudioState(t0_ns=0)
+        self.in_pos = resume.stream_pos if resume else 0  # samples of audio.in sent
+        self.in_offset = state.stream_offset  # fixed by ctl.live (WAV) or the first frame (mic)
+        self.anchored = False  # this process has started (or taken over) the user stream
+        self.anchor_ns, self.anchor_pos = state.anchor_ns, state.anchor_pos
+        self.wav_lag = state.wav_lag  # in_pos - WAV sample index: the silence put in for outages
+        self.silence_until = 0  # frames before this stream_pos are the outage's silence
+        self.eof_pos = state.eof_pos
+        self.eof_sent = state.eof_pos is not None
         self.in_done = wav is None and mic is None
         self.carry = np.zeros(0, dtype=np.int16)  # microphone samples not yet a whole frame
         self.carry_t = 0  # capture time of carry[0]
-        self.rec_offset: int | None = None  # recording index - stream_pos, for mic / browser frames
+        self.rec_offset: int | None = None  # recording index - stream_pos of the web page's frames
         # output
         self.chunks: dict[tuple[int, int, int], Chunk] = {}
         self.queue: deque[Piece] = deque()  # scheduled pieces not yet fully played, in order
@@ -168,8 +191,9 @@ class AudioCore(Core):
         self.recorded_to = 0  # agent samples before this index are in the recording
         self.min_gen = 0  # tts.audio of a generation below this is stale
         self.counters = dict.fromkeys(
-            ("frames_in", "frames_recorded", "bad_frames", "pieces_in", "pieces_dropped_stale", "bad_pieces", "chunks_played",
-             "chunks_cut", "chunks_dropped", "underruns", "input_lost", "output_lost"), 0)
+            ("frames_in", "frames_recorded", "frames_restored", "bad_frames", "pieces_in", "pieces_dropped_stale",
+             "bad_pieces", "chunks_played", "chunks_cut", "chunks_dropped", "chunks_closed", "underruns", "input_lost",
+             "output_lost"), 0)
 
     # ------------------------------------------------------------ timeline
 
@@ -182,10 +206,45 @@ class AudioCore(Core):
         return -(-(now_ns - self.t0) * self.sr // NS)
 
     def _start(self, now_ns: int) -> None:
-        if self.t0 is None:
-            self.t0 = self.last_tick = now_ns
-            self.next_flush = now_ns + FLUSH_NS
+        if not self.started:
+            self.started = True
+            self.last_tick, self.next_flush = now_ns, now_ns + FLUSH_NS
+            if self.t0 is None:
+                self.t0 = now_ns
+                self._save()
+            elif self.in_offset is not None:
+                self._take_over(now_ns)
         self.now = max(self.now, now_ns)
+
+    def _save(self) -> None:
+        if self.save_state is not None:
+            self.save_state(AudioState(t0_ns=self.t0, stream_offset=self.in_offset, wav_lag=self.wav_lag,
+                                       anchor_ns=self.anchor_ns, anchor_pos=self.anchor_pos, eof_pos=self.eof_pos))
+
+    def _take_over(self, now_ns: int) -> None:
+        """A restarted node whose killed process had started the user stream: its frames the
+        recording lost go back in, and a WAV goes on at once (the session is live already)."""
+        for ev in self.resume.frames:
+            self._restore(ev)
+        self.resume = None
+        if self.wav is not None:
+            self._anchor(self.playhead(now_ns), now_ns)
+
+    def _anchor(self, index: int, now_ns: int) -> None:
+        """(Re)start the user stream so that its next sample is at timeline ``index`` or up to a
+        frame later: a first start fixes ``in_offset``; a restart keeps it, and the outage
+        becomes whole frames of silence, sent at once, so stream_pos stays on the timeline."""
+        if self.in_offset is None:
+            self.in_offset = index - self.in_pos
+        elif not (self.wav is not None and self._wav_ended() and not self.pad):  # the input goes on
+            gap = max(0, index - self.in_offset - self.in_pos)
+            gap = -(-gap // self.frame_n) * self.frame_n
+            self.silence_until = self.in_pos + gap
+            if self.wav is not None:
+                self.wav_lag += gap
+        self.anchored = True
+        self.anchor_ns, self.anchor_pos = now_ns, self.in_pos
+        self._save()
 
     # ------------------------------------------------------------ the Core interface
 
@@ -201,8 +260,10 @@ class AudioCore(Core):
             out += self._drop(lambda c: True, now_ns)
         elif isinstance(ev, AudioIn) and self.browser:
             self._record_user(ev)
-        elif isinstance(ev, Live) and self.in_offset is None:
-            self.in_offset = self.playhead(now_ns)
+        elif isinstance(ev, Live) and self.wav is not None and not self.anchored:
+            self._anchor(self.playhead(now_ns), now_ns)
+        elif isinstance(ev, NodeReady) and ev.node == "tts":
+            out += self._close_chunks(now_ns)
         return out
 
     def on_tick(self, now_ns: int) -> list[Event]:
@@ -221,13 +282,13 @@ class AudioCore(Core):
         return out
 
     def deadline_ns(self) -> int | None:
-        if self.t0 is None:
-            return 0  # start at once: the first tick fixes the origin
+        if not self.started:
+            return 0  # start at once: the first tick fixes the origin (or takes over a killed process's)
         due = [self.next_flush]
         if not self.in_done:
             if self.mic is not None:
                 due.append(self.last_tick + self.cfg.frame_ms * 1_000_000)
-            elif self.in_offset is None:
+            elif not self.anchored:
                 pass  # the WAV waits for ctl.live
             elif self.cfg.realtime:
                 due.append(self.time_of(self._frame_end()))
@@ -237,7 +298,7 @@ class AudioCore(Core):
         return min(due + ends)
 
     def stats(self) -> dict[str, int | float]:
-        queued = max(self.queue_end - (self.playhead(self.now) if self.t0 is not None else 0), 0)
+        queued = max(self.queue_end - (self.playhead(self.now) if self.started else 0), 0)
         out = dict(self.counters) | {"queued_ms": queued * 1000 // self.sr, "in_pos": self.in_pos}
         if self.speaker is not None:
             out["device_underruns"] = self.speaker.underruns()
@@ -249,7 +310,7 @@ class AudioCore(Core):
         for device in self.devices:
             device.close()
         if self.recorder is not None:
-            if self.t0 is not None:
+            if self.started:
                 self._record_agent(self.playhead(self.now))
             self.recorder.close()
 
@@ -267,51 +328,83 @@ class AudioCore(Core):
             log.warning("input %s", reason)
             self.counters["input_lost"] += 1
             self.in_done = True
-            out.append(AudioEof(stream_pos=self.in_pos, reason=reason))
+            out.append(self._eof(reason))
         return out
+
+    def _eof(self, reason: str) -> AudioEof:
+        self.eof_sent, self.eof_pos = True, self.in_pos
+        self._save()
+        return AudioEof(stream_pos=self.in_pos, reason=reason)
 
     def _wav_frames(self, now_ns: int) -> list[Event]:
-        if self.in_offset is None:
+        if not self.anchored:
             return []
         out: list[Event] = []
-        n, total = self.frame_n, len(self.wav)
-        pad = self.cfg.pad_after_eof and self.cfg.realtime
-        while (self.in_pos < total or pad) and (self.time_of(self._frame_end()) <= now_ns if self.cfg.realtime
-                                                 else len(out) < FAST_BATCH_FRAMES):
-            pcm = self.wav[self.in_pos : self.in_pos + n] if self.in_pos < total else np.zeros(n, np.int16)
-            out.append(self._frame(pcm, self.time_of(self.in_offset + self.in_pos)))
-            if self.recorder is not None and self.in_pos <= total:
-                self.recorder.put(0, self.in_offset + self.in_pos - len(pcm), pcm)
-            if self.in_pos >= total and not self.eof_sent:
-                self.eof_sent = True
-                out.append(AudioEof(stream_pos=self.in_pos, reason="end of file"))
-        if self.in_pos >= total and not pad:
+        while (not self._wav_ended() or self.pad) and (self.time_of(self._frame_end()) <= now_ns if self.cfg.realtime
+                                                   else len(out) < FAST_BATCH_FRAMES):
+            index = self.in_offset + self.in_pos
+            pcm, from_wav = self._wav_next()
+            out.append(self._frame(pcm, self.time_of(index)))
+            if self.recorder is not None and from_wav:
+                self.recorder.put(0, index, pcm)
+            if self._wav_ended() and not self.eof_sent:
+                out.append(self._eof("end of file"))
+        if self._wav_ended() and not self.pad:
             self.in_done = True
             if not self.eof_sent:
-                self.eof_sent = True
-                out.append(AudioEof(stream_pos=self.in_pos, reason="end of file"))
+                out.append(self._eof("end of file"))
         return out
 
+    def _wav_ended(self) -> bool:
+        return self.in_pos >= self.silence_until and self.in_pos - self.wav_lag >= len(self.wav)
+
+    def _wav_next(self) -> tuple[np.ndarray, bool]:
+        """The next frame's samples and whether they come from the file (not the outage's
+        silence, nor the silence after the file's end)."""
+        n = self._next_len()
+        if self.in_pos < self.silence_until or self._wav_ended():
+            return np.zeros(n, np.int16), False
+        w = self.in_pos - self.wav_lag
+        return self.wav[w : w + n], True
+
+    def _next_len(self) -> int:
+        if self.in_pos < self.silence_until:
+            return min(self.frame_n, self.silence_until - self.in_pos)
+        left = len(self.wav) - (self.in_pos - self.wav_lag)
+        return min(self.frame_n, left) if left > 0 else self.frame_n
+
     def _frame_end(self) -> int:
-        """Timeline index one past the last sample of the next WAV frame (a silence frame after
-        the file's end): it is captured by then."""
-        left = len(self.wav) - self.in_pos
-        return self.in_offset + self.in_pos + (min(self.frame_n, left) if left > 0 else self.frame_n)
+        """Timeline index one past the last sample of the next WAV frame (a silence frame in an
+        outage or after the file's end): it is captured by then."""
+        return self.in_offset + self.in_pos + self._next_len()
 
     def _mic_block(self, block: np.ndarray, t_ns: int) -> list[Event]:
         if len(self.carry) == 0:
             self.carry_t = t_ns
-        self.carry = np.concatenate([self.carry, block.astype(np.int16, copy=False)])
         out = []
+        if not self.anchored:  # the first block fixes the offset; after a restart, the outage is silence
+            self._anchor(self.playhead(self.carry_t), t_ns)
+            while self.in_pos < self.silence_until:
+                index = self.in_offset + self.in_pos
+                out.append(self._frame(np.zeros(self._next_len(), np.int16), self.time_of(index)))
+        self.carry = np.concatenate([self.carry, block.astype(np.int16, copy=False)])
         while len(self.carry) >= self.frame_n:
             pcm, self.carry = self.carry[: self.frame_n], self.carry[self.frame_n :]
-            if self.rec_offset is None:
-                self.rec_offset = self.playhead(self.carry_t) - self.in_pos
             if self.recorder is not None:
-                self.recorder.put(0, self.in_pos + self.rec_offset, pcm)
+                self.recorder.put(0, self.in_pos + self.in_offset, pcm)
             out.append(self._frame(pcm, self.carry_t))
             self.carry_t += self.frame_n * NS // self.sr
         return out
+
+    def _restore(self, ev: AudioIn) -> None:
+        """A frame the killed process sent, back into the recording where a crash lost it."""
+        if self.recorder is None or ev.sr_hz != self.sr or len(ev.pcm) != 2 * ev.n_samples:
+            return
+        index = self.in_offset + ev.stream_pos
+        skip = max(0, self.recorder.written - index)
+        if skip < ev.n_samples:
+            self.recorder.put(0, index + skip, np.frombuffer(ev.pcm, dtype=np.int16)[skip:])
+            self.counters["frames_restored"] += 1
 
     def _frame(self, pcm: np.ndarray, t_capture_ns: int) -> AudioIn:
         ev = AudioIn(pcm=pcm.tobytes(), sr_hz=self.sr, n_samples=len(pcm), stream_pos=self.in_pos,
@@ -404,6 +497,15 @@ class AudioCore(Core):
         return AudioPlayed(turn=c.turn, gen=c.gen, chunk=c.chunk, text=join_text([p.text for p in heard]),
                            start_ns=self.time_of(c.start), end_ns=self.time_of(min(c.end, upto)),
                            stream_pos=c.start, n_samples=n, sr_hz=self.sr)
+
+    def _close_chunks(self, now_ns: int) -> list[Event]:
+        """The TTS restarted: the chunks it was streaming will get no more pieces. Each is
+        closed as it stands, so it is reported (``audio.played``) once its audio has played."""
+        for c in self.chunks.values():
+            if not c.last:
+                c.last = True
+                self.counters["chunks_closed"] += 1
+        return self._advance(now_ns)
 
     def _drop(self, stale, now_ns: int) -> list[Event]:
         """Cut the stale chunks at the playhead and move the pieces that stay up to close the gap."""

@@ -7,15 +7,17 @@ with soxr) and with any number of channels (averaged to mono). Anything else rai
 
 ``SessionRecorder`` writes ``session.wav``: stereo int16, left = the user, right = the agent,
 both placed by sample index on one timeline (``core.py`` says where sample 0 is). It is crash
-safe in the simple way: every ``flush`` appends the finished samples and rewrites the RIFF
-header's sizes (the stdlib ``wave`` writer patches the header on each write), then hands the
-bytes to the OS, so a crash loses at most what came after the last flush and the file on disk
-always parses as a complete WAV.
+safe in the simple way: every ``flush`` appends the finished samples, then rewrites the sizes in
+the 44-byte RIFF header and hands the bytes to the OS, so a crash loses at most what came after
+the last flush and the file on disk always parses as a complete WAV. ``resume=True`` (a
+restarted audio node) reopens the file and appends to it: sample i stays sample i. It keeps
+every whole stereo sample on disk — also ones a crash left after the header's count, between
+the data and the header's update — and refuses a file with another layout (``WavError``).
 """
 
 from __future__ import annotations
 
-import wave
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,10 @@ import soxr
 
 WAV_FORMATS = ("WAV", "WAVEX", "RF64", "W64")  # libsndfile's names for the WAV family
 ALLOWED = "a WAV file (8-bit, 16/24/32-bit int or float samples, any rate, any number of channels)"
+# session.wav's header: RIFF, size, WAVE, "fmt " (16 bytes: PCM, 2 channels, rate, byte rate,
+# block align 4, 16 bits), "data", size — 44 bytes, the data right after it
+HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
+FRAME_BYTES = 4  # one stereo int16 sample
 
 
 class WavError(ValueError):
@@ -64,26 +70,52 @@ def read_wav(path: str | Path, sr_hz: int) -> np.ndarray:
     return to_int16(resample(x.mean(axis=1), rate, sr_hz))
 
 
+def session_header(sr_hz: int, n_frames: int) -> bytes:
+    """The 44-byte header of a stereo int16 WAV holding ``n_frames`` samples."""
+    data = n_frames * FRAME_BYTES
+    return HEADER.pack(b"RIFF", 36 + data, b"WAVE", b"fmt ", 16, 1, 2, sr_hz, sr_hz * FRAME_BYTES, FRAME_BYTES,
+                       16, b"data", data)
+
+
 class SessionRecorder:
     """Stereo int16 ``session.wav``: user samples on the left, agent samples on the right,
     each put at its sample index; silence where nothing was put. Samples before the last flush
-    point are final: ones that arrive later for them are dropped and counted (``late_samples``)."""
+    point are final: ones that arrive later for them are dropped and counted (``late_samples``).
+    With ``resume``, an existing file is continued (module doc)."""
 
-    def __init__(self, path: str | Path, sr_hz: int):
+    def __init__(self, path: str | Path, sr_hz: int, resume: bool = False):
         self.path = Path(path)
         self.sr_hz = sr_hz
-        self._file = open(self.path, "wb")  # noqa: SIM115 - held open until close()
-        self._wav = wave.open(self._file, "wb")
-        self._wav.setnchannels(2)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(sr_hz)
-        self._wav.writeframes(b"")  # the header goes out now: an empty but valid WAV
-        self._file.flush()
         self.written = 0  # samples on disk
+        if resume and self.path.exists():
+            self._file = open(self.path, "r+b")  # noqa: SIM115 - held open until close()
+            self.written = self._check_existing()
+            self._file.truncate(HEADER.size + self.written * FRAME_BYTES)
+        else:
+            self._file = open(self.path, "wb")  # noqa: SIM115
+        self._patch_header()  # a new file is an empty but valid WAV from the start
         self.buffer = np.zeros((0, 2), dtype=np.int16)  # samples from `written` on; capacity grows
         self.used = 0  # how much of `buffer` holds samples put so far (the rest is spare capacity)
         self.late_samples = 0
         self.closed = False
+
+    def _check_existing(self) -> int:
+        """The whole samples an earlier recorder left in the file; WavError if it wrote no such file."""
+        head = self._file.read(HEADER.size)
+        size = self._file.seek(0, 2)
+        if size == 0:  # killed between creating the file and writing its header
+            return 0
+        expected = session_header(self.sr_hz, 0)
+        if len(head) < HEADER.size or head[:4] + head[8:40] != expected[:4] + expected[8:40]:
+            self._file.close()
+            raise WavError(f"{self.path}: not a session recording at {self.sr_hz} Hz (stereo int16, 44-byte header) "
+                           "to continue; move it away to start a new one")
+        return (size - HEADER.size) // FRAME_BYTES
+
+    def _patch_header(self) -> None:
+        self._file.seek(0)
+        self._file.write(session_header(self.sr_hz, self.written))
+        self._file.flush()
 
     @property
     def end(self) -> int:
@@ -112,19 +144,19 @@ class SessionRecorder:
         n = self.used if upto is None else min(max(upto - self.written, 0), self.used)
         if n <= 0 or self.closed:
             return
-        self._wav.writeframes(self.buffer[:n].tobytes())
-        self._file.flush()
+        self._file.seek(HEADER.size + self.written * FRAME_BYTES)
+        self._file.write(self.buffer[:n].astype("<i2", copy=False).tobytes())
         rest = self.buffer[n : self.used].copy()
         self.buffer = np.zeros((max(len(rest), len(self.buffer) - n), 2), dtype=np.int16)
         self.buffer[: len(rest)] = rest
         self.used = len(rest)
         self.written += n
+        self._patch_header()  # after the data: a crash in between leaves the old, smaller count
 
     def close(self) -> None:
         """Write everything put so far; the file is then a complete WAV."""
         if self.closed:
             return
         self.flush()
-        self._wav.close()
         self._file.close()
         self.closed = True

@@ -3,6 +3,16 @@
     python -m rtchat.nodes.tts --config cpu --run-dir runs/ID
 
 Consumes / produces: see ``rtchat.nodes.tts.core``.
+
+Recovery. A restarted tts keeps nothing and reads nothing back: its queue and its pre-render
+cache start empty and ``min_gen`` at 0, so the agent's generation numbers, which go on across
+restarts, are taken as they come. An ``agent.release`` whose ``agent.prerender`` it lost (or
+never got) is rendered from the release's own text, one word group per chunk index, so the
+reply is heard, once. The chunk it was streaming when killed gets no more pieces: the audio
+node closes it when this node is ready again and reports what of it played (``audio.played``).
+What the agent sent while no tts was up is not spoken late: words said seconds after their
+moment would answer a conversation that has moved on; the agent gets no ``audio.played`` for
+them, as for words a barge-in cut. Nothing is spoken twice: nothing is re-read from the log.
 """
 
 from __future__ import annotations
