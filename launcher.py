@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from rtchat import __version__
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import AudioEof, Live, NodeError, NodeHeartbeat, NodeLoading, NodeReady, NodeRestarted, Shutdown
-from rtchat.bus.sockets import check_security, default_endpoints
+from rtchat.bus.sockets import check_ports_free, check_security, default_endpoints
 from rtchat.bus.supervisor import START_FAILED, Kill, Start, Supervisor
 from rtchat.bus.wire import WireError
 from rtchat.configs import DEFAULT_PROFILE, ConfigError, dump, load, profiles, write_atomic
@@ -90,11 +91,16 @@ def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
         if cfg.ui.host not in LOOPBACK:
             print(f"[rtchat] warning: ui.host={cfg.ui.host}: the web page (and the agent) can be reached from the network"
                   + ("" if cfg.ui.auth else "; set ui.auth=user:password to require a login"), file=sys.stderr, flush=True)
+    check_ports_free(cfg.bus)
     n_gpus = cuda_device_count() if needs_gpu_count(cfg) else 0
     placement = place(cfg, n_gpus)
     run_id = cfg.run.id or new_run_id()
     run_dir = (Path(cfg.run.runs_dir) / run_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        hold_run_dir(run_dir)
+    except OSError as exc:
+        raise unwritable_runs_dir(cfg, exc) from None
     pub, sub = default_endpoints(run_dir)
     cfg = dataclasses.replace(
         cfg,
@@ -104,7 +110,6 @@ def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
         asr=dataclasses.replace(cfg.asr, device=placement["asr"]),
         tts=dataclasses.replace(cfg.tts, device=placement["tts"]),
     )
-    write_atomic(run_dir / "config.yaml", dump(cfg))
     header = {
         "run": run_id,
         "created_ns": time.time_ns(),
@@ -119,8 +124,49 @@ def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
         "models": {"agent": cfg.agent.model, "asr": cfg.asr.model, "tts": f"{cfg.tts.backend}:{cfg.tts.voice}"},
         "nodes": list(cfg.launcher.nodes),
     }
-    write_atomic(run_dir / "run.json", json.dumps(header, indent=2) + "\n")
+    try:
+        write_atomic(run_dir / "config.yaml", dump(cfg))
+        write_atomic(run_dir / "run.json", json.dumps(header, indent=2) + "\n")
+    except OSError as exc:
+        raise unwritable_runs_dir(cfg, exc) from None
     return cfg, run_dir, placement
+
+
+def unwritable_runs_dir(cfg: Config, exc: OSError) -> ConfigError:
+    runs_dir = Path(cfg.run.runs_dir).resolve()
+    return ConfigError(
+        f"run.runs_dir: cannot write {exc.filename or runs_dir} ({exc.strerror}); runs go under {runs_dir}, "
+        "which must be a folder you can write to, on a disk with free space: choose another with run.runs_dir=DIR"
+    )
+
+
+LOCK_FILE = "session.lock"
+_held: dict[Path, int] = {}  # run dirs this process holds, and the lock file's descriptor
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """Lock ``run_dir/session.lock`` for the rest of this process, so that a second launcher on
+    the same run directory is refused instead of taking over its bus sockets and files. The
+    kernel drops the lock when the process ends, kill -9 included, so a lock file left behind is
+    no obstacle; the file holds the holder's pid, for the message."""
+    if run_dir in _held:
+        return
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            f"run.id: {run_dir} is in use by another session (launcher pid {holder}); "
+            "give another run.id (or none, for a new one), or stop that session first"
+        ) from None
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[run_dir] = fd
 
 
 class Session:
@@ -428,12 +474,14 @@ def run(args: argparse.Namespace) -> int:
                 if session.supervisor.failed():
                     code = 1
     except HandshakeTimeout as exc:
-        say(f"the bus proxy did not come up: {exc}")
+        say(f"the bus proxy did not come up: {exc} (proxy.log: {last_line(run_dir / 'proxy.log')})")
         code = 1
     except KeyboardInterrupt:
         say("stopping")
     finally:
         session.shutdown()
+    for name in session.supervisor.gave_up():  # a node that cannot go on here (its disk is full…) says why
+        say(f"the session stopped because {name} cannot go on: {session.fatal.get(name) or last_line(run_dir / (name + '.log'))}")
     say(f"stopped; event log: {run_dir / 'events.rtlog'}  (rtchat analyze {run_dir})")
     if args.output:
         code = max(code, copy_recording(run_dir, Path(args.output), say))

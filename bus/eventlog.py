@@ -9,12 +9,14 @@ each ``[u32 length][u32 crc32 of body][body]`` (little-endian), where ``body`` i
 
 The CRC makes damage visible: a reader stops at the first record that is cut off or whose CRC
 or structure is wrong and says at which byte. A writer reopening a damaged file truncates it to
-its last whole record before appending, so a crash loses at most the last unflushed records.
+its last whole record before appending, so a crash loses at most the last unflushed records;
+one whose disk fills up cuts the file back to its last whole record, so it stays readable.
 Nothing in a log is unpickled or imported; events are decoded by the strict wire decoder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import struct
@@ -129,44 +131,76 @@ def _parse(body: bytes) -> tuple[int, object] | None:
 
 
 class LogWriter:
-    """Appends records; ``flush()`` pushes them to the OS. Reopening an existing log first
-    truncates any damaged tail, then appends a new header record."""
+    """Appends records to a buffer in memory; ``flush()`` writes them to the file. Reopening an
+    existing log first truncates any damaged tail, then appends a new header record. A flush the
+    disk cannot take (it is full…) leaves the file ending at the last whole record that reached
+    it: the records not written whole are dropped and the ``OSError`` is raised."""
+
+    FLUSH_BYTES = 1 << 20  # append writes by itself once this much is pending
 
     def __init__(self, path: str | os.PathLike, meta: dict):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.truncated: Damage | None = None
+        self.pending = bytearray()  # whole records not yet written
+        self.ends: list[int] = []  # where each pending record ends in `pending`
         if self.path.exists() and self.path.stat().st_size > 0:
             reader = LogReader(self.path)
             for _ in reader:
                 pass
             self.truncated = reader.damage
-            self.f = open(self.path, "r+b")
+            self.f = open(self.path, "r+b", buffering=0)  # noqa: SIM115 - held open until close()
             self.f.truncate(reader.end_offset)
             self.f.seek(reader.end_offset)
+            self.size = reader.end_offset  # the file's length: the end of its last whole record
         else:
-            self.f = open(self.path, "wb")
-            self.f.write(MAGIC)
+            self.f = open(self.path, "wb", buffering=0)  # noqa: SIM115
+            self.size = 0
+            self.pending += MAGIC
         self.records = 0
         self._write(msgpack.packb([KIND_META, meta], use_bin_type=True))
-        self.flush()
+        try:
+            self.flush()
+        except OSError:
+            self.f.close()
+            raise
 
     def _write(self, body: bytes) -> None:
-        self.f.write(PREFIX.pack(len(body), zlib.crc32(body)))
-        self.f.write(body)
+        self.pending += PREFIX.pack(len(body), zlib.crc32(body))
+        self.pending += body
+        self.ends.append(len(self.pending))
 
     def append(self, recv_ns: int, frames: list[bytes]) -> None:
         topic, header, *payload = (bytes(f) for f in frames)
         self._write(msgpack.packb([KIND_EVENT, recv_ns, topic, header, payload], use_bin_type=True))
         self.records += 1
+        if len(self.pending) >= self.FLUSH_BYTES:
+            self.flush()
 
     def flush(self) -> None:
-        self.f.flush()
+        """Write the pending records to the file (the OS's page cache)."""
+        data, ends = memoryview(bytes(self.pending)), self.ends
+        self.pending, self.ends = bytearray(), []
+        written = 0
+        try:
+            while written < len(data):  # a write is partial when the disk fills up mid-way
+                written += self.f.write(data[written:])
+        except OSError:
+            self.size += max((end for end in ends if end <= written), default=0)
+            with contextlib.suppress(OSError):  # cutting a file back needs no space
+                self.f.truncate(self.size)
+                self.f.seek(self.size)
+            raise
+        self.size += len(data)
 
     def close(self) -> None:
-        if not self.f.closed:
-            self.f.flush()
+        """Flush, fsync and close; the file is closed even when the flush raises."""
+        if self.f.closed:
+            return
+        try:
+            self.flush()
             os.fsync(self.f.fileno())
+        finally:
             self.f.close()
 
 

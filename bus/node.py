@@ -20,6 +20,7 @@ interval, when it is free), with ``busy_max_ns``, the longest single call so far
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -33,7 +34,7 @@ from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import Event, Message, NodeError, NodeHeartbeat, NodeLoading, NodeReady, Shutdown
 from rtchat.bus.sockets import check_security
-from rtchat.bus.supervisor import START_FAILED
+from rtchat.bus.supervisor import GAVE_UP, START_FAILED
 from rtchat.bus.wire import WireError
 from rtchat.configs import ConfigError, load
 from rtchat.configs.schema import Config
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 class StartError(RuntimeError):
     """A node cannot start with this configuration (a model path that does not exist…).
     The node exits with START_FAILED and the launcher does not restart it."""
+
+
+class GiveUp(RuntimeError):
+    """A running node cannot go on here (its disk is full…): raised by a core, it ends the loop;
+    the node reports it as a fatal node.error and exits with GAVE_UP, and the launcher stops
+    the session instead of restarting the node into the same wall."""
 
 
 ERRORS_PER_SECOND = 10  # node.error events published per kind per second; the rest only counted
@@ -151,6 +158,8 @@ class NodeRunner:
             if isinstance(msg.event, Shutdown) and msg.event.applies_to(self.core.name):
                 self.stopping = True
             self.publish(self.core.on_event(msg.event, now))
+        except GiveUp:
+            raise
         except Exception as exc:  # one bad event must not take the node down
             self.counters.handler_errors += 1
             log.exception("handler failed on %s", msg.event.TYPE)
@@ -173,6 +182,8 @@ class NodeRunner:
     def tick(self, now_ns: int) -> None:
         try:
             self.publish(self.core.on_tick(now_ns))
+        except GiveUp:
+            raise
         except Exception as exc:
             self.counters.handler_errors += 1
             log.exception("tick failed")
@@ -284,13 +295,18 @@ def node_main(
         def progress(stage: str, fraction: float | None = None) -> None:
             client.publish(NodeLoading(node=name, stage=stage, fraction=fraction))
 
+        def stop_with(exc: Exception, code: int) -> int:
+            """Say why the node stops, on the bus too: its own output may go to a full disk."""
+            with contextlib.suppress(OSError):
+                print(f"rtchat {name}: {exc}", file=sys.stderr, flush=True)
+            client.publish(NodeError(node=name, kind="fatal", detail=str(exc)[:500], count=1))
+            return code
+
         progress("loading")
         try:
             core = make_core(cfg, run_dir, progress)
         except StartError as exc:
-            print(f"rtchat {name}: {exc}", file=sys.stderr, flush=True)
-            client.publish(NodeError(node=name, kind="fatal", detail=str(exc)[:500], count=1))
-            return START_FAILED
+            return stop_with(exc, START_FAILED)
         client.subscribe(core.topics)
         client.subscribe(core.control_topics, control=True)
         client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))
@@ -298,7 +314,10 @@ def node_main(
         runner = NodeRunner(
             core, client, clock, int(cfg.bus.heartbeat_interval_s * 1e9), raw_sink(core) if raw_sink else None
         )
-        runner.run()
+        try:
+            runner.run()
+        except GiveUp as exc:
+            return stop_with(exc, GAVE_UP)
     except HandshakeTimeout as exc:
         log.error("%s", exc)
         return 1

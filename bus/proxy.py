@@ -21,6 +21,10 @@ from rtchat.configs.schema import BusConfig
 log = logging.getLogger(__name__)
 
 
+class BindError(RuntimeError):
+    """An endpoint cannot be bound (a port another process holds…); the message names it."""
+
+
 def bind(ctx: zmq.Context, cfg: BusConfig) -> tuple[zmq.Socket, zmq.Socket]:
     """Bind the proxy's two sockets (with CURVE when keys are configured)."""
     xsub = tune(ctx.socket(zmq.XSUB), cfg)
@@ -29,8 +33,11 @@ def bind(ctx: zmq.Context, cfg: BusConfig) -> tuple[zmq.Socket, zmq.Socket]:
         sock.setsockopt(zmq.LINGER, 0)
         if cfg.curve.keys_dir:
             curve_server(sock, cfg)
-    xsub.bind(cfg.pub_endpoint)
-    xpub.bind(cfg.sub_endpoint)
+    for sock, endpoint in ((xsub, cfg.pub_endpoint), (xpub, cfg.sub_endpoint)):
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise BindError(f"cannot bind {endpoint}: {exc}") from None
     return xsub, xpub
 
 
@@ -73,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         serve(cfg.bus)
+    except BindError as exc:  # e.g. a tcp port another process holds (the launcher checks before it starts)
+        print(f"rtchat proxy: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

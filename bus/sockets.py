@@ -9,8 +9,10 @@ then the proxy is a CURVE server that admits only clients whose public key is in
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -66,6 +68,35 @@ def check_security(cfg: BusConfig) -> None:
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
             raise ConfigError(f"bus.curve.keys_dir: missing {', '.join(missing)}; create them with `rtchat keys gen DIR`")
+
+
+def check_ports_free(cfg: BusConfig) -> None:
+    """Refuse ``tcp://`` endpoints whose port another process already holds: the proxy could not
+    bind them, and the session would wait for a bus that never comes up."""
+    for key in ("pub_endpoint", "sub_endpoint"):
+        endpoint = getattr(cfg, key)
+        host = tcp_host(endpoint)
+        port = endpoint.rsplit(":", 1)[-1]
+        if host is None or not port.isdigit():  # not tcp, or a port ZeroMQ picks (tcp://HOST:*)
+            continue
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                None if host == "*" else host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+        except (socket.gaierror, UnicodeError):  # an interface name (tcp://eth0:5555): ZeroMQ resolves it
+            continue
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is no obstacle
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    why = f"port {port} is in use by another process (`ss -ltnp 'sport = :{port}'` names it); choose a free port"
+                else:
+                    why = f"cannot listen there ({exc.strerror}); choose an address and port this machine can listen on"
+                raise ConfigError(
+                    f"bus.{key}: {endpoint}: {why}, or leave bus.{key} empty for an ipc:// socket in the run directory"
+                ) from None
 
 
 def generate_keys(keys_dir: Path, clients: tuple[str, ...] = ("client",)) -> None:

@@ -17,6 +17,7 @@ from rtchat.configs.schema import LauncherConfig
 
 Status = Literal["starting", "ready", "down", "stopped", "failed"]
 START_FAILED = 3  # a node's exit code for "cannot start with this config" (bad model path…): no restart
+GAVE_UP = 4  # a running node's exit code for "cannot go on here" (its disk is full…): no restart; the session stops
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class NodeState:
     restart_at_ns: int | None = None
     reason: str = ""
     busy_ns: int = 0  # the loop's current call, as the last heartbeat said
+    gave_up: bool = False  # exited with GAVE_UP
 
 
 class Supervisor:
@@ -85,6 +87,9 @@ class Supervisor:
         if returncode == START_FAILED and st.status == "starting":
             st.status = "failed"
             return
+        if returncode == GAVE_UP:  # restarting it would meet the same wall (a full disk)
+            st.status, st.gave_up = "failed", True
+            return
         self._schedule(st, now_ns, st.reason or f"exited with {returncode}")
 
     def _schedule(self, st: NodeState, now_ns: int, reason: str) -> None:
@@ -123,8 +128,12 @@ class Supervisor:
         return min(times) if times else None
 
     def failed(self) -> list[str]:
-        """Nodes that could not start and will not be restarted."""
+        """Nodes that could not start, or gave up running, and will not be restarted."""
         return [n for n, st in self.nodes.items() if st.status == "failed"]
+
+    def gave_up(self) -> list[str]:
+        """Nodes that exited with GAVE_UP while running."""
+        return [n for n, st in self.nodes.items() if st.gave_up]
 
     def all_ready(self) -> bool:
         return all(st.status == "ready" or not st.heartbeats for st in self.nodes.values())

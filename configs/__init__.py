@@ -2,13 +2,15 @@
 
 ``load("cpu", ["agent.interval_s=0.5"])`` reads the profile (a name of a packaged profile or a
 path to a YAML file), applies the overrides and returns a validated, frozen ``Config``. Unknown
-keys, wrong types and bad values raise ``ConfigError`` naming the key and what is allowed.
+keys, wrong types and bad values raise ``ConfigError`` naming the key and what is allowed, and
+for a key the file sets, the file and the key's line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 import typing
 from pathlib import Path
@@ -42,16 +44,63 @@ def profile_path(profile: str) -> Path:
     return path
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    """The file's mapping, and the line (1-based) of every key and list item in it, by key path
+    (``("agent", "interval_s")``, ``("launcher", "nodes", 1)``) — PyYAML's node marks."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as a YAML text file: {exc}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if data is None:
-        return {}
+        return {}, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return data
+    lines: dict[tuple, int] = {}
+    _node_lines(node, (), lines)
+    return data, lines
+
+
+def _node_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                lines[(*path, key.value)] = key.start_mark.line + 1
+                _node_lines(value, (*path, key.value), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            _node_lines(item, (*path, i), lines)
+
+
+ERROR_KEY_RE = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")  # the key a ConfigError names first
+
+
+def _key_path(key: str) -> tuple:
+    """``launcher.nodes[1]`` → ("launcher", "nodes", 1)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]", key) if p)
+
+
+def _locate(message: str, path: Path, lines: dict[tuple, int], overridden: list[tuple]) -> str:
+    """Prefix an error about a key the file sets with the file and the key's line. A key set (or
+    inside a section set) on the command line has no line: the message stays as it is."""
+    match = ERROR_KEY_RE.match(message)
+    if match is None:
+        return message
+    key = _key_path(match.group(1))
+    if any(key[: len(o)] == o for o in overridden):
+        return message
+    for n in range(len(key), 0, -1):  # the key's own line, else its nearest section's
+        if key[:n] in lines:
+            return f"{path}, line {lines[key[:n]]}: {message}"
+    return message
 
 
 def _annotation(parts: list[str]):
@@ -98,10 +147,15 @@ def apply_override(data: dict, override: str) -> None:
 
 
 def load(profile: str = DEFAULT_PROFILE, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    data = _read_yaml(profile_path(profile))
+    path = profile_path(profile)
+    data, lines = _read_yaml(path)
     for override in overrides:
         apply_override(data, override)
-    return from_dict(data)
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        overridden = [_key_path(o.partition("=")[0].strip()) for o in overrides]
+        raise ConfigError(_locate(str(exc), path, lines, overridden)) from None
 
 
 def from_dict(data: dict) -> Config:

@@ -143,19 +143,25 @@ def list_models() -> int:
 
 
 def install() -> int:
-    from rtchat.nodes.agent.lm import LoadError, embedded_model
+    from rtchat.nodes.agent.lm import LoadError, embedded_model, verified
 
     missing = []
     for role in ROLES:
         if role.role == "agent base" and package_dir(role.package) is not None:
             try:
-                print(f"agent base: {embedded_model('smollm2-135m')} (converted, HF folder)")
+                print(f"agent base: {verified(embedded_model('smollm2-135m'))} (converted, HF folder; checksums match)")
             except LoadError as exc:
                 print(f"agent base: {exc}")
                 return 1
             continue
         ok, path, note = status(role)
-        if ok:
+        if ok and role.role == "agent adapter":
+            try:
+                print(f"{role.role}: installed at {verified(path)}")
+            except LoadError as exc:
+                print(f"{role.role}: {exc}")
+                return 1
+        elif ok:
             print(f"{role.role}: installed at {path}")
         else:
             missing.append(role)

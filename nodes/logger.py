@@ -6,11 +6,14 @@ Produces: node.ready, node.heartbeat (with ``records``, ``bytes_written``, ``gap
 Frames are validated by the strict decoder before they are written (bad frames are counted and
 reported, not recorded) and written verbatim, with the receive time. The file is flushed every
 ``logger.flush_interval_ms`` and on shutdown, so a crash loses at most the last interval. A
-restarted logger appends to the same file after cutting off a damaged tail.
+restarted logger appends to the same file after cutting off a damaged tail. When the disk is
+full the log ends at its last whole record and the logger gives up (``GiveUp``): the launcher
+stops the session with the message, instead of restarting a logger that cannot write.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import time
@@ -19,7 +22,7 @@ from pathlib import Path
 from rtchat import __version__
 from rtchat.bus.eventlog import LOG_FILE_NAME, LogWriter, SeqTracker
 from rtchat.bus.events import Event, Message
-from rtchat.bus.node import Core, node_main
+from rtchat.bus.node import Core, GiveUp, StartError, node_main
 from rtchat.configs.schema import Config, LoggerConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,10 @@ class LoggerCore(Core):
         self.bytes_written = 0
 
     def record(self, frames: list[bytes], msg: Message, recv_ns: int) -> None:
-        self.writer.append(recv_ns, frames)
+        try:
+            self.writer.append(recv_ns, frames)
+        except OSError as exc:  # a full disk: restarting the logger would not make room
+            raise GiveUp(write_failed(self.writer.path, exc)) from exc
         self.bytes_written += sum(len(f) for f in frames)
         self.seqs.see(msg.env.src, msg.env.seq)
 
@@ -47,7 +53,10 @@ class LoggerCore(Core):
         return []
 
     def on_tick(self, now_ns: int) -> list[Event]:
-        self.writer.flush()
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            raise GiveUp(write_failed(self.writer.path, exc)) from exc
         self.next_flush_ns = now_ns + self.flush_every_ns
         return []
 
@@ -63,12 +72,36 @@ class LoggerCore(Core):
         }
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as exc:
+            log.error("%s", write_failed(self.writer.path, exc))
+
+
+def mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not path.is_mount():
+        path = path.parent
+    return path
+
+
+def write_failed(path: Path, exc: OSError) -> str:
+    """Why the event log cannot be written, naming the disk, and what to do."""
+    mount = mount_point(path.parent)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    why = f"the disk at {mount} is full ({exc.strerror})" if full else f"{exc.strerror} (the disk at {mount})"
+    return (
+        f"cannot write the event log {path}: {why}; the log keeps every whole record written before. "
+        f"Free space on {mount}, or put runs on another disk with run.runs_dir=DIR"
+    )
 
 
 def make_core(cfg: Config, run_dir: Path, progress) -> LoggerCore:
     meta = {"run": cfg.run.id, "rtchat": __version__, "python": sys.version.split()[0], "opened_ns": time.time_ns()}
-    writer = LogWriter(run_dir / LOG_FILE_NAME, meta)
+    try:
+        writer = LogWriter(run_dir / LOG_FILE_NAME, meta)
+    except OSError as exc:
+        raise StartError(write_failed(run_dir / LOG_FILE_NAME, exc)) from exc
     if writer.truncated is not None:
         log.warning(
             "reopened %s: cut a damaged tail at byte %d (%s)", writer.path, writer.truncated.offset, writer.truncated.reason

@@ -18,12 +18,12 @@ from rtchat.bus.wire import encode
 from rtchat.configs.schema import BusConfig
 
 
-def missing_install(reason: str) -> None:
-    """A test whose need scripts/test.sh installs (a package, a system library, a browser): skipped
-    with the reason on a developer's machine, but a failure under CI (``CI`` set), where a skip
-    would hide a missing install step."""
+def missing_install(reason: str, fix: str = "scripts/test.sh should have installed it") -> None:
+    """A test whose need scripts/test.sh installs (a package, a system library, a browser) or CI
+    provides (root, mount rights): skipped with the reason on a developer's machine, but a
+    failure under CI (``CI`` set), where a skip would hide a missing install step."""
     if os.environ.get("CI"):
-        pytest.fail(f"{reason} -- scripts/test.sh should have installed it", pytrace=False)
+        pytest.fail(f"{reason} -- {fix}", pytrace=False)
     pytest.skip(reason)
 
 

@@ -206,7 +206,7 @@ def test_yaml_file_that_is_not_a_mapping_is_refused(tmp_path):
 def test_unknown_key_in_a_yaml_file_is_named(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("agent:\n  intervl_s: 0.5\n")
-    assert config_error(str(path)).startswith("agent.intervl_s: unknown key; allowed: ")
+    assert config_error(str(path)).startswith(f"{path}, line 2: agent.intervl_s: unknown key; allowed: ")
 
 
 # ---------------------------------------------------------------- the rtchat config command

@@ -158,3 +158,41 @@ def test_read_since_reaches_back_to_the_start_and_skips_a_cut_tail(tmp_path):
     assert [r.recv_ns for r in read_since(path, 0)] == [r.recv_ns for r in LogReader(path)]
     assert len(read_since(path, 0)) == 20
     assert read_since(path, 10**19) == []
+
+
+class FillingFile:
+    """A file on a disk with ``room`` bytes left: writes are partial, then ENOSPC."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        import errno
+
+        if self.room == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = self.f.write(data[: self.room])
+        self.room -= n
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_a_full_disk_leaves_the_log_at_its_last_whole_record(tmp_path):
+    path = tmp_path / "events.rtlog"
+    w = LogWriter(path, {"run": "test"})
+    for i in range(3):
+        w.append(10_000 + i, frames(i))
+    w.flush()
+    w.f = FillingFile(w.f, room=1500)  # room for about one more audio record and a half
+    for i in range(3, 10):
+        w.append(10_000 + i, frames(i))
+    with pytest.raises(OSError, match="No space left"):
+        w.flush()
+    w.close()
+    reader = LogReader(path)
+    records = reader.read_all()
+    assert reader.damage is None  # no half record at the end
+    assert [r.frames for r in records] == [frames(i) for i in range(len(records))]
+    assert 3 < len(records) < 10  # what reached the disk whole is kept

@@ -7,6 +7,7 @@ import json
 import torch
 from safetensors.torch import load_file, save_file
 
+from rtchat.configs.checksums import verify_sums
 from rtchat.train.ship import ship
 
 
@@ -32,4 +33,7 @@ def test_ship_halves_the_weights_and_writes_the_manifest(tmp_path):
     assert manifest["metrics"]["embedded"]["f1"] == 0.8 and manifest["metrics"]["embedded-base"]["f1"] == 0.3
     assert manifest["metrics"]["embedded"]["ppl_trp_pos"] == 2.5 and "ppl_trp_pos" not in manifest["metrics"]["embedded-base"]
     assert manifest["eval_commands"] == [["eval", "switch", "--model", "embedded", "--data", "T"]]
-    assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "manifest.json"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "SHA256SUMS", "adapter_config.json", "adapter_model.safetensors", "manifest.json"
+    ]
+    assert verify_sums(dest, fix="")  # checked at every load

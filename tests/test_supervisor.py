@@ -118,3 +118,13 @@ def test_start_failed_code_after_ready_is_an_ordinary_crash():
     sup.exited("agent", START_FAILED, ms(300))
     assert sup.failed() == []
     assert sup.on_tick(ms(800)) == [Start("agent", f"exited with {START_FAILED}", 1, ms(500))]
+
+
+def test_a_node_that_gives_up_while_running_stops_the_session_without_a_restart():
+    from rtchat.bus.supervisor import GAVE_UP
+
+    sup = Supervisor(CFG, HB, {"logger": True})
+    up(sup, "logger", 0)
+    sup.exited("logger", GAVE_UP, s(5))  # its disk is full: a restart would meet the same wall
+    assert sup.failed() == ["logger"] and sup.gave_up() == ["logger"]
+    assert sup.on_tick(s(60)) == [] and sup.deadline_ns() is None

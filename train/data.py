@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from rtchat.configs.checksums import sha256_file
 from rtchat.datasets.lines import LineError, parse_line
 
 
@@ -56,10 +57,10 @@ def read_lines(files: list[Path]) -> list[str]:
 def sha256_files(files: list[Path]) -> str:
     """One hash over the files' names and bytes, in order (a single file: its plain sha256)."""
     if len(files) == 1:
-        return hashlib.sha256(files[0].read_bytes()).hexdigest()
+        return sha256_file(files[0])
     h = hashlib.sha256()
     for file in files:
-        h.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+        h.update(file.name.encode() + b"\0" + bytes.fromhex(sha256_file(file)))
     return h.hexdigest()
 
 

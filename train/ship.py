@@ -8,7 +8,8 @@ The adapter weights are stored in float16 (half the size; they are merged into t
 at load time), next to ``manifest.json``: the exact commands that made the data and the adapter,
 the data's sha256 and the git commit (from the trainer's ``training.json``), and the held-out
 ``rtchat eval switch`` (and ``rtchat eval ppl``) figures of the base and the adapted model with
-the commands that measured them. Written to a temporary folder and renamed into place.
+the commands that measured them, and the files' checksums (``SHA256SUMS``). Written to a
+temporary folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rtchat.configs.checksums import write_sums
 from rtchat.configs.models import SHIPPED_ADAPTER
 
 
@@ -49,6 +51,7 @@ def ship(
         "weights_dtype": "float16",
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_sums(tmp)  # verified at every load (nodes/agent/lm.py)
     for path in (tmp, *tmp.iterdir()):  # mkdtemp makes a private folder; these are for everyone
         path.chmod(0o755 if path.is_dir() else 0o644)
     if dest.exists():

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rtchat.configs.checksums import ChecksumError, verify_sums, write_sums
 from rtchat.configs.schema import AgentConfig
 from rtchat.nodes.agent import decoding
 from rtchat.nodes.agent.protocol import Generation, Lookahead
@@ -79,14 +80,25 @@ def embedded_dir(name: str) -> Path:
 
 def convert_once(target: Path, convert: Callable[[Path], None]) -> Path:
     """``target`` if it holds a converted model, else ``convert(tmp)`` into a temporary folder
-    beside it and rename that into place, so a reader never sees a half-written folder. Two
-    processes converting at once both succeed; the second rename loses and its copy is dropped."""
+    beside it, with the files' checksums (``SHA256SUMS``), and rename that into place, so a
+    reader never sees a half-written folder. Two processes converting at once both succeed; the
+    second rename loses and its copy is dropped."""
     if (target / "config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        convert(tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise LoadError(
+            f"the model cache {target.parent} is not writable ({exc.strerror}): {target.name} is made there once, "
+            "at the first start that needs it; make the folder writable, or set RTCHAT_CACHE to a folder you can write"
+        ) from None
+    try:
+        try:
+            convert(tmp)
+            write_sums(tmp)
+        except OSError as exc:
+            raise LoadError(f"cannot write {target.name} into the model cache {target.parent}: {exc}") from exc
         umask = os.umask(0)
         os.umask(umask)
         for path in [tmp, *tmp.rglob("*")]:
@@ -155,6 +167,8 @@ def load_model(spec: str, adapter: str, device: str, dtype):
 
         adapter = str(agent_adapter_dir())
     base, lora = Path(spec).expanduser(), Path(adapter).expanduser()
+    if adapter and lora.is_dir():
+        verified(lora)  # before merging it into a new folder
     if adapter and (base / "config.json").is_file() and (lora / "adapter_config.json").is_file():
         merged = str(merged_once(base, lora))
         model, tok = _load_plain(merged, merged, dtype)
@@ -183,6 +197,8 @@ def _load_base(spec: str, dtype):
 def _load_plain(spec: str, source: str, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if Path(source).is_dir():
+        verified(Path(source))
     slow = "opt-" in source  # the reference's rule; transformers 5 has fast tokenizers only and ignores it
     try:
         tok = AutoTokenizer.from_pretrained(source, use_fast=not slow)
@@ -210,6 +226,23 @@ def merged_once(base: Path, adapter: Path) -> Path:
         tok.save_pretrained(out)
 
     return convert_once(target, merge)
+
+
+def verified(folder: Path) -> Path:
+    """``folder``, its files checked against the checksums recorded when rtchat made it (if any)."""
+    from rtchat.configs.models import SHIPPED_ADAPTER
+
+    if folder.resolve() == SHIPPED_ADAPTER.resolve():
+        fix = f"Restore it from the repository: git checkout -- {SHIPPED_ADAPTER}"
+    elif folder.resolve().is_relative_to(cache_root().resolve()):
+        fix = f"Delete {folder} and start again: rtchat makes it again (`rtchat models install` converts the agent base)"
+    else:
+        fix = f"Replace {folder} with an intact copy"
+    try:
+        verify_sums(folder, fix)
+    except ChecksumError as exc:
+        raise LoadError(str(exc)) from None
+    return folder
 
 
 def _apply_adapter(model, tok, adapter: str):
