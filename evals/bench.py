@@ -17,6 +17,8 @@ BENCHES = (
     ("asr", "rtchat.evals.bench_asr", "streaming ASR vs one offline transcription: WER, commit/partial latency, RTF, drift"),
     ("tts", "rtchat.evals.bench_tts", "TTS time to first audio and real-time factor: Piper vs espeak-ng"),
     ("session", "rtchat.evals.bench_session", "scripted users through full voice sessions: floor-transfer offsets, answers"),
+    ("chaos", "rtchat.evals.bench_chaos", "kill -9 each node mid-reply and mid-utterance: restart time, resumption, lost words"),
+    ("soak", "rtchat.evals.bench_soak", "one N-minute session: unplanned restarts, memory growth, latency drift, lost events"),
 )
 
 

@@ -1,0 +1,232 @@
+"""``rtchat bench chaos``: its figures on event logs the test writes event by event (every value
+worked out by hand), its kill moments on scripted timelines, and the command end to end (--quick,
+the agent killed twice in a real session on the embedded models)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rtchat.bus.eventlog import LogWriter
+from rtchat.bus.events import (
+    AgentCancel,
+    AgentState,
+    AsrFinal,
+    AudioPlayed,
+    Envelope,
+    NodeHeartbeat,
+    NodeReady,
+    NodeRestarted,
+    TtsAudio,
+)
+from rtchat.bus.wire import encode
+from rtchat.evals.analyze import read_events
+from rtchat.evals.bench_chaos import (
+    Kill,
+    ReplyMoment,
+    chaos_script,
+    duplicate_audio,
+    judge,
+    lost_words,
+    node_summary,
+    user_words,
+    utterance_moment,
+    words_of,
+)
+
+T0 = 1_700_000_000_000_000_000
+S = 1_000_000_000
+SR = 16_000
+PREFIX = "Participants: S1 (name: Anna), S2 (name: unknown); Summary: S1 and S2 talk.; Transcript:"
+SCRIPT = words_of("hi there how are you doing today i went hiking")
+
+
+def at(seconds: float) -> int:
+    return T0 + round(seconds * S)
+
+
+def write_log(path, timed) -> list:
+    w = LogWriter(path / "events.rtlog", {"run": "test"})
+    for seq, (t, ev) in enumerate(sorted(timed, key=lambda x: x[0])):
+        w.append(at(t) + 1000, encode(ev, Envelope(v=1, src="test", seq=seq, t_ns=at(t), session="r")))
+    w.close()
+    return read_events(path)[0]
+
+
+def played(t_start: float, t_end: float, text: str, turn: int, chunk: int = 0):
+    return (t_end + 0.01, AudioPlayed(turn=turn, gen=0, chunk=chunk, text=text, start_ns=at(t_start), end_ns=at(t_end),
+                                      stream_pos=0, n_samples=round((t_end - t_start) * SR), sr_hz=SR))
+
+
+def beat(t: float, node: str, pid: int):
+    return (t, NodeHeartbeat(node=node, pid=pid, uptime_ns=0, stats={}))
+
+
+def state(t: float, body: str):
+    return (t, AgentState(turn=0, gen=0, sequence=f"{PREFIX} {body}", floor="user"))
+
+
+def final(t: float, text: str):
+    return (t, AsrFinal(text=text, utterance=0))
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    (tmp_path / "base").mkdir()
+    return write_log(tmp_path / "base", [
+        final(2.0, " hi there how are you"), final(5.0, " doing today"), final(9.0, " i went hiking"),
+        state(9.5, "S1: hi there how are you (0.5) S2: fine S1: i went hiking today"),
+    ])
+
+
+@pytest.fixture
+def agent_killed_twice(tmp_path):
+    """The agent dies at 10 s while ' hello there friend' plays (8–10.5 s), is ready at 13.5 s, and
+    speaks at 16 s; dies again at 20 s, ready at 25 s, and says the first reply again at 27 s.
+    A short ' yes' (turn 3, chunk 1) is reported twice; another ' yes' under another key is not a repeat."""
+    (tmp_path / "run").mkdir()
+    return write_log(tmp_path / "run", [
+        beat(1.0, "agent", 100), beat(9.0, "agent", 100),
+        played(8.0, 10.5, " hello there friend", turn=1),
+        (13.5, NodeReady(node="agent", pid=200, load_ns=0)),
+        (13.6, NodeRestarted(node="agent", reason="exited with -9", attempt=1, backoff_ns=500_000_000, pid=200)),
+        beat(14.5, "agent", 200),
+        played(16.0, 17.0, " nice to hear", turn=2),
+        played(18.0, 18.2, " yes", turn=3, chunk=1),
+        beat(19.5, "agent", 200),
+        (25.0, NodeReady(node="agent", pid=300, load_ns=0)),
+        (25.1, NodeRestarted(node="agent", reason="exited with -9", attempt=2, backoff_ns=1_000_000_000, pid=300)),
+        beat(26.0, "agent", 300),
+        played(27.0, 28.0, " Hello there, friend!", turn=0),
+        played(30.0, 30.2, " yes", turn=3, chunk=1),
+        played(31.0, 31.3, " yes", turn=4),
+        final(2.0, " hi there how are you"), final(21.0, " i went"),
+        state(12.0, "S1: hi there how are you doing today"),
+        state(29.0, "S1: are you (1.2) S2: hmm S1: i went hiking"),
+    ])
+
+
+KILLS = [Kill("agent", "mid_reply", at(10.0), 100, 5.0, "hello there friend", True),
+         Kill("agent", "mid_utterance", at(20.0), 200, 21.3, "i went hiking", True)]
+
+
+def test_restart_resumption_and_log_marks_of_each_fault(agent_killed_twice, baseline):
+    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline)
+    first, second = got["faults"]
+    assert first["restart_s"] == 3.5 and second["restart_s"] == 5.0  # 13.5 - 10; 25 - 20
+    assert got["restart_s"] == 5.0  # the slower one
+    assert first["resumed_after_s"] == 2.5 and second["resumed_after_s"] == 2.0  # 16 - 13.5; 27 - 25
+    assert got["resumed"] is True
+    assert first["agent_audio_reported_at_kill"] == "hello there friend"
+    assert first["log"] == {"node_restarted": {"after_kill_s": 3.6, "reason": "exited with -9", "attempt": 1, "pid": 200},
+                            "heartbeat_back_after_kill_s": 4.5, "heartbeat_gap_s": 5.5}  # 14.5 - 10; 14.5 - 9
+    assert second["log"]["node_restarted"]["after_kill_s"] == 5.1
+    assert second["log"]["heartbeat_gap_s"] == 6.5  # 26 - 19.5
+    assert got["log_gap"] is True and got["faults_injected"] == 2
+
+
+def test_lost_words_are_script_words_the_baseline_kept_per_fault(agent_killed_twice, baseline):
+    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline)
+    # baseline transcript: every script word but "doing" (9); the run's last one: are you i went hiking (5)
+    assert got["lost_user_words"] == 2.0  # hi there how today, over 2 faults
+    # asr.final: the baseline has all 10, the run 7 (hi there how are you i went)
+    assert got["lost_user_words_asr"] == 1.5
+
+
+def test_repeated_agent_audio_is_counted_once_per_repeat(agent_killed_twice):
+    ms, repeats = duplicate_audio(agent_killed_twice)
+    assert ms == 1200.0  # the first reply said again (1 s) + the same (turn, gen, chunk) ' yes' again (0.2 s)
+    assert [(r["turn"], r["chunk"], r["text"]) for r in repeats] == [(0, 0, "Hello there, friend!"), (3, 1, "yes")]
+
+
+def test_judging_a_node_against_the_targets(agent_killed_twice, baseline):
+    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline)
+    assert got["ok"] == {"restart_s": True, "resumed": True, "lost_user_words": True, "duplicate_audio_ms": False,
+                         "log_gap": True, "faults_injected": True}
+    one = {**got, "faults_injected": 1, "restart_s": None}
+    assert judge(one)["faults_injected"] is False and judge(one)["restart_s"] is False
+
+
+def test_a_node_that_never_came_back_did_not_resume_or_mark_its_end(tmp_path, baseline):
+    events = write_log(tmp_path, [beat(1.0, "tts", 7), played(2.0, 3.0, " ok then", turn=1), beat(9.0, "logger", 8)])
+    got = node_summary(events, [Kill("tts", "mid_reply", at(2.5), 7, 2.0, "ok then", True)], SCRIPT, baseline)
+    assert got["restart_s"] is None and got["resumed"] is False and got["log_gap"] is False
+    assert got["faults"][0]["log"] == {"node_restarted": None, "heartbeat_back_after_kill_s": None, "heartbeat_gap_s": None}
+
+
+def test_the_proxy_recovers_with_its_restart_notice_and_anyones_heartbeats(tmp_path, baseline):
+    events = write_log(tmp_path, [
+        beat(4.0, "asr", 5), beat(6.0, "tts", 6),
+        (6.2, NodeRestarted(node="proxy", reason="exited with -9", attempt=1, backoff_ns=500_000_000, pid=9)),
+    ])
+    got = node_summary(events, [Kill("proxy", "mid_reply", at(5.0), 4, 3.0, "", True)], SCRIPT, baseline)
+    assert got["faults"][0]["restart_s"] == 1.2
+    assert got["faults"][0]["log"]["heartbeat_back_after_kill_s"] == 1.0 and got["faults"][0]["log"]["heartbeat_gap_s"] == 2.0
+
+
+def test_user_words_come_from_the_last_transcript_without_pauses(agent_killed_twice):
+    assert user_words(agent_killed_twice) == ["are", "you", "i", "went", "hiking"]
+    assert words_of("Hello, there (0.4) <p> (1.2) don't!") == ["hello", "there", "don't"]
+    assert lost_words(["a", "a", "b", "c"], ["a", "a", "b"], ["a", "c"]) == 2  # one "a" and "b"
+
+
+def test_the_script_chains_users_with_their_times_moved():
+    lines = chaos_script(("trip", "work"))
+    assert len(lines) == 10 and lines[0].startswith("[0.5] hi there")
+    assert lines[5] == "[33.5] hello" and lines[6].startswith("[37] i had a long day")
+
+
+def tts(text: str, seconds: float):
+    n = round(seconds * 22_050)
+    return TtsAudio(turn=1, gen=0, chunk=0, text=text, pcm=b"\x00\x00" * n, sr_hz=22_050, n_samples=n, last=True)
+
+
+def test_the_mid_reply_moment_falls_inside_the_first_agent_words_after_arming():
+    m = ReplyMoment(arm_s=2.0, fraction=0.5)
+    m.see(tts(" hi", 1.0), at(1.0), wav_s=1.0)  # before arming: plays 1.0-2.0
+    m.see(tts("", 0.4), at(3.0), wav_s=3.0)  # silence: plays 3.0-3.4
+    m.see(tts(" sure thing", 2.0), at(3.1), wav_s=3.1)  # queued behind it: 3.4-5.4
+    assert m.at_ns == at(4.4) and m.piece_end_ns == at(5.4) and m.words == "sure thing"
+    assert not m.due(at(4.3)) and m.due(at(4.4))
+
+
+def test_a_cancel_before_the_moment_waits_for_the_next_reply():
+    m = ReplyMoment(arm_s=0.0, fraction=0.5)
+    m.see(tts(" well", 2.0), at(1.0), wav_s=1.0)
+    m.see(AgentCancel(turn=2, gen=1), at(1.5), wav_s=1.5)
+    assert m.at_ns is None
+    m.see(tts(" okay", 1.0), at(2.0), wav_s=2.0)
+    assert m.at_ns == at(2.5) and m.words == "okay"
+
+
+def test_the_mid_utterance_moment_is_drawn_among_utterances_in_range():
+    segs = [[0.5, 1.5, "a"], [4.0, 6.0, "b"], [8.0, 9.0, "c"], [20.0, 22.0, "d"]]
+    assert utterance_moment(segs, 2.0, 10.0, choice=0.6, fraction=0.25) == ([8.0, 9.0, "c"], 8.25)
+    assert utterance_moment(segs, 2.0, 10.0, choice=0.0, fraction=0.25) == ([4.0, 6.0, "b"], 4.5)
+    assert utterance_moment(segs, 10.0, 21.0, choice=0.5, fraction=0.5) is None
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.timeout(1500)
+def test_the_quick_benchmark_kills_the_agent_twice_and_writes_its_keys(tmp_path):
+    out = tmp_path / "chaos.json"
+    r = subprocess.run([sys.executable, "-m", "rtchat.cli", "bench", "chaos", "--quick", "--nodes", "agent", "--json", str(out),
+                        "--keep", str(tmp_path / "work")], capture_output=True, text=True, timeout=1400, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["nodes"]) == {"agent"} and isinstance(report["all_ok"], bool)
+    agent = report["nodes"]["agent"]
+    for key in ("restart_s", "resumed", "lost_user_words", "duplicate_audio_ms", "log_gap", "faults", "ok"):
+        assert key in agent
+    assert 1 <= agent["faults_injected"] <= 2, agent["notes"]
+    moments = [f["moment"] for f in agent["faults"]]
+    assert moments in (["mid_reply", "mid_utterance"], ["mid_reply"], ["mid_utterance"])
+    assert all(f["restart_s"] is None or 0 < f["restart_s"] < 300 for f in agent["faults"])
+    assert all(0 < f["at_s"] < 60 and f["pid"] > 0 for f in agent["faults"])  # the --quick recording lasts 57 s
+    assert agent["lost_user_words"] >= 0 and agent["duplicate_audio_ms"] >= 0
+    assert report["baseline"]["script_words"] > 50 and report["baseline"]["user_words_in_transcript"] > 0
+    assert report["machine"]["cpu_count"] >= 1 and "targets" in report and "definitions" in report
