@@ -186,6 +186,7 @@ class Session:
         self.supervisor = Supervisor(cfg.launcher, hb_ns, names)
         self.client: BusClient | None = None
         self.notices: dict[str, NodeRestarted] = {}  # restarts not yet announced on the bus
+        self.spares: dict[str, subprocess.Popen] = {}  # hot spares, loaded and waiting (launcher.standby)
         self.fatal: dict[str, str] = {}  # a node's last fatal error, to say why it stopped
         self.frontend_factory = frontend_factory  # builds the UI once the bus is up
         self.frontend = None
@@ -200,14 +201,42 @@ class Session:
         argv = [sys.executable, "-m", module, "--config", str(self.config_path)]
         return argv if name == PROXY else argv + ["--run-dir", str(self.run_dir)]
 
-    def spawn(self, name: str) -> subprocess.Popen:
+    def _popen(self, name: str, standby: bool) -> subprocess.Popen:
         out = open(self.run_dir / f"{name}.log", "ab")
         # OpenMP threads that spin while waiting starve the other nodes on a small machine
         env = {"OMP_WAIT_POLICY": "PASSIVE"} | dict(os.environ)
         proc = subprocess.Popen(
-            self.command(name), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            self.command(name) + (["--standby"] if standby else []),
+            stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
         out.close()
+        return proc
+
+    def spawn_spare(self, name: str) -> None:
+        """A hot spare of ``name``: it loads now and joins only when called in (``spawn``)."""
+        if name in self.cfg.launcher.standby and not self.supervisor.shutting_down:
+            self.spares[name] = self._popen(name, standby=True)
+
+    def spawn(self, name: str) -> subprocess.Popen:
+        """Start ``name``: its loaded spare when it has a live one (called in by a line on its
+        stdin; a new spare starts loading at once), else a new process."""
+        spare = self.spares.pop(name, None)
+        proc = None
+        if spare is not None and spare.poll() is None:
+            try:
+                spare.stdin.write(b"go\n")
+                spare.stdin.close()
+                proc = spare
+            except OSError:  # it died just now
+                spare.kill()
+        if proc is None:
+            proc = self._popen(name, standby=False)
+        else:
+            self.spawn_spare(name)
         self.procs[name] = proc
         fd = os.pidfd_open(proc.pid)
         self.pidfds[fd] = name
@@ -311,6 +340,8 @@ class Session:
         for name in self.cfg.launcher.nodes:
             self.spawn(name)
             self.say(f"starting {name}")
+        for name in self.cfg.launcher.nodes:
+            self.spawn_spare(name)
         started = self.clock.now_ns()
         deadline = started + int(self.cfg.launcher.ready_timeout_s * 1e9)
         next_note = started + 5_000_000_000
@@ -359,6 +390,10 @@ class Session:
             self.frontend.close()
             self.frontend = None
         grace = self.cfg.launcher.shutdown_grace_s
+        for spare in self.spares.values():  # never on the bus: nothing to say goodbye to
+            spare.kill()
+            spare.wait()
+        self.spares.clear()
         others = [n for n in self.procs if n not in (PROXY, "logger")]
         if self.client is not None and others:  # the logger goes last, to record the others' end
             self.client.publish(Shutdown(reason="launcher stopping", nodes=tuple(others)))

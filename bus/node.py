@@ -264,11 +264,22 @@ def node_main(
     make_core: Callable[[Config, Path, Callable[[str, float | None], None]], Core],
     argv: list[str] | None = None,
     raw_sink: Callable[[Core], Callable[[list[bytes], Message, int], None]] | None = None,
+    resume: Callable[[Core, Path], str | None] | None = None,
 ) -> int:
-    """Command-line entry of a node: config, bus, load, handshake, ready, loop."""
+    """Command-line entry of a node: config, bus, load, handshake, ready, loop.
+
+    ``resume(core, run_dir)`` brings a core up to a conversation already under way (a restart:
+    the run's event log holds it) just before the node joins; it returns a line for the
+    launcher's progress, or None when there was nothing to resume. With ``--standby`` the node
+    is the launcher's hot spare: it loads first, off the bus, then waits for a line on its
+    standard input (end of input: the launcher is gone; it exits) and only then joins, resumes
+    and reports ready, so replacing a killed node costs no model load."""
     parser = argparse.ArgumentParser(prog=f"python -m rtchat.nodes.{name}", description=f"Run the {name} node alone.")
     parser.add_argument("--config", default="cpu", help="profile name or YAML path (default: cpu)")
     parser.add_argument("--run-dir", default=".", help="the run directory (default: .)")
+    parser.add_argument(
+        "--standby", action="store_true", help="load, then wait for a line on stdin before joining (the launcher's hot spare)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     args = parser.parse_args(argv)
     clock = Clock()
@@ -288,6 +299,17 @@ def node_main(
     signal.signal(signal.SIGTERM, _terminate)
     run_dir = Path(args.run_dir)
     client = None
+    core = None
+    if args.standby:
+        try:
+            core = make_core(cfg, run_dir, lambda stage, fraction=None: log.info("standby: %s", stage))
+        except StartError as exc:
+            print(f"rtchat {name}: {exc}", file=sys.stderr, flush=True)
+            return START_FAILED
+        log.info("standby: loaded; waiting to be called in")
+        if not sys.stdin.readline():  # the launcher is gone
+            return 0
+        started = clock.now_ns()
     try:
         client = BusClient(cfg.bus, src=name, session=cfg.run.id, clock=clock, topics=(), control_topics=())
         client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))
@@ -302,11 +324,15 @@ def node_main(
             client.publish(NodeError(node=name, kind="fatal", detail=str(exc)[:500], count=1))
             return code
 
-        progress("loading")
-        try:
-            core = make_core(cfg, run_dir, progress)
-        except StartError as exc:
-            return stop_with(exc, START_FAILED)
+        if core is None:
+            progress("loading")
+            try:
+                core = make_core(cfg, run_dir, progress)
+            except StartError as exc:
+                return stop_with(exc, START_FAILED)
+        note = resume(core, run_dir) if resume is not None else None
+        if note:
+            progress(note)
         client.subscribe(core.topics)
         client.subscribe(core.control_topics, control=True)
         client.handshake(int(cfg.bus.handshake_timeout_s * 1e9))

@@ -12,6 +12,9 @@ from typing import Literal
 
 DEVICE_RE = re.compile(r"^(cpu|auto|cuda:\d+)$")
 NODE_NAMES = ("logger", "audio", "asr", "agent", "tts")  # runnable as python -m rtchat.nodes.<name>
+# nodes whose loading touches no file of the run, so a spare can load beside the live one
+# (the logger opens the event log and the audio node the session recording when they load)
+STANDBY_NODES = ("asr", "agent", "tts")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -68,6 +71,7 @@ class LauncherConfig:
     missed_heartbeats: int = 3  # a node silent this many intervals is restarted (its process is frozen)
     stall_limit_s: float = 30.0  # a node whose loop is inside one call this long is restarted (README: measured)
     restart_backoff_s: float = 0.5  # first restart delay; doubles per restart
+    standby: tuple[str, ...] = ()  # nodes with a hot spare: loaded beside them, called in at a restart
     restart_backoff_max_s: float = 10.0
     healthy_reset_s: float = 30.0  # a node up this long gets its backoff reset
     shutdown_grace_s: float = 3.0  # after ctl.shutdown, wait this long, then terminate, then kill
@@ -77,6 +81,9 @@ class LauncherConfig:
         for name in self.nodes:
             _check(name in NODE_NAMES, "launcher.nodes", f"unknown node {name!r}; allowed: {', '.join(NODE_NAMES)}")
         _check(len(set(self.nodes)) == len(self.nodes), "launcher.nodes", "a node is listed twice")
+        for name in self.standby:
+            allowed = ", ".join(STANDBY_NODES)
+            _check(name in STANDBY_NODES, "launcher.standby", f"{name!r} cannot have a spare; allowed: {allowed}")
         _check(self.missed_heartbeats >= 1, "launcher.missed_heartbeats", "allowed: an integer >= 1")
         _check(self.restart_backoff_s > 0, "launcher.restart_backoff_s", "allowed: a number > 0")
         _check(self.stall_limit_s > 0, "launcher.stall_limit_s", "allowed: a number > 0")

@@ -83,6 +83,38 @@ def test_kill_9_of_a_node_is_restarted_within_5_s_and_logged(tmp_path):
     assert LogReader(run_dir / "events.rtlog").read_all() and (run_dir / "config.yaml").exists()
 
 
+def spares_of(run_dir: Path) -> list[int]:
+    """Pids of the hot spares (``--standby``) loaded for this run."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--standby" in argv and str(run_dir).encode() in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_node_is_replaced_by_its_loaded_spare_and_a_new_spare_starts(tmp_path):
+    proc = launch(tmp_path, "launcher.nodes=[logger,tts]", "tts.backend=espeak", "launcher.standby=[tts]")
+    try:
+        run_dir = wait_for(lambda: run_dir_of(tmp_path), 30, "the run dir")
+        [first] = wait_for(lambda: readies(run_dir, "tts"), 60, "tts ready")
+        [spare] = wait_for(lambda: spares_of(run_dir), 30, "the tts's spare")
+        os.kill(first.pid, signal.SIGKILL)
+        second = wait_for(lambda: readies(run_dir, "tts")[1:], 10, "the restarted tts")[0]
+        assert second.pid == spare  # the spare was called in: no new process had to load
+        [new_spare] = wait_for(lambda: [p for p in spares_of(run_dir) if p != spare], 30, "a new spare")
+        assert new_spare not in (first.pid, second.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert spares_of(run_dir) == []  # no spare outlives the session
+
+
 @pytest.mark.slow
 def test_sigint_stops_the_session_even_when_started_with_sigint_ignored(tmp_path):
     proc = launch(tmp_path, sigint_ignored=True)
@@ -139,6 +171,7 @@ def test_a_timed_session_writes_config_header_and_log(tmp_path):
         ("agent.interval_s=fast", "agent.interval_s: expected a finite number"),
         ("agent.device=cuda:7", "agent.device: cuda:7 does not exist on this machine"),
         ("launcher.nodes=[logger,wizard]", "unknown node 'wizard'"),
+        ("launcher.standby=[logger]", "'logger' cannot have a spare; allowed: asr, agent, tts"),
         ("bus.pub_endpoint=tcp://0.0.0.0:5555", "set bus.curve.keys_dir"),
     ],
 )

@@ -70,15 +70,19 @@ def make_core(cfg: Config, run_dir: Path, progress):
         raise StartError(f"cannot load agent model {cfg.agent.model!r}: {exc}") from exc
     core = AgentCore(cfg.agent, model, time.time_ns())
     core.device = cfg.agent.device
-    from rtchat.bus.eventlog import LOG_FILE_NAME
-
-    if resume_from_log(core, run_dir / LOG_FILE_NAME, time.time_ns()):
-        progress(f"resumed the conversation at turn {core.turn}")
     return core
 
 
+def resume(core, run_dir: Path) -> str | None:
+    from rtchat.bus.eventlog import LOG_FILE_NAME
+
+    if resume_from_log(core, run_dir / LOG_FILE_NAME, time.time_ns()):
+        return f"resumed the conversation at turn {core.turn}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    return node_main("agent", make_core, argv)
+    return node_main("agent", make_core, argv, resume=resume)
 
 
 if __name__ == "__main__":
