@@ -6,6 +6,7 @@ VAD with hysteresis → speech start/end sample indices), ``policy`` (the pure s
 sliding buffer re-transcribed every hop, LocalAgreement-2 commits, trimming, repetition and
 silence guards), ``echo`` (dropping committed words that are the agent's own voice heard back
 through the microphone), ``core`` (``AsrCore``: all of them on virtual time, events in and out),
-``backends`` (faster-whisper and openai-whisper as transcribers), ``node`` (the shell:
+``backends`` (faster-whisper and openai-whisper as transcribers), ``resume`` (a restarted node
+catching up on the utterance in progress from the event log), ``node`` (the shell:
 ``python -m rtchat.nodes.asr``). Only ``backends``, ``vad.load_silero`` and ``node`` load models.
 """

@@ -24,7 +24,10 @@ falls behind real time would fall further behind. The lag is measured on the cor
 against the audio's: lag = (now − now at the first frame) − (audio time since the first frame),
 so it needs no shared clock with the capture device and replayed audio is no special case.
 When the node is behind by L, the next call waits for ``hop_s + L`` of new audio (at most
-``max_hop_s``); once it has caught up the hop is ``hop_s`` again.
+``max_hop_s``); once it has caught up the hop is ``hop_s`` again. A restarted node feeding the
+logged audio it missed (``resume_at``, ``catching_up``; the ``resume`` module) transcribes only
+every half ``max_buffer_s``: enough that no audio is dropped, few enough calls that it is live
+again in seconds.
 
 Frames carry no channel count: it is the frame's byte length over ``2 × n_samples`` (int16), so
 an interleaved stereo frame is mixed down and anything that does not divide evenly is rejected.
@@ -36,10 +39,11 @@ transcriber and the VAD model are injected, so tests drive this core with script
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
-from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Event, Reset, VadEnd, VadStart
+from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Event, Reset, VadEnd, VadStart, Word
 from rtchat.bus.node import Core
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.echo import EchoConfig, EchoFilter
@@ -126,6 +130,7 @@ class AsrCore(Core):
         self.clock_origin: tuple[int, int] | None = None  # (now, audio ns) at the first frame
         self.base_hop, self.max_hop = self.policy.hop, round(cfg.max_hop_s * SR_HZ)
         self.lag_ns = 0
+        self.catching_up = False  # feeding logged audio after a restart: the hop is max_buffer_s / 2
         self.counts = {"bad_frames": 0, "vad_starts": 0, "vad_ends": 0, "partials": 0, "finals": 0, "played": 0}
 
     # ---------------------------------------------------------------- events
@@ -162,7 +167,10 @@ class AsrCore(Core):
         if self.clock_origin is None:
             self.clock_origin = (now_ns, audio_ns)
         self.lag_ns = max(0, (now_ns - self.clock_origin[0]) - (audio_ns - self.clock_origin[1]))
-        self.policy.hop = min(self.base_hop + self.lag_ns // NS_PER_SAMPLE, self.max_hop)
+        if self.catching_up:
+            self.policy.hop = max(self.base_hop, self.policy.max_len // 2)
+        else:
+            self.policy.hop = min(self.base_hop + self.lag_ns // NS_PER_SAMPLE, self.max_hop)
 
     def on_played(self, ev: AudioPlayed) -> None:
         """Remember when (in audio time) the agent's words were audible."""
@@ -170,6 +178,20 @@ class AsrCore(Core):
         if self.capture_offset_ns is None:  # no user audio yet: its clock is unknown
             return
         self.echo.played(ev.start_ns - self.capture_offset_ns, ev.end_ns - self.capture_offset_ns, ev.text)
+
+    def resume_at(self, start: int, open_since: int | None, committed: Sequence[Word], utterance: int,
+                  rev: int = 0, partial_shown: bool = False) -> None:
+        """Continue where a previous process of this node stopped (the ``resume`` module): the
+        audio fed next starts at 16 kHz index ``start``. With ``open_since`` an utterance is open
+        since that index (its vad.start is out): it is heard from ``start`` on, with no new
+        vad.start. ``committed`` (its last committed words) are the prompt and what hypotheses
+        must not repeat; ``utterance``, ``rev`` and ``partial_shown`` go on from its last output."""
+        self.ring = AudioRing(start)
+        self.in_speech = open_since is not None
+        if self.in_speech:
+            self.vad.start_in_speech(start, open_since)
+        self.policy.skip_to(start, speech_from=open_since)
+        self.policy.resume(committed, utterance, rev, partial_shown)
 
     def reset(self) -> None:
         """A new conversation: drop the open utterance and the remembered playback."""

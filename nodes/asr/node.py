@@ -3,18 +3,73 @@
     python -m rtchat.nodes.asr --config runs/ID/config.yaml --run-dir runs/ID
 
 Consumes / produces: see ``rtchat.nodes.asr.core``.
+
+Recovery. A restarted asr process (the launcher restarts one that died) resumes the user's
+utterance instead of losing it. Before it goes live, ``resume_from_log`` reads the last
+``RESUME_MAX_S`` (30 s) of the run's event log and, if an earlier asr process appears in it,
+feeds the new core the audio nobody has transcribed yet, on the logged times: the open
+utterance from the end of its last committed word (or from its ``vad.start``), else everything
+after the last ``vad.end`` — including the ``audio.in`` frames logged while no asr ran, and, at
+the first live frame, those the logger wrote meanwhile. Those words then come out as
+``asr.final``/``asr.partial``, with the ``vad.end`` of an utterance that ended while the asr was
+down; words of earlier ``asr.final``s are not repeated, and an open utterance gets no second
+``vad.start``. Not recovered: audio older than 30 s, and audio the logger never wrote (a gap it
+cannot fill within ``resume.GAP_WAIT_NS`` is silence). ``rtchat.nodes.asr.resume`` has the rules.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 from pathlib import Path
 
-from rtchat.bus.node import StartError, node_main
+from rtchat.bus.node import Core, StartError, node_main
 from rtchat.configs.schema import Config
+
+log = logging.getLogger(__name__)
+
+
+def read_log(log_path: Path, since_ns: int) -> list:
+    """The decodable events logged at or after ``since_ns``, as (receive time, event), oldest first."""
+    from rtchat.bus.eventlog import read_since
+    from rtchat.bus.wire import WireError, WireLimits, decode
+
+    out = []
+    for rec in read_since(log_path, since_ns):
+        try:
+            out.append((rec.recv_ns, decode(rec.frames, WireLimits()).event))
+        except WireError:
+            continue
+    return out
+
+
+def resume_from_log(core, log_path: Path, now_ns: int) -> Core | None:
+    """The core brought up to date with the run's log (module doc, "Recovery"); None when there
+    is nothing to resume (no log, or no earlier asr in its last RESUME_MAX_S)."""
+    from rtchat.bus.eventlog import LogError
+    from rtchat.nodes.asr.resume import RESUME_MAX_S, resume
+
+    if not log_path.is_file():
+        return None
+    try:
+        logged = read_log(log_path, now_ns - RESUME_MAX_S * 1_000_000_000)
+    except (LogError, OSError) as exc:
+        log.warning("cannot read %s to resume the utterance in progress: %s", log_path, exc)
+        return None
+
+    def read(since_ns: int) -> list:
+        try:
+            return read_log(log_path, since_ns)
+        except (LogError, OSError) as exc:
+            log.warning("cannot read %s for the audio before the first live frame: %s", log_path, exc)
+            return []
+
+    return resume(core, logged, read)
 
 
 def make_core(cfg: Config, run_dir: Path, progress):
+    from rtchat.bus.eventlog import LOG_FILE_NAME
     from rtchat.nodes.asr.backends import LoadError, load_transcriber, resolve_device
     from rtchat.nodes.asr.core import AsrCore
     from rtchat.nodes.asr.vad import load_silero
@@ -31,6 +86,10 @@ def make_core(cfg: Config, run_dir: Path, progress):
         raise StartError(f"cannot load the Silero VAD (pip install silero-vad onnxruntime): {exc}") from exc
     core = AsrCore(cfg.asr, transcribe, vad_model)
     core.device = resolve_device(cfg.asr.device)
+    resumed = resume_from_log(core, run_dir / LOG_FILE_NAME, time.time_ns())
+    if resumed is not None:
+        progress(f"resumed the utterance in progress ({core.counts['resumed_frames']} logged frames)")
+        return resumed
     return core
 
 

@@ -237,6 +237,15 @@ class StreamingPolicy:
         self.start = self.heard = max(start, self.start)
         self.speech_from_ns = samples_to_ns(max(self.start if speech_from is None else speech_from, self.start))
 
+    def resume(self, committed: Sequence[Word], utterance: int, rev: int = 0, partial_shown: bool = False) -> None:
+        """Take over from a previous process of the node: its last committed words (the prompt,
+        and what a hypothesis must not repeat), the utterance its next words belong to, that
+        utterance's last revision and whether a partial of it is showing."""
+        self.committed = list(committed)[-max(self.cfg.prompt_words, MAX_NGRAM) :]
+        if self.committed:
+            self.committed_end_ns = max(self.committed_end_ns, self.committed[-1].end_ns)
+        self.utterance, self.rev, self.partial_shown = utterance, rev, partial_shown
+
     def due(self) -> bool:
         return self.end - self.heard >= self.hop
 

@@ -119,6 +119,14 @@ class StreamingVad:
         self.pos += n * WINDOW
         return out
 
+    def start_in_speech(self, start: int, speech_from: int) -> None:
+        """The stream starts at ``start`` inside speech that began at ``speech_from`` (a restarted
+        node resuming an open utterance): no start event; the speech ends as usual, after
+        ``min_silence_ms`` of silence, and not before ``speech_from``."""
+        self.started, self.pos, self.floor = True, start, speech_from
+        self._rest = np.zeros(0, dtype=np.float32)
+        self.in_speech, self.last_speech_end, self.silence_from = True, max(start, speech_from), None
+
     def restart(self, start: int) -> list[VadEvent]:
         """The stream jumps to ``start``: end open speech where the old stream ended, reset the model."""
         out = self.close()
