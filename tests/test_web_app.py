@@ -26,17 +26,20 @@ def free_port() -> int:
 
 
 class Spy:
-    """Another bus participant: sees what the page published, publishes what nodes would."""
+    """Another bus participant: sees what the page published (``seen``: everything it received, in
+    order), publishes what nodes would."""
 
-    def __init__(self, bus):
-        self.client = BusClient(bus, src="spy", session="t", clock=Clock(), topics=("user.text", "audio.in"))
+    def __init__(self, bus, topics=("user.text", "audio.in")):
+        self.client = BusClient(bus, src="spy", session="t", clock=Clock(), topics=topics)
         self.client.handshake(int(5e9))
+        self.seen: list = []
 
     def wait(self, cls, n=1, timeout_s=5.0, keep=lambda ev: True) -> list:
         got, deadline = [], time.monotonic() + timeout_s
         while len(got) < n and time.monotonic() < deadline:
             for frames in self.client.receive(50):
                 ev = self.client.decode(frames).event
+                self.seen.append(ev)
                 if isinstance(ev, cls) and keep(ev):
                     got.append(ev)
         return got
@@ -92,16 +95,23 @@ def mic(sr: int, n: int, value: int = 100) -> bytes:
     return b"RTM1" + struct.pack("<I", sr) + struct.pack("<h", value) * n
 
 
+def closed_with(ws) -> tuple[int, str]:
+    """The close code and reason the server gave, once it closed the connection."""
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            ws.recv(timeout=5)
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
 def test_a_page_without_the_token_or_from_another_site_is_refused(web):
-    with pytest.raises((InvalidStatus, ConnectionClosed)):
-        with connect(ws_url(web, token="wrong")) as ws:
-            ws.recv(timeout=5)
-    with pytest.raises((InvalidStatus, ConnectionClosed)):
-        with connect(ws_url(web), origin="http://evil.example") as ws:
-            ws.recv(timeout=5)
+    with connect(ws_url(web, token="wrong")) as ws:
+        assert closed_with(ws) == (4401, "not logged in: reload the page")
+    with connect(ws_url(web), origin="http://evil.example") as ws:
+        code, reason = closed_with(ws)
+        assert code == 4403 and "'http://evil.example' is another site" in reason
     with connect(ws_url(web), origin=f"http://127.0.0.1:{web.cfg.ui.port}") as ws:  # the page itself
         assert recv_until(ws, is_type("hello"))
-    assert web.counters["connects"] == 1
+    assert (web.counters["connects"], web.counters["refused_token"], web.counters["refused_origin"]) == (1, 1, 1)
 
 
 def test_text_mic_frames_and_agent_audio_go_both_ways(web, spy):
@@ -131,31 +141,38 @@ def test_text_mic_frames_and_agent_audio_go_both_ways(web, spy):
         assert piece[:4] == b"RTA1" and struct.unpack_from("<IIIIB", piece, 4) == (3, 1, 2, 22050, 1) and piece[24:] == pcm
         spy.client.publish(AgentCancel(turn=3, gen=2))
         assert recv_until(ws, is_type("cancel"))["gen"] == 2
-        # bad binary frames are dropped, the connection stays
+        # bad binary frames are dropped (the page is told once), the connection stays
         ws.send(b"xx")
+        assert "microphone frames refused: a microphone frame of 2 bytes" in recv_until(ws, is_type("notice"))["message"]
         ws.send(b"NOPE" + b"\0" * 10)
         ws.send(mic(96000, 1920))  # a rate the recogniser does not take (the page asks its browser for 48 kHz then)
         ws.send(json.dumps({"type": "dance"}))
-        assert "unknown message type" in recv_until(ws, is_type("notice"))["message"]
+        assert "unknown message type 'dance'" in recv_until(ws, is_type("notice"))["message"]
         ws.send(json.dumps({"type": "text", "text": "still here"}))
         assert spy.wait(UserText)[0].text == "still here"
-    assert web.counters["bad_messages"] == 4
+    assert (web.counters["bad_audio"], web.counters["bad_text"]) == (3, 1)
 
 
-def test_one_conversation_per_server_a_second_tab_is_told_and_may_take_over(web, spy):
+def test_one_conversation_per_server_a_second_tab_only_watches_and_may_take_over(web, spy):
     with connect(ws_url(web, "a")) as first:
         recv_until(first, is_type("hello"))
         with connect(ws_url(web, "b")) as second:
             assert "Another tab is talking to this agent" in recv_until(second, is_type("locked"))["message"]
-            with pytest.raises(ConnectionClosed):
-                second.recv(timeout=5)
+            second.send(json.dumps({"type": "text", "text": "not mine to say"}))
+            assert "only watches" in recv_until(second, is_type("notice"))["message"]
+            first.send(json.dumps({"type": "text", "text": "the holder speaks"}))
+            assert [ev.text for ev in spy.wait(UserText)] == ["the holder speaks"]  # the watcher's came first, and was refused
+            # the watching tab sees the live view
+            recv_until(second, lambda m: is_type("state")(m) and any(t["who"] == "user" for t in m["transcript"]))
         with connect(ws_url(web, "c", takeover=True)) as third:
             recv_until(third, is_type("hello"))
             assert "took over" in recv_until(first, is_type("taken"))["message"]
             third.send(json.dumps({"type": "text", "text": "mine now"}))
             assert spy.wait(UserText)[0].text == "mine now"
             assert web.holder.client == "c"
-    assert web.counters["takeovers"] == 1 and web.counters["refused"] == 1
+            first.send(json.dumps({"type": "text", "text": "the old tab"}))
+            assert "only watches" in recv_until(first, is_type("notice"))["message"]
+    assert web.counters["takeovers"] == 1 and web.counters["read_only"] == 1 and web.counters["read_only_refused"] == 2
 
 
 def test_closing_the_tab_mid_sentence_frees_the_conversation(web, spy):
@@ -297,6 +314,7 @@ def test_a_taken_port_is_a_clear_error(real_bus):
         taken.listen()
         cfg = Config(bus=real_bus, run=RunConfig(id="t"), ui=UiConfig(port=taken.getsockname()[1]))
         web = WebApp(cfg, Clock(), say=lambda line: None)
-        with pytest.raises(RuntimeError, match="could not listen on 127.0.0.1"):
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=rf"port {port} on 127.0.0.1 is already in use .* ui.port=N"):
             web.start()
         web.close()

@@ -7,11 +7,17 @@ Mic frames keep one ``stream_pos`` counter for the server (a new page or a pause
 pause of more than ``GAP_NS`` jumps it ahead by the silence, so audio time stays wall time), at the
 frame's own sample rate (a rate change rescales it); ``t_capture_ns`` is the receive time minus
 the frame's duration.
+
+What waits for the bus is bounded (``MAX_BACKLOG``: a page cannot queue without limit faster than
+the bridge publishes); ``submit``/``mic_frame`` say False for what they dropped. With a ``stats``
+callable the bridge heartbeats as the ``web`` node (``node.heartbeat``, its stats the page
+server's counters), so they are recorded with the session and shown with the other nodes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import struct
 import threading
@@ -19,7 +25,7 @@ from collections.abc import Callable
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
-from rtchat.bus.events import AgentCancel, AudioIn, Event, Reset, TtsAudio
+from rtchat.bus.events import AgentCancel, AudioIn, Event, NodeHeartbeat, Reset, TtsAudio
 from rtchat.bus.wire import WireError
 from rtchat.configs.schema import BusConfig
 from rtchat.ui.web.state import PageState
@@ -31,6 +37,8 @@ AUDIO_HEADER = struct.Struct("<4sIIIIB3x")  # magic, turn, gen, chunk, sr_hz, la
 AUDIO_MAGIC = b"RTA1"
 STATE_EVERY_NS = 100_000_000  # at most 10 state messages a second
 GAP_NS = 500_000_000
+MAX_BACKLOG = 500  # frames and events waiting for the bus (10 s of 20 ms microphone frames); beyond it they are dropped
+NODE = "web"  # the name the bridge heartbeats under
 
 
 def audio_message(ev: TtsAudio) -> bytes:
@@ -62,8 +70,8 @@ class MicStream:
 
 class Bridge:
     def __init__(self, bus: BusConfig, session: str, clock: Clock, send: Callable[[object], None],
-                 state: PageState | None = None, src: str = "web"):
-        self.bus, self.session, self.clock, self.send, self.src = bus, session, clock, send, src
+                 state: PageState | None = None, src: str = "web", stats: Callable[[], dict] | None = None):
+        self.bus, self.session, self.clock, self.send, self.src, self.stats = bus, session, clock, send, src, stats
         self.state = state or PageState(stale_ns=int(3 * bus.heartbeat_interval_s * 1e9))
         self.outbox: queue.Queue[Event] = queue.Queue()
         self.mic = MicStream()
@@ -74,6 +82,9 @@ class Bridge:
         self.thread = threading.Thread(target=self._run, name="rtchat-web-bridge", daemon=True)
         self._sent_version = -1
         self._next_state = 0
+        self._started_ns = 0
+        self._next_beat = 0
+        self._loops = 0
 
     # ---------------------------------------------------------------- any thread
 
@@ -84,16 +95,24 @@ class Bridge:
         if self.error is not None:
             raise RuntimeError(f"the web bridge could not start: {self.error}")
 
-    def submit(self, ev: Event) -> None:
-        self.outbox.put(ev)
+    def _put(self, item) -> bool:
+        if self.outbox.qsize() >= MAX_BACKLOG:
+            return False
+        self.outbox.put(item)
+        return True
 
-    def mic_frame(self, pcm: bytes, sr_hz: int) -> None:
-        """A browser mic frame received now (any thread: the position is assigned here, in order)."""
-        self.outbox.put(("mic", pcm, sr_hz, self.clock.now_ns()))
+    def submit(self, ev: Event) -> bool:
+        """Publish ev (any thread); False when the backlog is full and it was dropped."""
+        return self._put(ev)
+
+    def mic_frame(self, pcm: bytes, sr_hz: int) -> bool:
+        """A browser mic frame received now (any thread: the position is assigned here, in order);
+        False when the backlog is full and it was dropped."""
+        return self._put(("mic", pcm, sr_hz, self.clock.now_ns()))
 
     def note(self, text: str) -> None:
         """A line for the page's notes (any thread: the state is only touched on the bridge thread)."""
-        self.outbox.put(("note", text))
+        self._put(("note", text))
 
     def resend_state(self) -> None:
         self._sent_version = -1
@@ -114,12 +133,15 @@ class Bridge:
             self.ready.set()
             return
         self.ready.set()
+        self._started_ns = self.clock.now_ns()
         try:
             while not self.stop_flag.is_set():
                 for frames in client.receive(20):
                     self._on_frames(client, frames)
                 self._publish(client)
                 self._maybe_state()
+                self._maybe_heartbeat(client)
+                self._loops += 1
         finally:
             client.close()
 
@@ -156,8 +178,25 @@ class Bridge:
             if isinstance(item, tuple):
                 _, pcm, sr_hz, at_ns = item
                 item = self.mic.frame(pcm, sr_hz, at_ns)
-            client.publish(item)  # our own user.text / ctl.reset come back through the bus and are folded then
+            try:
+                client.publish(item)  # our own user.text / ctl.reset come back through the bus and are folded then
+            except Exception:  # one event that cannot go out must not end the page's way to the bus
+                self.counters["handler_errors"] += 1
+                log.exception("web bridge: publishing %s failed", type(item).__name__)
+                continue
             self.counters["published"] += 1
+
+    def _maybe_heartbeat(self, client: BusClient) -> None:
+        now = self.clock.now_ns()
+        if self.stats is None or now < self._next_beat:
+            return
+        self._next_beat = now + int(self.bus.heartbeat_interval_s * 1e9)
+        try:
+            client.publish(NodeHeartbeat(node=NODE, pid=os.getpid(), uptime_ns=now - self._started_ns,
+                                         stats=self.stats(), loops=self._loops))
+        except Exception:
+            self.counters["handler_errors"] += 1
+            log.exception("web bridge: the heartbeat failed")
 
     def _maybe_state(self) -> None:
         now = self.clock.now_ns()

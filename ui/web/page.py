@@ -88,7 +88,5 @@ def build_blocks(web):
 
 
 def _voices(web) -> list[str]:
-    from rtchat.ui.web.app import voices
-
-    out = voices(web.cfg)
+    out = web.voices
     return out if web.settings["tts.voice"] in out else [*out, web.settings["tts.voice"]]

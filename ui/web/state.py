@@ -20,6 +20,11 @@ What it keeps:
   heartbeats);
 - notes for the page (a clipped summary, a refused setting), the last few.
 
+Each part is bounded, so a state message is too however long the session or however fast a page
+types: a turn keeps its last ``MAX_TURN_CHARS`` characters of words (cut at the front, marked
+"…") and ``MAX_TURN_PARTS`` parts, the timeline ``MAX_SPANS`` spans, a span's or note's text
+``SPAN_TEXT_CHARS`` / ``NOTE_CHARS`` characters.
+
 ``ctl.reset`` clears the transcript and the floor; the timeline, latencies and nodes stay.
 """
 
@@ -54,6 +59,11 @@ USER, AGENT = "user", "agent"
 LATENCY_SAMPLES = 20
 MAX_TURNS = 40
 MAX_NOTES = 5
+MAX_TURN_CHARS = 4000  # a turn's words shown (about 700 words); earlier ones are cut
+MAX_TURN_PARTS = 200
+MAX_SPANS = 300  # timeline spans kept (typed messages are one each)
+SPAN_TEXT_CHARS = 80
+NOTE_CHARS = 300
 PAUSE_RE = re.compile(r"^(?:<p>)?\((\d*\.?\d+)\)$")
 
 
@@ -73,6 +83,17 @@ class Turn:
                     self.parts[-1]["w"] += " " + token
                 else:
                     self.parts.append({"w": token})
+        self._trim()
+
+    def _trim(self) -> None:
+        del self.parts[:-MAX_TURN_PARTS]
+        chars = sum(len(p.get("w", "")) for p in self.parts)
+        while chars > MAX_TURN_CHARS and len(self.parts) > 1:
+            chars -= len(self.parts.pop(0).get("w", ""))
+        first = self.parts[0] if self.parts else {}
+        if chars > MAX_TURN_CHARS and "w" in first:  # one long run of words: keep its end, from a word start
+            tail = first["w"][-MAX_TURN_CHARS:]
+            first["w"] = "…" + (tail.split(" ", 1)[1] if " " in tail else tail)
 
     def pause(self, seconds: float) -> None:
         if self.parts and "p" in self.parts[-1]:  # a pause right after one grows it
@@ -99,7 +120,7 @@ class PageState:
         self.floor = "none"
         self.vad_open_ns: int | None = None  # the user's speech started here and has not ended
         self.agent_audio_until = 0  # the agent's received audio lasts until about then
-        self.spans: deque[dict] = deque()  # {"who", "start_ns", "end_ns", "text"}
+        self.spans: deque[dict] = deque(maxlen=MAX_SPANS)  # {"who", "start_ns", "end_ns", "text"}
         self.lat: dict[str, deque[float]] = {k: deque(maxlen=LATENCY_SAMPLES) for k in ("asr", "agent", "tts", "response")}
         self.nodes: dict[str, dict] = {}
         self.notes: deque[str] = deque(maxlen=MAX_NOTES)
@@ -130,7 +151,7 @@ class PageState:
             self.lat[key].append((end - start) / 1e6)
 
     def note(self, text: str) -> None:
-        self.notes.append(text)
+        self.notes.append(text[:NOTE_CHARS])
         self.version += 1
 
     def on_event(self, ev: Event, now_ns: int) -> bool:
@@ -223,7 +244,7 @@ class PageState:
         return False
 
     def _span(self, who: str, start: int, end: int, text: str) -> None:
-        self.spans.append({"who": who, "start_ns": start, "end_ns": end, "text": text})
+        self.spans.append({"who": who, "start_ns": start, "end_ns": end, "text": text[:SPAN_TEXT_CHARS]})
 
     # ---------------------------------------------------------------- the page's view
 

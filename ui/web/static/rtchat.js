@@ -2,6 +2,8 @@
 // (pieces scheduled back to back after a small jitter buffer; agent.cancel stops and flushes at once),
 // and the live view (transcript, floor, timeline, latencies, nodes) from the server's state messages.
 // window.rtchat exposes counters (playedSamples, scheduledSamples, micFrames, cancels, …) for tests.
+// A tab that does not hold the conversation is read-only ("locked"): it shows the live view, its
+// Record button and typing are refused, and Take over reconnects it as the holder.
 (function () {
   if (window.rtchat && window.rtchat.started) return;
   const R = (window.rtchat = {
@@ -140,11 +142,16 @@
     };
     ws.onclose = (e) => {
       R.connected = false;
+      R.closeCode = e.code;
+      R.closeReason = e.reason;
       if (R.ws !== ws) return;
-      if (R.locked) return;  // wait for Take over
+      if (R.recording) stopMic();
+      // refused for good (no token, another site's page): say why, do not knock again
       if (e.code === 4401) { status("Not logged in: reload the page.", true); return; }
-      status("Disconnected from the agent; reconnecting…", true);
-      setTimeout(() => connect(false), 1000);
+      if (e.code === 4403) { status("The server refused this page: " + e.reason, true); return; }
+      const later = e.code === 1013;  // too many tabs open
+      status((later ? e.reason : "Disconnected from the agent") + "; reconnecting…", true);
+      setTimeout(() => connect(false), later ? 5000 : 1000);
     };
   }
 
@@ -216,7 +223,12 @@
 
   // ---------------------------------------------------------------- start
   function start() {
-    $("rtchat-mic").addEventListener("click", () => { ctx(); if (R.recording) stopMic(); else startMic(); });
+    $("rtchat-mic").addEventListener("click", () => {
+      ctx();
+      if (R.recording) stopMic();
+      else if (R.locked) status("This tab only watches the conversation; press Take over to talk.", true);
+      else startMic();
+    });
     $("rtchat-send").addEventListener("click", () => { ctx(); sendText(); });
     $("rtchat-text").addEventListener("keydown", (e) => { if (e.key === "Enter") { ctx(); sendText(); } });
     $("rtchat-reset").addEventListener("click", () => { cancel(-1); send({ type: "reset" }); });
