@@ -9,6 +9,7 @@ import http.server
 import threading
 
 import httpx
+import pytest
 from test_browser_session import FLAGS, Launcher, free_port, need_browser
 from test_web_app import web  # noqa: F401  (a fixture: the server in this process on a real bus)
 
@@ -54,6 +55,7 @@ def user_words(page) -> str:
                          ".map(t => t.parts.filter(p => 'w' in p).map(p => p.w).join(' ')).join(' ')")
 
 
+@pytest.mark.slow
 def test_browser_logs_in_on_an_open_host_and_another_sites_page_cannot_talk(tmp_path):
     chromium = need_browser()
     from playwright.sync_api import sync_playwright
@@ -118,6 +120,7 @@ def test_browser_logs_in_on_an_open_host_and_another_sites_page_cannot_talk(tmp_
     assert not [line for line in launcher.lines if "Traceback" in line], launcher.lines
 
 
+@pytest.mark.slow
 def test_browser_on_a_rebound_name_is_refused_while_the_page_works(web, tmp_path):  # noqa: F811
     chromium = need_browser()
     from playwright.sync_api import sync_playwright

@@ -285,9 +285,10 @@ class Server:
     def __init__(self, bus, tmp: Path):
         self.port = free_port()
         self.stderr_path = tmp / "server.err"
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "webserver_proc.py"), bus.pub_endpoint, bus.sub_endpoint,
-                                      str(self.port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr_path.open("w"), text=True)
+        with self.stderr_path.open("w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(HERE / "webserver_proc.py"), bus.pub_endpoint,
+                                          bus.sub_endpoint, str(self.port)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
         line = self.proc.stdout.readline()  # once it listens (empty: it exited)
         assert line, "the server did not start:\n" + self.stderr()
         info = json.loads(line)
@@ -314,6 +315,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            self.proc.stdout.close()
 
 
 class Fuzzer:
