@@ -27,6 +27,8 @@ from typing import BinaryIO
 
 import msgpack
 
+from rtchat.bus.events import Message
+
 MAGIC = b"RTCHATLOG\x00\x01"
 PREFIX = struct.Struct("<II")
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -270,6 +272,23 @@ def read_since(path: str | os.PathLike, since_ns: int) -> list[Record]:
             if start == len(MAGIC) or (found and found[0].recv_ns < since_ns):
                 return [r for r in found if r.recv_ns >= since_ns]
             window *= 4
+
+
+def read_messages_since(path: str | os.PathLike, since_ns: int, topics: tuple[str, ...] = ("",)) -> list[tuple[int, Message]]:
+    """``read_since``, decoded by the strict wire decoder: (receive time, message) of the events
+    whose topic starts with one of ``topics``; a record that does not decode is left out."""
+    from rtchat.bus.wire import WireError, WireLimits, decode
+
+    prefixes = tuple(t.encode() for t in topics)
+    out = []
+    for rec in read_since(path, since_ns):
+        if not bytes(rec.frames[0]).startswith(prefixes):
+            continue
+        try:
+            out.append((rec.recv_ns, decode(rec.frames, WireLimits())))
+        except WireError:
+            continue
+    return out
 
 
 def _scan(buf: bytes, base: int, resync: bool) -> Iterator[Record]:

@@ -264,13 +264,14 @@ def node_main(
     make_core: Callable[[Config, Path, Callable[[str, float | None], None]], Core],
     argv: list[str] | None = None,
     raw_sink: Callable[[Core], Callable[[list[bytes], Message, int], None]] | None = None,
-    resume: Callable[[Core, Path], str | None] | None = None,
+    resume: Callable[[Core, Path], tuple[Core, str | None]] | None = None,
 ) -> int:
     """Command-line entry of a node: config, bus, load, handshake, ready, loop.
 
     ``resume(core, run_dir)`` brings a core up to a conversation already under way (a restart:
-    the run's event log holds it) just before the node joins; it returns a line for the
-    launcher's progress, or None when there was nothing to resume. With ``--standby`` the node
+    the run's event log holds it) just before the node joins; it returns the core to run (the
+    same, or one that wraps it) and a line for the launcher's progress, or None when there was
+    nothing to resume. With ``--standby`` the node
     is the launcher's hot spare: it loads first, off the bus, then waits for a line on its
     standard input (end of input: the launcher is gone; it exits) and only then joins, resumes
     and reports ready, so replacing a killed node costs no model load."""
@@ -330,7 +331,7 @@ def node_main(
                 core = make_core(cfg, run_dir, progress)
             except StartError as exc:
                 return stop_with(exc, START_FAILED)
-        note = resume(core, run_dir) if resume is not None else None
+        core, note = resume(core, run_dir) if resume is not None else (core, None)
         if note:
             progress(note)
         client.subscribe(core.topics)

@@ -28,21 +28,15 @@ RESUME_WINDOW_S = 120  # how far back a restarted agent looks for its last state
 
 def resume_from_log(core, log_path: Path, now_ns: int) -> bool:
     """Bring a new core up to the conversation in the log; False when there is none to resume."""
-    from rtchat.bus.eventlog import LogError, read_since
+    from rtchat.bus.eventlog import LogError, read_messages_since
     from rtchat.bus.events import AgentCancel, AgentState
-    from rtchat.bus.wire import WireError, WireLimits, decode
 
     if not log_path.is_file():
         return False
     events: list = []
     try:
         for since_ns in (now_ns - RESUME_WINDOW_S * 1_000_000_000, 0):
-            events = []
-            for rec in read_since(log_path, since_ns):
-                try:
-                    events.append((rec.recv_ns, decode(rec.frames, WireLimits()).event))
-                except WireError:
-                    continue
+            events = [(t, msg.event) for t, msg in read_messages_since(log_path, since_ns)]
             if any(isinstance(ev, AgentState) for _, ev in events):
                 break
     except (LogError, OSError) as exc:
@@ -73,12 +67,12 @@ def make_core(cfg: Config, run_dir: Path, progress):
     return core
 
 
-def resume(core, run_dir: Path) -> str | None:
+def resume(core, run_dir: Path):
     from rtchat.bus.eventlog import LOG_FILE_NAME
 
     if resume_from_log(core, run_dir / LOG_FILE_NAME, time.time_ns()):
-        return f"resumed the conversation at turn {core.turn}"
-    return None
+        return core, f"resumed the conversation at turn {core.turn}"
+    return core, None
 
 
 def main(argv: list[str] | None = None) -> int:

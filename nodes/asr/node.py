@@ -32,16 +32,9 @@ log = logging.getLogger(__name__)
 
 def read_log(log_path: Path, since_ns: int) -> list:
     """The decodable events logged at or after ``since_ns``, as (receive time, event), oldest first."""
-    from rtchat.bus.eventlog import read_since
-    from rtchat.bus.wire import WireError, WireLimits, decode
+    from rtchat.bus.eventlog import read_messages_since
 
-    out = []
-    for rec in read_since(log_path, since_ns):
-        try:
-            out.append((rec.recv_ns, decode(rec.frames, WireLimits()).event))
-        except WireError:
-            continue
-    return out
+    return [(t, msg.event) for t, msg in read_messages_since(log_path, since_ns)]
 
 
 def resume_from_log(core, log_path: Path, now_ns: int) -> Core | None:
@@ -69,7 +62,6 @@ def resume_from_log(core, log_path: Path, now_ns: int) -> Core | None:
 
 
 def make_core(cfg: Config, run_dir: Path, progress):
-    from rtchat.bus.eventlog import LOG_FILE_NAME
     from rtchat.nodes.asr.backends import LoadError, load_transcriber, resolve_device
     from rtchat.nodes.asr.core import AsrCore
     from rtchat.nodes.asr.vad import load_silero
@@ -86,15 +78,22 @@ def make_core(cfg: Config, run_dir: Path, progress):
         raise StartError(f"cannot load the Silero VAD (pip install silero-vad onnxruntime): {exc}") from exc
     core = AsrCore(cfg.asr, transcribe, vad_model)
     core.device = resolve_device(cfg.asr.device)
-    resumed = resume_from_log(core, run_dir / LOG_FILE_NAME, time.time_ns())
-    if resumed is not None:
-        progress(f"resumed the utterance in progress ({core.counts['resumed_frames']} logged frames)")
-        return resumed
     return core
 
 
+def resume(core, run_dir: Path):
+    """node_main's resume hook: after loading (a hot spare: when it is called in), just before
+    the node joins, so the log is read as it is then."""
+    from rtchat.bus.eventlog import LOG_FILE_NAME
+
+    resumed = resume_from_log(core, run_dir / LOG_FILE_NAME, time.time_ns())
+    if resumed is None:
+        return core, None
+    return resumed, f"resumed the utterance in progress ({core.counts['resumed_frames']} logged frames)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    return node_main("asr", make_core, argv)
+    return node_main("asr", make_core, argv, resume=resume)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,8 @@ import json
 import logging
 from pathlib import Path
 
-from rtchat.bus.eventlog import LOG_FILE_NAME, LogError, read_since
+from rtchat.bus.eventlog import LOG_FILE_NAME, LogError, read_messages_since
 from rtchat.bus.events import AudioIn
-from rtchat.bus.wire import WireError, decode
 from rtchat.configs import write_atomic
 
 log = logging.getLogger(__name__)
@@ -106,18 +105,9 @@ def load_state(run_dir: Path, owner: Owner) -> AudioState | None:
     return AudioState(**values)
 
 
-def _own_frames(records, run_id: str) -> list[tuple[int, AudioIn]]:
-    out = []
-    for rec in records:
-        if bytes(rec.frames[0]) != b"audio.in":
-            continue
-        try:
-            msg = decode(rec.frames)
-        except WireError:
-            continue
-        if msg.env.src == SOURCE and msg.env.session == run_id:
-            out.append((rec.recv_ns, msg.event))
-    return out
+def _own_frames(messages, run_id: str) -> list[tuple[int, AudioIn]]:
+    return [(t, msg.event) for t, msg in messages
+            if isinstance(msg.event, AudioIn) and msg.env.src == SOURCE and msg.env.session == run_id]
 
 
 def logged_frames(log_path: Path, run_id: str, state: AudioState, now_ns: int) -> list[AudioIn]:
@@ -128,7 +118,7 @@ def logged_frames(log_path: Path, run_id: str, state: AudioState, now_ns: int) -
     while True:
         since = max(state.anchor_ns, now_ns - back)
         try:
-            frames = _own_frames(read_since(log_path, since), run_id)
+            frames = _own_frames(read_messages_since(log_path, since, ("audio.in",)), run_id)
         except (OSError, LogError) as exc:
             log.warning("cannot read the event log to resume the input: %s", exc)
             return []
