@@ -17,7 +17,7 @@ children). All figures come from the run's event log afterwards. Every session r
 
 Keys per node (under ``nodes``; each fault's own figures and what the log showed are in ``faults``):
 - ``restart_s``: the slowest of its faults, SIGKILL → the node's ``node.ready`` again (the proxy
-  sends none: → its ``node.restarted``, published once nodes heartbeat through it again);
+  sends none: → the bench's subscriber receives the first event sent after the kill);
 - ``resumed``: after every fault, agent audio (``audio.played`` with words) started after the recovery;
 - ``lost_user_words``: script words the baseline's final transcript holds and this session's
   does not (multiset), divided by the faults injected; the final transcript is the user's (S1)
@@ -26,7 +26,8 @@ Keys per node (under ``nodes``; each fault's own figures and what the log showed
   played again with the same words, or the same words (3 or more) as a chunk played earlier;
 - ``log_gap``: for every fault the log holds a ``node.restarted`` for the node after the kill and
   the node's heartbeats after it (the proxy: any node's) — the fault and its end are marked;
-- ``faults_injected``: kills sent (2 expected; a moment that never came is said in ``notes``).
+- ``faults_injected``: kills sent (2 expected; a moment that never came is said in ``notes``);
+  ``log_lost_events``: events the log misses by sequence numbers (a proxy restart drops some).
 Top level: ``targets``, ``ok`` per node, ``all_ok`` (every node meets every target with both
 faults injected), the ``baseline``'s own figures, ``machine``, ``commit`` (from the runs' header).
 """
@@ -43,6 +44,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from rtchat.bus.clock import Clock
 from rtchat.bus.events import (
     AgentCancel,
     AgentState,
@@ -71,6 +73,8 @@ MIN_DUP_WORDS = 3  # the same words played again count as a duplicate from this 
 HISTORY = "agent.max_history_words=400"  # the final transcript holds the whole script
 TARGETS = {"restart_s": 5.0, "resumed": True, "lost_user_words": 2.0, "duplicate_audio_ms": 0.0, "log_gap": True}
 NS = 1_000_000_000
+POLL_MS = 20  # the bench reads the bus this often while it waits for a moment
+AFTER_KILL_NS = 50_000_000  # what was sent sooner after a kill may have left through the dying proxy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Kill:
     wav_s: float  # how far the user's recording had played
     words: str  # the agent's piece playing, or the user's utterance being said
     inside: bool  # the moment fell inside that piece / utterance
+    heard_ns: int | None = None  # when the bench first heard the node back (the proxy: anything sent after the kill)
 
 
 # ---------------------------------------------------------------- the script
@@ -149,16 +154,17 @@ def utterance_moment(segments: list[list], from_s: float, until_s: float, choice
 
 
 def recovered(ev: Event, node: str) -> bool:
-    """The event that ends a fault of `node` (published after its kill)."""
-    if node == PROXY:
-        return isinstance(ev, NodeRestarted) and ev.node == PROXY
-    return isinstance(ev, NodeReady) and ev.node == node
+    """Whether an event published after the kill ends a fault of `node`: its node.ready; for the
+    proxy, which sends none, any event the bench's own subscriber receives (only a new proxy can
+    carry it there; its publish time does not tell, since publishers queue what they send
+    while the proxy is down, and the launcher's node.restarted can be lost the same way)."""
+    return node == PROXY or (isinstance(ev, NodeReady) and ev.node == node)
 
 
-def inject(session, node: str, segments: list[list], rng: random.Random,
-           deadline: float) -> tuple[list[Kill], list[str]]:
-    """Kill `node` mid-reply, wait for its recovery, kill it mid-utterance, all before the
-    monotonic deadline; (kills, notes)."""
+def inject(session, node: str, segments: list[list], rng: random.Random, deadline_ns: int,
+           clock: Clock) -> tuple[list[Kill], list[str]]:
+    """Kill `node` mid-reply, wait for its recovery, kill it mid-utterance, wait for its recovery,
+    all before deadline_ns; (kills, notes)."""
     until_s = LAST_FAULT_FRACTION * segments[-1][1]
     reply = ReplyMoment(rng.uniform(*REPLY_ARM_S), rng.uniform(*CUT_FRACTION))
     choice, fraction = rng.random(), rng.uniform(*CUT_FRACTION)
@@ -167,7 +173,7 @@ def inject(session, node: str, segments: list[list], rng: random.Random,
     phase, target = "reply", None
 
     def kill(moment: str, words: str, inside: bool) -> bool:
-        now, pid = time.time_ns(), session.kill(node)
+        now, pid = clock.now_ns(), session.kill(node)
         if pid is not None:
             kills.append(Kill(node, moment, now, pid, round(session.wav_s, 3), words, inside))
         return pid is not None
@@ -180,13 +186,14 @@ def inject(session, node: str, segments: list[list], rng: random.Random,
             return "done"
         return "utterance"
 
-    while session.running() and phase != "done" and time.monotonic() < deadline:
-        for t_ns, ev in session.poll(20):
+    while session.running() and phase != "done" and clock.now_ns() < deadline_ns:
+        for t_ns, ev in session.poll(POLL_MS):
             if phase == "reply":
-                reply.see(ev, time.time_ns(), session.wav_s)
-            elif phase == "recover" and t_ns > kills[-1].t_ns and recovered(ev, node):
-                phase = aim(session.wav_s + SETTLE_S)
-        now = time.time_ns()
+                reply.see(ev, clock.now_ns(), session.wav_s)
+            elif phase == "recover" and t_ns > kills[-1].t_ns + AFTER_KILL_NS and recovered(ev, node):
+                kills[-1] = dataclasses.replace(kills[-1], heard_ns=clock.now_ns())
+                phase = "done" if kills[-1].moment == "mid_utterance" else aim(session.wav_s + SETTLE_S)
+        now = clock.now_ns()
         if phase == "reply" and reply.due(now):
             phase = "recover" if kill("mid_reply", reply.words, now < reply.piece_end_ns) else phase
         elif phase == "reply" and session.wav_s > until_s:
@@ -194,7 +201,7 @@ def inject(session, node: str, segments: list[list], rng: random.Random,
             phase = aim(session.wav_s)
         elif phase == "utterance" and session.wav_s >= target[1]:
             seg = target[0]
-            phase = "done" if kill("mid_utterance", seg[2], seg[0] <= session.wav_s <= seg[1]) else phase
+            phase = "recover" if kill("mid_utterance", seg[2], seg[0] <= session.wav_s <= seg[1]) else phase
     if phase == "recover":
         notes.append(f"{node} was not ready again before the session ended")
     elif phase != "done":
@@ -207,23 +214,27 @@ def run_one(wav: Path, runs_dir: Path, run_id: str, overrides: list[str], node: 
     """One session; with `node`, its two faults. (run dir, kills, notes, launcher exit code)."""
     from rtchat.evals.faults import LiveSession
 
-    deadline = time.monotonic() + timeout_s
+    clock = Clock()
+    deadline_ns = clock.now_ns() + int(timeout_s * NS)
     session = LiveSession(wav, runs_dir, run_id, overrides)
     kills, notes = [], []
     try:
         session.connect()
         if node is not None:
-            kills, notes = inject(session, node, segments, rng, deadline)
+            kills, notes = inject(session, node, segments, rng, deadline_ns, clock)
     finally:
-        rc = session.finish(deadline - time.monotonic())
+        rc = session.finish((deadline_ns - clock.now_ns()) / NS)
     return session.run_dir, kills, notes, rc
 
 
 # ---------------------------------------------------------------- figures from the log
 
 
-def recovery_ns(events: list[Timed], kill: Kill) -> int | None:
-    return next((e.t_ns for e in events if e.t_ns > kill.t_ns and recovered(e.event, kill.node)), None)
+def recovery_ns(events: list[Timed], kill: Kill, until_ns: int) -> int | None:
+    """The node's node.ready after the kill (publish time); the proxy's: when the bench heard it back."""
+    if kill.node == PROXY:
+        return kill.heard_ns
+    return next((e.t_ns for e in events if kill.t_ns < e.t_ns < until_ns and recovered(e.event, kill.node)), None)
 
 
 def first_agent_audio_ns(events: list[Timed], after_ns: int) -> int | None:
@@ -233,16 +244,16 @@ def first_agent_audio_ns(events: list[Timed], after_ns: int) -> int | None:
     return min(starts, default=None)
 
 
-def log_marks(events: list[Timed], kill: Kill) -> dict:
-    """What the log shows of one fault: the node.restarted after it, and when the node's
-    heartbeats (for the proxy: anyone's) stopped and came back."""
+def log_marks(events: list[Timed], kill: Kill, until_ns: int) -> dict:
+    """What the log shows of one fault (before until_ns, the next one): the node.restarted after
+    it, and when the node's heartbeats (for the proxy: anyone's) stopped and came back."""
     def beats(ev: Event) -> bool:
         return isinstance(ev, NodeHeartbeat) and (kill.node == PROXY or ev.node == kill.node)
 
-    restarted = next((e for e in events if e.t_ns > kill.t_ns and isinstance(e.event, NodeRestarted)
+    restarted = next((e for e in events if kill.t_ns < e.t_ns < until_ns and isinstance(e.event, NodeRestarted)
                       and e.event.node == kill.node), None)
     before = max((e.t_ns for e in events if e.t_ns <= kill.t_ns and beats(e.event)), default=None)
-    after = next((e.t_ns for e in events if e.t_ns > kill.t_ns and beats(e.event)), None)
+    after = next((e.t_ns for e in events if kill.t_ns < e.t_ns < until_ns and beats(e.event)), None)
     return {
         "node_restarted": None if restarted is None else {
             "after_kill_s": round((restarted.t_ns - kill.t_ns) / NS, 3), "reason": restarted.event.reason,
@@ -252,12 +263,14 @@ def log_marks(events: list[Timed], kill: Kill) -> dict:
     }
 
 
-def fault_report(events: list[Timed], kill: Kill) -> dict:
-    rec = recovery_ns(events, kill)
+def fault_report(events: list[Timed], kill: Kill, until_ns: int) -> dict:
+    """One fault: its recovery and log marks before until_ns (the next fault), and the agent's
+    first words after the recovery."""
+    rec = recovery_ns(events, kill, until_ns)
     spoke = None if rec is None else first_agent_audio_ns(events, rec)
     playing = [e.event.text.strip() for e in events if isinstance(e.event, AudioPlayed)
                and e.event.start_ns <= kill.t_ns <= e.event.end_ns and e.event.text.strip()]
-    marks = log_marks(events, kill)
+    marks = log_marks(events, kill, until_ns)
     return {
         "moment": kill.moment, "at_s": kill.wav_s, "words": kill.words, "inside": kill.inside, "pid": kill.pid,
         "agent_audio_reported_at_kill": playing[0] if playing else None,
@@ -311,7 +324,8 @@ def duplicate_audio(events: list[Timed]) -> tuple[float, list[dict]]:
 
 
 def node_summary(events: list[Timed], kills: list[Kill], script: list[str], baseline: list[Timed]) -> dict:
-    faults = [fault_report(events, k) for k in kills]
+    ends = [k.t_ns for k in kills[1:]] + [events[-1].t_ns + 1 if events else 0]
+    faults = [fault_report(events, k, end) for k, end in zip(kills, ends, strict=True)]
     n = max(1, len(kills))
     restarts = [f["restart_s"] for f in faults]
     dup_ms, repeats = duplicate_audio(events)
@@ -341,10 +355,15 @@ def judge(node: dict) -> dict[str, bool]:
     }
 
 
-def baseline_summary(events: list[Timed], script: list[str], run_dir: Path) -> dict:
+def lost_events(run_dir: Path) -> int:
+    """Events missing from the run's log by their publishers' sequence numbers (rtchat log info)."""
     from rtchat.bus.eventlog import LogReader
     from rtchat.bus.logcli import summarize
 
+    return summarize(LogReader(run_dir))["lost"]
+
+
+def baseline_summary(events: list[Timed], script: list[str], run_dir: Path) -> dict:
     dup_ms, repeats = duplicate_audio(events)
     return {
         "script_words": len(script),
@@ -354,7 +373,7 @@ def baseline_summary(events: list[Timed], script: list[str], run_dir: Path) -> d
         "duplicate_audio_ms": dup_ms,
         "duplicates": repeats,
         "restarts": sum(isinstance(e.event, NodeRestarted) for e in events),
-        "log_lost_events": summarize(LogReader(run_dir))["lost"],
+        "log_lost_events": lost_events(run_dir),
     }
 
 
@@ -413,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
                                             rng, timeout_s)
         events, damage = read_events(run_dir)
         report_nodes[node] = {**node_summary(events, kills, script, baseline), "notes": notes, "run": str(run_dir),
-                              "launcher_exit": rc, "log_read": damage}
+                              "launcher_exit": rc, "log_read": damage, "log_lost_events": lost_events(run_dir)}
         log.info("  %s: %s", node, {k: report_nodes[node][k] for k in TARGETS})
     report = {
         "all_ok": all(all(n["ok"].values()) for n in report_nodes.values()),

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from rtchat.bus.clock import FakeClock
 from rtchat.bus.eventlog import LogWriter
 from rtchat.bus.events import (
     AgentCancel,
@@ -29,6 +30,7 @@ from rtchat.evals.bench_chaos import (
     ReplyMoment,
     chaos_script,
     duplicate_audio,
+    inject,
     judge,
     lost_words,
     node_summary,
@@ -157,14 +159,22 @@ def test_a_node_that_never_came_back_did_not_resume_or_mark_its_end(tmp_path, ba
     assert got["faults"][0]["log"] == {"node_restarted": None, "heartbeat_back_after_kill_s": None, "heartbeat_gap_s": None}
 
 
-def test_the_proxy_recovers_with_its_restart_notice_and_anyones_heartbeats(tmp_path, baseline):
+def test_the_proxy_is_back_when_the_bench_hears_through_it_and_its_notice_marks_the_log(tmp_path, baseline):
+    """Killed at 5 s (heard back at 6.1 s; a heartbeat at 6 s, the notice at 6.2 s) and at 10 s
+    (heard back at 11.6 s; a heartbeat the publisher queued at 10.2 s, no notice: it was lost)."""
     events = write_log(tmp_path, [
         beat(4.0, "asr", 5), beat(6.0, "tts", 6),
         (6.2, NodeRestarted(node="proxy", reason="exited with -9", attempt=1, backoff_ns=500_000_000, pid=9)),
+        beat(9.5, "asr", 5), beat(10.2, "asr", 5),
     ])
-    got = node_summary(events, [Kill("proxy", "mid_reply", at(5.0), 4, 3.0, "", True)], SCRIPT, baseline)
-    assert got["faults"][0]["restart_s"] == 1.2
-    assert got["faults"][0]["log"]["heartbeat_back_after_kill_s"] == 1.0 and got["faults"][0]["log"]["heartbeat_gap_s"] == 2.0
+    kills = [Kill("proxy", "mid_reply", at(5.0), 4, 3.0, "", True, heard_ns=at(6.1)),
+             Kill("proxy", "mid_utterance", at(10.0), 9, 8.0, "", True, heard_ns=at(11.6))]
+    first, second = node_summary(events, kills, SCRIPT, baseline)["faults"]
+    assert first["restart_s"] == 1.1 and second["restart_s"] == 1.6
+    assert first["log"]["heartbeat_back_after_kill_s"] == 1.0 and first["log"]["heartbeat_gap_s"] == 2.0
+    assert first["log"]["node_restarted"]["after_kill_s"] == 1.2 and first["log_gap"] is True
+    assert second["log"]["heartbeat_back_after_kill_s"] == 0.2  # sent while the proxy was down, logged later
+    assert second["log"]["node_restarted"] is None and second["log_gap"] is False
 
 
 def test_user_words_come_from_the_last_transcript_without_pauses(agent_killed_twice):
@@ -207,6 +217,74 @@ def test_the_mid_utterance_moment_is_drawn_among_utterances_in_range():
     assert utterance_moment(segs, 2.0, 10.0, choice=0.6, fraction=0.25) == ([8.0, 9.0, "c"], 8.25)
     assert utterance_moment(segs, 2.0, 10.0, choice=0.0, fraction=0.25) == ([4.0, 6.0, "b"], 4.5)
     assert utterance_moment(segs, 10.0, 21.0, choice=0.5, fraction=0.5) is None
+
+
+class FakeSession:
+    """A session on virtual time: the user's recording plays from T0, each poll advances the
+    clock and hands out the scripted events published by then; kills are recorded."""
+
+    def __init__(self, clock: FakeClock, timeline: list[tuple[float, object]], end_s: float):
+        self.clock, self.timeline, self.end_ns = clock, sorted(timeline, key=lambda x: x[0]), at(end_s)
+        self.wav_s = 0.0
+        self.killed: list[float] = []
+
+    def running(self) -> bool:
+        return self.clock.now_ns() < self.end_ns
+
+    def poll(self, timeout_ms: int) -> list:
+        self.clock.advance(timeout_ms * 1_000_000)
+        self.wav_s = (self.clock.now_ns() - T0) / S
+        due = [(at(t), ev) for t, ev in self.timeline if at(t) <= self.clock.now_ns()]
+        self.timeline = self.timeline[len(due):]
+        return due
+
+    def kill(self, node: str) -> int:
+        self.killed.append((self.clock.now_ns() - T0) / S)
+        return 4242
+
+
+class Middle:
+    """Draws that always fall in the middle: arm the reply at 3.5 s, kill at half a piece or an
+    utterance, the first candidate utterance."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2
+
+    def random(self) -> float:
+        return 0.0
+
+
+SEGMENTS = [[0.5, 2.0, "hi there"], [6.0, 8.0, "i went hiking"], [12.0, 14.0, "it was nice"], [20.0, 22.0, "bye"]]
+
+
+def test_a_node_is_killed_inside_a_reply_then_inside_an_utterance_after_it_is_back():
+    """Agent audio ' hello' 3–4 s (before arming at 3.5 s), ' how are you' 4–6 s → killed at 5 s;
+    ready at 9 s → the first utterance starting after 10 s and ending by 16.5 s (75 % of 22 s)
+    is 'it was nice' → killed at its middle, 13 s; ready again at 15 s."""
+    clock = FakeClock(T0)
+    session = FakeSession(clock, [(3.0, tts(" hello", 1.0)), (4.0, tts(" how are you", 2.0)),
+                                  (9.0, NodeReady(node="agent", pid=5, load_ns=0)),
+                                  (15.0, NodeReady(node="agent", pid=6, load_ns=0))], end_s=30.0)
+    kills, notes = inject(session, "agent", SEGMENTS, Middle(), at(60.0), clock)
+    assert notes == [] and session.killed == [5.0, 13.0]
+    assert [(k.moment, k.words, k.inside, k.wav_s, k.heard_ns) for k in kills] == [
+        ("mid_reply", "how are you", True, 5.0, at(9.0)), ("mid_utterance", "it was nice", True, 13.0, at(15.0))]
+
+
+def test_the_proxy_is_heard_back_only_through_what_was_sent_well_after_the_kill():
+    clock = FakeClock(T0)
+    session = FakeSession(clock, [(4.0, tts(" how are you", 2.0)), (5.03, beat(5.03, "asr", 1)[1]),
+                                  (6.5, beat(6.5, "asr", 1)[1]), (13.4, beat(13.4, "tts", 2)[1])], end_s=30.0)
+    kills, _ = inject(session, "proxy", SEGMENTS, Middle(), at(60.0), clock)
+    assert [k.heard_ns for k in kills] == [at(6.5), at(13.4)]  # 30 ms after the kill may have left before it
+
+
+def test_a_session_with_no_agent_audio_says_which_moments_never_came():
+    clock = FakeClock(T0)
+    session = FakeSession(clock, [], end_s=30.0)
+    kills, notes = inject(session, "tts", SEGMENTS, Middle(), at(60.0), clock)
+    assert kills == [] and notes == ["mid_reply: no agent audio played between 3.5 s and 16.5 s",
+                                     "mid_utterance: no utterance starts after 16.5 s and ends by 16.5 s"]
 
 
 @pytest.mark.slow
