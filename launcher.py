@@ -179,7 +179,7 @@ class Session:
         self.say = say  # user-facing progress lines
         self.config_path = run_dir / "config.yaml"
         self.procs: dict[str, subprocess.Popen] = {}
-        self.pidfds: dict[int, str] = {}
+        self.pidfds: dict[int, tuple[str, subprocess.Popen]] = {}
         self.poller = zmq.Poller()
         hb_ns = int(cfg.bus.heartbeat_interval_s * 1e9)
         names = {PROXY: False} | {n: True for n in cfg.launcher.nodes}
@@ -239,16 +239,18 @@ class Session:
             self.spawn_spare(name)
         self.procs[name] = proc
         fd = os.pidfd_open(proc.pid)
-        self.pidfds[fd] = name
+        self.pidfds[fd] = (name, proc)
         self.poller.register(fd, zmq.POLLIN)
         self.supervisor.started(name, self.clock.now_ns())
         return proc
 
     def reap(self, fd: int) -> None:
-        name = self.pidfds.pop(fd)
+        name, proc = self.pidfds.pop(fd)
         self.poller.unregister(fd)
         os.close(fd)
-        rc = self.procs[name].wait()
+        rc = proc.wait()
+        if proc is not self.procs.get(name):  # a process already replaced (killed, then restarted at once)
+            return
         if rc == START_FAILED and not self.supervisor.shutting_down:
             why = self.fatal.pop(name, None) or last_line(self.run_dir / (name + ".log"))
             self.say(f"{name} could not start: {why}")

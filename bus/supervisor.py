@@ -4,8 +4,9 @@ It is told what happened — a process started, became ready, heartbeated, exite
 with what to do: ``Kill`` a node that missed its heartbeats (a frozen process: heartbeats come
 from a thread of their own, so a busy loop does not stop them) or whose loop has been inside one
 call for longer than ``stall_limit_s`` (a stalled loop), ``Start`` a node again once its
-back-off has passed. Back-off doubles per restart up to a cap and resets once a node has been
-healthy for a while. The launcher's shell carries the actions out; tests drive this directly.
+back-off has passed: none before the first restart, then doubling per restart up to a cap; it
+resets once a node has been healthy for a while. The launcher's shell carries the actions out;
+tests drive this directly.
 """
 
 from __future__ import annotations
@@ -92,11 +93,18 @@ class Supervisor:
             return
         self._schedule(st, now_ns, st.reason or f"exited with {returncode}")
 
+    def backoff_ns(self, attempts: int) -> int:
+        """The wait before restart number ``attempts`` (counted since the node was last healthy):
+        none for the first — a conversation is waiting, and a spare may be loaded — then
+        ``restart_backoff_s`` doubling up to ``restart_backoff_max_s``, so a crash loop slows down."""
+        if attempts <= 1:
+            return 0
+        return int(min(self.cfg.restart_backoff_s * 2 ** (attempts - 2), self.cfg.restart_backoff_max_s) * 1e9)
+
     def _schedule(self, st: NodeState, now_ns: int, reason: str) -> None:
         st.attempts += 1
-        backoff_s = min(self.cfg.restart_backoff_s * 2 ** (st.attempts - 1), self.cfg.restart_backoff_max_s)
         st.status, st.reason = "down", reason
-        st.restart_at_ns = now_ns + int(backoff_s * 1e9)
+        st.restart_at_ns = now_ns + self.backoff_ns(st.attempts)
 
     def on_tick(self, now_ns: int) -> list[Action]:
         if self.shutting_down:
@@ -112,8 +120,7 @@ class Supervisor:
                 self._schedule(st, now_ns, reason)
                 actions.append(Kill(name, reason))
             elif st.status == "down" and st.restart_at_ns is not None and now_ns >= st.restart_at_ns:
-                backoff_ns = int(min(self.cfg.restart_backoff_s * 2 ** (st.attempts - 1), self.cfg.restart_backoff_max_s) * 1e9)
-                actions.append(Start(name, st.reason, st.attempts, backoff_ns))
+                actions.append(Start(name, st.reason, st.attempts, self.backoff_ns(st.attempts)))
                 st.restart_at_ns, st.reason = None, ""
                 st.status = "starting"
         return actions

@@ -70,7 +70,7 @@ class LauncherConfig:
     ready_timeout_s: float = 300.0  # all nodes must publish node.ready within this
     missed_heartbeats: int = 3  # a node silent this many intervals is restarted (its process is frozen)
     stall_limit_s: float = 30.0  # a node whose loop is inside one call this long is restarted (README: measured)
-    restart_backoff_s: float = 0.5  # first restart delay; doubles per restart
+    restart_backoff_s: float = 0.5  # the wait before a second restart in a row (the first is at once); doubles per restart
     standby: tuple[str, ...] = ()  # nodes with a hot spare: loaded beside them, called in at a restart
     restart_backoff_max_s: float = 10.0
     healthy_reset_s: float = 30.0  # a node up this long gets its backoff reset
