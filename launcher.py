@@ -187,6 +187,7 @@ class Session:
         self.client: BusClient | None = None
         self.notices: dict[str, NodeRestarted] = {}  # restarts not yet announced on the bus
         self.spares: dict[str, subprocess.Popen] = {}  # hot spares, loaded and waiting (launcher.standby)
+        self.proxy_mark: int | None = None  # the logger's records in the first heartbeat after a proxy restart
         self.fatal: dict[str, str] = {}  # a node's last fatal error, to say why it stopped
         self.frontend_factory = frontend_factory  # builds the UI once the bus is up
         self.frontend = None
@@ -265,16 +266,34 @@ class Session:
         elif isinstance(action, Start):
             proc = self.spawn(action.node)
             self.say(f"restarting {action.node} (attempt {action.attempt}, {action.reason})")
+            if action.node == PROXY:
+                self.proxy_mark = None
             self.notices[action.node] = NodeRestarted(
                 node=action.node, reason=action.reason, attempt=action.attempt, backoff_ns=action.backoff_ns, pid=proc.pid
             )
 
     def announce(self, node: str) -> None:
         """Publish a restart once the bus can carry it to the logger: when the restarted node
-        is ready (it may be the logger itself), or, for the proxy, once nodes heartbeat again."""
+        is ready (it may be the logger itself); for the proxy see ``proxy_back``."""
         notice = self.notices.pop(node, None)
         if notice is not None:
             self.client.publish(notice)
+
+    def proxy_back(self, beat: NodeHeartbeat) -> None:
+        """After a proxy restart, the logger must be reading through the new proxy before the
+        notice can reach the log: its record count grew between two heartbeats that came
+        through it. Without a logger, any heartbeat through it will do."""
+        if PROXY not in self.notices:
+            return
+        if "logger" not in self.cfg.launcher.nodes:
+            self.announce(PROXY)
+        elif beat.node == "logger":
+            records = int(beat.stats.get("records", 0))
+            if self.proxy_mark is not None and records > self.proxy_mark:
+                self.proxy_mark = None
+                self.announce(PROXY)
+            else:
+                self.proxy_mark = records
 
     # ---------------------------------------------------------------- bus
 
@@ -295,7 +314,7 @@ class Session:
         now = self.clock.now_ns()
         if isinstance(ev, NodeHeartbeat):
             self.supervisor.heartbeat(ev.node, now, ev.busy_ns)
-            self.announce(PROXY)
+            self.proxy_back(ev)
         elif isinstance(ev, NodeReady):
             self.supervisor.ready(ev.node, now)
             self.announce(ev.node)
@@ -342,7 +361,7 @@ class Session:
         for name in self.cfg.launcher.nodes:
             self.spawn(name)
             self.say(f"starting {name}")
-        for name in self.cfg.launcher.nodes:
+        for name in (PROXY, *self.cfg.launcher.nodes):
             self.spawn_spare(name)
         started = self.clock.now_ns()
         deadline = started + int(self.cfg.launcher.ready_timeout_s * 1e9)

@@ -1,7 +1,10 @@
 """The bus proxy: the only socket pair that binds. Publishers connect to its XSUB side,
 subscribers to its XPUB side; ``zmq.proxy`` forwards messages down and subscriptions up.
 
-Run alone: ``python -m rtchat.bus.proxy --config runs/ID/config.yaml``.
+Run alone: ``python -m rtchat.bus.proxy --config runs/ID/config.yaml``. With ``--standby`` it is the
+launcher's spare: everything is imported and set up, and it binds only when a line arrives on its
+standard input (end of input: the launcher is gone; it exits), so a killed proxy is replaced in
+milliseconds — every message sent while no proxy runs is lost.
 """
 
 from __future__ import annotations
@@ -50,9 +53,11 @@ def start_auth(ctx: zmq.Context, cfg: BusConfig) -> ThreadAuthenticator | None:
     return auth
 
 
-def serve(cfg: BusConfig) -> None:
+def serve(cfg: BusConfig, standby: bool = False) -> None:
     ctx = zmq.Context()
     auth = start_auth(ctx, cfg)
+    if standby and not sys.stdin.readline():  # called in, or the launcher is gone
+        return
     xsub, xpub = bind(ctx, cfg)
     log.info("proxy up: publishers → %s, subscribers → %s", cfg.pub_endpoint, cfg.sub_endpoint)
     try:
@@ -68,6 +73,7 @@ def serve(cfg: BusConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rtchat.bus.proxy", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="resolved config (the run dir's config.yaml)")
+    parser.add_argument("--standby", action="store_true", help="bind only after a line on stdin (the launcher's spare)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s proxy %(levelname)s %(message)s")
     try:
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("rtchat proxy: bus.pub_endpoint and bus.sub_endpoint must be set", file=sys.stderr)
         return 2
     try:
-        serve(cfg.bus)
+        serve(cfg.bus, standby=args.standby)
     except BindError as exc:  # e.g. a tcp port another process holds (the launcher checks before it starts)
         print(f"rtchat proxy: {exc}", file=sys.stderr)
         return 1

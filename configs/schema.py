@@ -12,9 +12,9 @@ from typing import Literal
 
 DEVICE_RE = re.compile(r"^(cpu|auto|cuda:\d+)$")
 NODE_NAMES = ("logger", "audio", "asr", "agent", "tts")  # runnable as python -m rtchat.nodes.<name>
-# nodes whose loading touches no file of the run, so a spare can load beside the live one
-# (the logger opens the event log and the audio node the session recording when they load)
-STANDBY_NODES = ("asr", "agent", "tts")
+# what can have a spare: the proxy (it binds when called in) and the nodes whose loading touches no
+# file of the run (the logger opens the event log and the audio node the recording when they load)
+STANDBY_NODES = ("proxy", "asr", "agent", "tts")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
