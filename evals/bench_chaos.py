@@ -19,9 +19,14 @@ Keys per node (under ``nodes``; each fault's own figures and what the log showed
 - ``restart_s``: the slowest of its faults, SIGKILL → the node's ``node.ready`` again (the proxy
   sends none: → the bench's subscriber receives the first event sent after the kill);
 - ``resumed``: after every fault, agent audio (``audio.played`` with words) started after the recovery;
-- ``lost_user_words``: script words the baseline's final transcript holds and this session's
-  does not (multiset), divided by the faults injected; the final transcript is the user's (S1)
-  words in the last ``agent.state``; ``lost_user_words_asr`` is the same from all ``asr.final`` words;
+- ``lost_user_words``: the most any one fault cost: words of the script's utterances said from the
+  kill until 3 s after the node was back that the baseline recognised (``asr.final`` words timed
+  inside them) and this session did not (multiset); each fault's own figure is in ``faults``.
+  Whole-session comparisons, divided by the faults, are kept for reference: ``…_session_asr``
+  (all ``asr.final`` words) and ``…_session_agent`` (the user's (S1) words in the last
+  ``agent.state``). They also count what differs between any two runs — the recogniser's
+  choices, the agent's turn-taking keeping or dropping user words — so kills of the tts or the
+  logger, which hear nothing, "lose" words by them;
 - ``duplicate_audio_ms``: agent audio reported twice by ``audio.played``: a (turn, gen, chunk)
   played again with the same words, or the same words (3 or more) as a chunk played earlier;
 - ``log_gap``: for every fault the log holds a ``node.restarted`` for the node after the kill and
@@ -69,6 +74,8 @@ REPLY_ARM_S = (1.0, 6.0)  # the mid-reply kill takes the first agent audio after
 CUT_FRACTION = (0.2, 0.8)  # where inside the agent's piece / the user's utterance the kill falls
 SETTLE_S = 1.0  # recording time after a recovery before the next fault's utterance may start
 LAST_FAULT_FRACTION = 0.75  # faults only in this first share of the recording
+RECOVER_S = 3.0  # a fault can cost the words said until this long after the node is back
+WINDOW_SLACK_S = 1.0  # recognised words are matched to utterances this loosely (word times stray)
 MIN_DUP_WORDS = 3  # the same words played again count as a duplicate from this length on
 HISTORY = "agent.max_history_words=400"  # the final transcript holds the whole script
 TARGETS = {"restart_s": 5.0, "resumed": True, "lost_user_words": 2.0, "duplicate_audio_ms": 0.0, "log_gap": True}
@@ -153,12 +160,15 @@ def utterance_moment(segments: list[list], from_s: float, until_s: float, choice
     return seg, seg[0] + fraction * (seg[1] - seg[0])
 
 
-def recovered(ev: Event, node: str) -> bool:
-    """Whether an event published after the kill ends a fault of `node`: its node.ready; for the
-    proxy, which sends none, any event the bench's own subscriber receives (only a new proxy can
-    carry it there; its publish time does not tell, since publishers queue what they send
-    while the proxy is down, and the launcher's node.restarted can be lost the same way)."""
-    return node == PROXY or (isinstance(ev, NodeReady) and ev.node == node)
+def recovered(ev: Event, t_ns: int, kill: Kill) -> bool:
+    """Whether an event (published at t_ns) ends the fault `kill`: the node.ready of another
+    process of the node (a hot spare can be ready within milliseconds of the kill); for the
+    proxy, which sends none, any event the bench's own subscriber receives that was sent
+    AFTER_KILL_NS after the kill (only a new proxy can carry it there; what was sent sooner may
+    have left through the dying one, and the launcher's node.restarted can be lost the same way)."""
+    if kill.node == PROXY:
+        return t_ns > kill.t_ns + AFTER_KILL_NS
+    return isinstance(ev, NodeReady) and ev.node == kill.node and ev.pid != kill.pid and t_ns > kill.t_ns
 
 
 def inject(session, node: str, segments: list[list], rng: random.Random, deadline_ns: int,
@@ -190,7 +200,7 @@ def inject(session, node: str, segments: list[list], rng: random.Random, deadlin
         for t_ns, ev in session.poll(POLL_MS):
             if phase == "reply":
                 reply.see(ev, clock.now_ns(), session.wav_s)
-            elif phase == "recover" and t_ns > kills[-1].t_ns + AFTER_KILL_NS and recovered(ev, node):
+            elif phase == "recover" and recovered(ev, t_ns, kills[-1]):
                 kills[-1] = dataclasses.replace(kills[-1], heard_ns=clock.now_ns())
                 phase = "done" if kills[-1].moment == "mid_utterance" else aim(session.wav_s + SETTLE_S)
         now = clock.now_ns()
@@ -234,7 +244,7 @@ def recovery_ns(events: list[Timed], kill: Kill, until_ns: int) -> int | None:
     """The node's node.ready after the kill (publish time); the proxy's: when the bench heard it back."""
     if kill.node == PROXY:
         return kill.heard_ns
-    return next((e.t_ns for e in events if kill.t_ns < e.t_ns < until_ns and recovered(e.event, kill.node)), None)
+    return next((e.t_ns for e in events if e.t_ns < until_ns and recovered(e.event, e.t_ns, kill)), None)
 
 
 def first_agent_audio_ns(events: list[Timed], after_ns: int) -> int | None:
@@ -323,17 +333,59 @@ def duplicate_audio(events: list[Timed]) -> tuple[float, list[dict]]:
     return round(total_ns / 1e6, 1), repeats
 
 
-def node_summary(events: list[Timed], kills: list[Kill], script: list[str], baseline: list[Timed]) -> dict:
+def fault_spans(segments: list[list], kill: Kill, restart_s: float | None) -> list[list]:
+    """The script's utterances a fault can cost: those being said from the kill until
+    RECOVER_S after the node was back."""
+    lo, hi = kill.wav_s, kill.wav_s + (restart_s or 0.0) + RECOVER_S
+    return [seg for seg in segments if seg[0] < hi and seg[1] > lo]
+
+
+def words_in_spans(events: list[Timed], spans: list[list], shifts: list[tuple[float, float]] = ()) -> list[str]:
+    """The recognised words (asr.final) whose times fall in one of the spans (recording seconds,
+    WINDOW_SLACK_S wider on each side). ``shifts``: (stream time, seconds) of silence an audio
+    restart put into the stream there; later words are moved back by it."""
+    out = []
+    for e in events:
+        if not isinstance(e.event, AsrFinal):
+            continue
+        for w in e.event.words:
+            t = w.start_ns / NS
+            t -= sum(by for at, by in shifts if t > at)
+            if any(s0 - WINDOW_SLACK_S <= t <= s1 + WINDOW_SLACK_S for s0, s1, *_ in spans):
+                out += words_of(w.text)
+    return out
+
+
+def fault_lost_words(events: list[Timed], baseline: list[Timed], segments: list[list], kills: list[Kill],
+                     faults: list[dict]) -> list[int]:
+    """Per fault: the script words of the utterances it could cost (``fault_spans``) that the
+    baseline recognised and this session did not. A whole-session comparison would count every
+    word the recogniser or the agent's turn-taking handles differently from one run to the next
+    (kills of the tts or the logger, which hear nothing, "lost" 1-11 words that way)."""
+    shifts = [(k.wav_s, f["restart_s"] or 0.0) for k, f in zip(kills, faults, strict=True) if k.node == "audio"]
+    out = []
+    for kill, fault in zip(kills, faults, strict=True):
+        spans = fault_spans(segments, kill, fault["restart_s"])
+        said = [w for seg in spans for w in words_of(seg[2])]
+        out.append(lost_words(said, words_in_spans(baseline, spans), words_in_spans(events, spans, shifts)))
+    return out
+
+
+def node_summary(events: list[Timed], kills: list[Kill], script: list[str], baseline: list[Timed],
+                 segments: list[list]) -> dict:
     ends = [k.t_ns for k in kills[1:]] + [events[-1].t_ns + 1 if events else 0]
     faults = [fault_report(events, k, end) for k, end in zip(kills, ends, strict=True)]
+    for fault, lost in zip(faults, fault_lost_words(events, baseline, segments, kills, faults), strict=True):
+        fault["lost_user_words"] = lost
     n = max(1, len(kills))
     restarts = [f["restart_s"] for f in faults]
     dup_ms, repeats = duplicate_audio(events)
     out = {
         "restart_s": max(restarts) if restarts and None not in restarts else None,
         "resumed": bool(faults) and all(f["resumed"] for f in faults),
-        "lost_user_words": round(lost_words(script, user_words(baseline), user_words(events)) / n, 2),
-        "lost_user_words_asr": round(lost_words(script, asr_words(baseline), asr_words(events)) / n, 2),
+        "lost_user_words": max((f["lost_user_words"] for f in faults), default=0),
+        "lost_user_words_session_asr": round(lost_words(script, asr_words(baseline), asr_words(events)) / n, 2),
+        "lost_user_words_session_agent": round(lost_words(script, user_words(baseline), user_words(events)) / n, 2),
         "duplicate_audio_ms": dup_ms,
         "log_gap": bool(faults) and all(f["log_gap"] for f in faults),
         "faults_injected": len(kills),
@@ -431,7 +483,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir, kills, notes, rc = run_one(wav, work / "runs", f"chaos-{stamp}-{node}", overrides, node, segments,
                                             rng, timeout_s)
         events, damage = read_events(run_dir)
-        report_nodes[node] = {**node_summary(events, kills, script, baseline), "notes": notes, "run": str(run_dir),
+        report_nodes[node] = {**node_summary(events, kills, script, baseline, segments), "notes": notes, "run": str(run_dir),
                               "launcher_exit": rc, "log_read": damage, "log_lost_events": lost_events(run_dir)}
         log.info("  %s: %s", node, {k: report_nodes[node][k] for k in TARGETS})
     report = {

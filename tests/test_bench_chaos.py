@@ -22,6 +22,7 @@ from rtchat.bus.events import (
     NodeReady,
     NodeRestarted,
     TtsAudio,
+    Word,
 )
 from rtchat.bus.wire import encode
 from rtchat.evals.analyze import read_events
@@ -71,15 +72,22 @@ def state(t: float, body: str):
     return (t, AgentState(turn=0, gen=0, sequence=f"{PREFIX} {body}", floor="user"))
 
 
-def final(t: float, text: str):
-    return (t, AsrFinal(text=text, utterance=0))
+def final(t: float, text: str, from_s: float | None = None):
+    """A final received at t; with from_s, its words timed 0.3 s apart from there (recording seconds)."""
+    words = () if from_s is None else tuple(
+        Word(text=w, start_ns=round((from_s + 0.3 * i) * S), end_ns=round((from_s + 0.3 * i + 0.2) * S))
+        for i, w in enumerate(text.split()))
+    return (t, AsrFinal(text=text, utterance=0, words=words))
+
+
+SAID = [[0.5, 2.5, "hi there how are you"], [4.0, 5.0, "doing today"], [20.5, 22.0, "i went hiking"]]
 
 
 @pytest.fixture
 def baseline(tmp_path):
     (tmp_path / "base").mkdir()
     return write_log(tmp_path / "base", [
-        final(2.0, " hi there how are you"), final(5.0, " doing today"), final(9.0, " i went hiking"),
+        final(2.0, " hi there how are you", 0.6), final(5.0, " doing today", 4.1), final(23.0, " i went hiking", 20.6),
         state(9.5, "S1: hi there how are you (0.5) S2: fine S1: i went hiking today"),
     ])
 
@@ -105,7 +113,7 @@ def agent_killed_twice(tmp_path):
         played(27.0, 28.0, " Hello there, friend!", turn=0),
         played(30.0, 30.2, " yes", turn=3, chunk=1),
         played(31.0, 31.3, " yes", turn=4),
-        final(2.0, " hi there how are you"), final(21.0, " i went"),
+        final(2.0, " hi there how are you", 0.6), final(21.0, " i went", 20.6),
         state(12.0, "S1: hi there how are you doing today"),
         state(29.0, "S1: are you (1.2) S2: hmm S1: i went hiking"),
     ])
@@ -116,7 +124,7 @@ KILLS = [Kill("agent", "mid_reply", at(10.0), 100, 5.0, "hello there friend", Tr
 
 
 def test_restart_resumption_and_log_marks_of_each_fault(agent_killed_twice, baseline):
-    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline)
+    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline, SAID)
     first, second = got["faults"]
     assert first["restart_s"] == 3.5 and second["restart_s"] == 5.0  # 13.5 - 10; 25 - 20
     assert got["restart_s"] == 5.0  # the slower one
@@ -130,12 +138,33 @@ def test_restart_resumption_and_log_marks_of_each_fault(agent_killed_twice, base
     assert got["log_gap"] is True and got["faults_injected"] == 2
 
 
-def test_lost_words_are_script_words_the_baseline_kept_per_fault(agent_killed_twice, baseline):
-    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline)
-    # baseline transcript: every script word but "doing" (9); the run's last one: are you i went hiking (5)
-    assert got["lost_user_words"] == 2.0  # hi there how today, over 2 faults
-    # asr.final: the baseline has all 10, the run 7 (hi there how are you i went)
-    assert got["lost_user_words_asr"] == 1.5
+def test_lost_words_are_what_each_fault_cost_against_the_baseline(agent_killed_twice, baseline):
+    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline, SAID)
+    first, second = got["faults"]
+    # killed at 5.0 s of the recording, back 3.5 s later: no utterance is said in 5.0-11.5 s
+    assert first["lost_user_words"] == 0
+    # killed at 21.3 s, back 5 s later: "i went hiking" (20.5-22 s) is being said; the run heard "i went"
+    assert second["lost_user_words"] == 1
+    assert got["lost_user_words"] == 1  # the worse fault
+    # whole sessions, per fault: asr.final words, the baseline all 10, the run 7 (hi there how are you i went)
+    assert got["lost_user_words_session_asr"] == 1.5
+    # the agent's last transcript: every script word but "doing" (9); the run's: are you i went hiking (5)
+    assert got["lost_user_words_session_agent"] == 2.0  # hi there how today, over 2 faults
+
+
+def test_words_an_audio_restart_delayed_are_matched_to_their_utterance(baseline, tmp_path):
+    """The audio node sent 2 s of silence after its restart at 1.0 s: the rest of 'hi there how are
+    you' came 2 s later in the stream; those words are still that utterance's."""
+    from rtchat.evals.bench_chaos import fault_lost_words
+
+    (tmp_path / "audio").mkdir()
+    events = write_log(tmp_path / "audio", [final(5.0, " hi there how are you", 2.6),
+                                            final(8.0, " doing today", 6.1)])
+    kill = Kill("audio", "mid_utterance", at(1.0), 5, 1.0, "hi there how are you", True)
+    fault = {"restart_s": 2.0}
+    assert fault_lost_words(events, baseline, SAID, [kill], [fault]) == [0]
+    [unshifted] = fault_lost_words(events, baseline, SAID, [kill], [{"restart_s": 0.0}])
+    assert unshifted > 0  # taken where they came in the stream, "doing today" falls after its utterance
 
 
 def test_repeated_agent_audio_is_counted_once_per_repeat(agent_killed_twice):
@@ -145,7 +174,7 @@ def test_repeated_agent_audio_is_counted_once_per_repeat(agent_killed_twice):
 
 
 def test_judging_a_node_against_the_targets(agent_killed_twice, baseline):
-    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline)
+    got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline, SAID)
     assert got["ok"] == {"restart_s": True, "resumed": True, "lost_user_words": True, "duplicate_audio_ms": False,
                          "log_gap": True, "faults_injected": True}
     one = {**got, "faults_injected": 1, "restart_s": None}
@@ -154,7 +183,7 @@ def test_judging_a_node_against_the_targets(agent_killed_twice, baseline):
 
 def test_a_node_that_never_came_back_did_not_resume_or_mark_its_end(tmp_path, baseline):
     events = write_log(tmp_path, [beat(1.0, "tts", 7), played(2.0, 3.0, " ok then", turn=1), beat(9.0, "logger", 8)])
-    got = node_summary(events, [Kill("tts", "mid_reply", at(2.5), 7, 2.0, "ok then", True)], SCRIPT, baseline)
+    got = node_summary(events, [Kill("tts", "mid_reply", at(2.5), 7, 2.0, "ok then", True)], SCRIPT, baseline, SAID)
     assert got["restart_s"] is None and got["resumed"] is False and got["log_gap"] is False
     assert got["faults"][0]["log"] == {"node_restarted": None, "heartbeat_back_after_kill_s": None, "heartbeat_gap_s": None}
 
@@ -169,7 +198,7 @@ def test_the_proxy_is_back_when_the_bench_hears_through_it_and_its_notice_marks_
     ])
     kills = [Kill("proxy", "mid_reply", at(5.0), 4, 3.0, "", True, heard_ns=at(6.1)),
              Kill("proxy", "mid_utterance", at(10.0), 9, 8.0, "", True, heard_ns=at(11.6))]
-    first, second = node_summary(events, kills, SCRIPT, baseline)["faults"]
+    first, second = node_summary(events, kills, SCRIPT, baseline, SAID)["faults"]
     assert first["restart_s"] == 1.1 and second["restart_s"] == 1.6
     assert first["log"]["heartbeat_back_after_kill_s"] == 1.0 and first["log"]["heartbeat_gap_s"] == 2.0
     assert first["log"]["node_restarted"]["after_kill_s"] == 1.2 and first["log_gap"] is True
