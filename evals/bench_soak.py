@@ -15,8 +15,10 @@ at least 20 s each and at most a third of it; the first is also the warm-up.
 
 Keys:
 - ``unplanned_restarts``: ``node.restarted`` events (the soak injects no fault);
-- ``rss_mb``: per node (and the proxy) ``{start, end}``: the first sample after the warm-up and
-  the last one before ``ctl.shutdown``; ``rss_growth_pct``: (end − start) / start × 100 (``pid_changed``: restarted between);
+- ``rss_mb``: per node (and the proxy) ``{start, end}``: the median of the samples in the window
+  after the warm-up and of those in the last window before ``ctl.shutdown`` (memory swings with
+  the work: a single sample at each end measures the swing); ``rss_growth_pct``: (end − start) /
+  start × 100 (``pid_changed``: restarted between);
 - ``decision_ms``: ``{first, last}`` window p50 of an ``agent.cycle``'s model time (the sum of its
   ``timings_ns``, cycles that ran the model); ``floor_transfer_ms``: the same for ``bench
   session``'s gap (user speech end → the agent's first sound, transfers after the user stopped;
@@ -125,12 +127,19 @@ def window_s(duration_s: float) -> float:
 
 
 def rss_report(samples: list[list], warmup_s: float, nodes: list[str]) -> dict[str, dict]:
-    """Per node (those named and those sampled): memory after the warm-up and at the end."""
+    """Per node (those named and those sampled): memory after the warm-up and at the end, each
+    the median of a window of ``warmup_s``: the one right after the warm-up, the last one. A
+    node's memory swings with what it is doing (the recogniser's by some 60 MB between calls), so
+    one sample at each end would measure where the swing happened to be."""
     out = {}
     for node in sorted(set(nodes) | {s[1] for s in samples}):
         mine = sorted((s for s in samples if s[1] == node), key=lambda s: s[0])
         after = [s for s in mine if s[0] >= warmup_s]
-        start, end = (after[0][3], after[-1][3]) if len(after) >= 2 else (None, None)
+        start = end = None
+        if len(after) >= 2:
+            first = [s[3] for s in after if s[0] < warmup_s + warmup_s] or [after[0][3]]
+            last = [s[3] for s in after if s[0] > after[-1][0] - warmup_s] or [after[-1][3]]
+            start, end = percentile(first, 0.5), percentile(last, 0.5)
         out[node] = {
             "rss_mb": {"start": start, "end": end},
             "rss_growth_pct": round((end - start) / start * 100, 2) if start else None,

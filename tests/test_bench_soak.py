@@ -93,6 +93,16 @@ def test_memory_after_the_warm_up_and_at_the_end():
     assert got["tts"]["rss_growth_pct"] is None  # never sampled
 
 
+def test_memory_that_swings_with_the_work_is_not_growth_and_growth_is():
+    swing = [[20.0 + 5 * k, "asr", 1, 480.0 if k % 4 == 3 else 420.0] for k in range(24)]  # 20-135 s
+    got = rss_report(swing, warmup_s=20.0, nodes=["asr"])
+    assert got["asr"]["rss_mb"] == {"start": 420.0, "end": 420.0} and got["asr"]["rss_growth_pct"] == 0.0
+    creep = [[20.0 + 5 * k, "agent", 1, 1100.0 + 2 * k] for k in range(24)]  # +2 MB every 5 s
+    got = rss_report(creep, warmup_s=20.0, nodes=["agent"])
+    # medians of 20-35 s (1100, 1102, 1104, 1106: 1103) and of 120-135 s (1140 … 1146: 1143)
+    assert got["agent"]["rss_mb"] == {"start": 1103.0, "end": 1143.0}
+
+
 def test_judging_the_soak_against_the_targets(hundred_seconds):
     report = {**log_figures(hundred_seconds), "lost_events": 0,
               "nodes": {"agent": {"rss_growth_pct": 4.0}, "asr": {"rss_growth_pct": -10.0}}}
