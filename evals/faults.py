@@ -102,7 +102,8 @@ class LiveSession:
     def pid_of(self, node: str) -> int | None:
         """The node's live pid, checked against the launcher's children (None: not running now)."""
         module = "rtchat.bus.proxy" if node == PROXY else f"rtchat.nodes.{node}"
-        mine = {pid: cmd for pid, cmd in self.children().items() if f"-m {module} " in f"{cmd} "}
+        mine = {pid: cmd for pid, cmd in self.children().items()
+                if f"-m {module} " in f"{cmd} " and " --standby" not in cmd}  # a hot spare is not the node
         pid = self.pids.get(node)
         if pid in mine:
             return pid
