@@ -28,7 +28,9 @@ Keys per node (under ``nodes``; each fault's own figures and what the log showed
   choices, the agent's turn-taking keeping or dropping user words — so kills of the tts or the
   logger, which hear nothing, "lose" words by them;
 - ``duplicate_audio_ms``: agent audio reported twice by ``audio.played``: a (turn, gen, chunk)
-  played again with the same words, or the same words (3 or more) as a chunk played earlier;
+  played again with the same words, or — starting from a kill until 3 s after the node was back —
+  the same words (3 or more) as a chunk played earlier (elsewhere, a reply said again is the
+  model's own doing: its lookahead can predict the same words after a backchannel);
 - ``log_gap``: for every fault the log holds a ``node.restarted`` for the node after the kill and
   the node's heartbeats after it (the proxy: any node's) — the fault and its end are marked;
 - ``faults_injected``: kills sent (2 expected; a moment that never came is said in ``notes``);
@@ -314,8 +316,12 @@ def lost_words(script: list[str], baseline: list[str], run: list[str]) -> int:
     return sum(((said & Counter(baseline)) - (said & Counter(run))).values())
 
 
-def duplicate_audio(events: list[Timed]) -> tuple[float, list[dict]]:
-    """Agent audio reported twice by audio.played: (ms in all, the repeats)."""
+def duplicate_audio(events: list[Timed], windows: list[tuple[int, int]] | None = None) -> tuple[float, list[dict]]:
+    """Agent audio reported twice by audio.played: (ms in all, the repeats). A chunk (turn, gen,
+    chunk) played again counts wherever it happens; the same words played again as another chunk
+    count only when that play starts inside one of ``windows`` (ns; None: anywhere) — outside a
+    fault, the model saying a reply again (its lookahead predicting the same words after a
+    backchannel) is its own doing, not a replay."""
     by_key: dict[tuple[int, int, int], str] = {}
     heard: set[str] = set()
     total_ns, repeats = 0, []
@@ -324,7 +330,8 @@ def duplicate_audio(events: list[Timed]) -> tuple[float, list[dict]]:
         if not isinstance(ev, AudioPlayed) or ev.end_ns <= ev.start_ns or not words_of(ev.text):
             continue
         key, text = (ev.turn, ev.gen, ev.chunk), " ".join(words_of(ev.text))
-        if by_key.get(key) == text or (len(text.split()) >= MIN_DUP_WORDS and text in heard):
+        in_window = windows is None or any(lo <= ev.start_ns <= hi for lo, hi in windows)
+        if by_key.get(key) == text or (in_window and len(text.split()) >= MIN_DUP_WORDS and text in heard):
             total_ns += ev.end_ns - ev.start_ns
             repeats.append({"turn": ev.turn, "gen": ev.gen, "chunk": ev.chunk, "text": ev.text.strip(),
                             "ms": round((ev.end_ns - ev.start_ns) / 1e6, 1)})
@@ -379,7 +386,8 @@ def node_summary(events: list[Timed], kills: list[Kill], script: list[str], base
         fault["lost_user_words"] = lost
     n = max(1, len(kills))
     restarts = [f["restart_s"] for f in faults]
-    dup_ms, repeats = duplicate_audio(events)
+    windows = [(k.t_ns, k.t_ns + int(((f["restart_s"] or 0.0) + RECOVER_S) * NS)) for k, f in zip(kills, faults, strict=True)]
+    dup_ms, repeats = duplicate_audio(events, windows)
     out = {
         "restart_s": max(restarts) if restarts and None not in restarts else None,
         "resumed": bool(faults) and all(f["resumed"] for f in faults),

@@ -173,6 +173,14 @@ def test_repeated_agent_audio_is_counted_once_per_repeat(agent_killed_twice):
     assert [(r["turn"], r["chunk"], r["text"]) for r in repeats] == [(0, 0, "Hello there, friend!"), (3, 1, "yes")]
 
 
+def test_the_same_words_again_count_only_near_a_fault_a_chunk_again_anywhere(agent_killed_twice):
+    near = [(at(20.0), at(28.0))]  # the second fault: killed at 20 s, back at 25 s, + 3 s
+    ms, repeats = duplicate_audio(agent_killed_twice, near)
+    assert ms == 1200.0 and len(repeats) == 2  # the reply said again at 27 s is inside
+    ms, repeats = duplicate_audio(agent_killed_twice, [(at(10.0), at(16.5))])
+    assert ms == 200.0 and [(r["turn"], r["chunk"]) for r in repeats] == [(3, 1)]  # only the chunk played twice
+
+
 def test_judging_a_node_against_the_targets(agent_killed_twice, baseline):
     got = node_summary(agent_killed_twice, KILLS, SCRIPT, baseline, SAID)
     assert got["ok"] == {"restart_s": True, "resumed": True, "lost_user_words": True, "duplicate_audio_ms": False,
