@@ -30,6 +30,14 @@ CONNECT_TIMEOUT_S = 60.0  # the launcher writes config.yaml before it starts any
 STOP_GRACE_S = 30.0  # after SIGINT, the launcher stops its nodes in order
 
 
+def started_at(pid: int) -> int:
+    """A process's start time (clock ticks since boot; /proc/PID/stat field 22)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 1 << 62
+
+
 class LiveSession:
     """One launcher process with a WAV as the user, and a bus watcher on its endpoints."""
 
@@ -100,14 +108,15 @@ class LiveSession:
         return out
 
     def pid_of(self, node: str) -> int | None:
-        """The node's live pid, checked against the launcher's children (None: not running now)."""
+        """The node's live pid, checked against the launcher's children (None: not running now).
+        The proxy says nothing on the bus: of its processes (the live one and the launcher's hot
+        spare, which starts after it), the live one is the oldest."""
         module = "rtchat.bus.proxy" if node == PROXY else f"rtchat.nodes.{node}"
-        mine = {pid: cmd for pid, cmd in self.children().items()
-                if f"-m {module} " in f"{cmd} " and " --standby" not in cmd}  # a hot spare is not the node
+        mine = [pid for pid, cmd in self.children().items() if f"-m {module} " in f"{cmd} "]
         pid = self.pids.get(node)
         if pid in mine:
             return pid
-        return next(iter(mine)) if node == PROXY and len(mine) == 1 else None
+        return min(mine, key=started_at, default=None) if node == PROXY else None
 
     def kill(self, node: str) -> int | None:
         """SIGKILL the node's process; its pid, or None when it is not running."""
