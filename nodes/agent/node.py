@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 RESUME_WINDOW_S = 120  # how far back a restarted agent looks for its last state first
+RESUME_TOPICS = ("agent.state", "agent.cancel", "asr.", "user.text", "vad.")  # not the audio: decoding it costs
 
 
 def resume_from_log(core, log_path: Path, now_ns: int) -> bool:
@@ -36,7 +37,7 @@ def resume_from_log(core, log_path: Path, now_ns: int) -> bool:
     events: list = []
     try:
         for since_ns in (now_ns - RESUME_WINDOW_S * 1_000_000_000, 0):
-            events = [(t, msg.event) for t, msg in read_messages_since(log_path, since_ns)]
+            events = [(t, msg.event) for t, msg in read_messages_since(log_path, since_ns, RESUME_TOPICS)]
             if any(isinstance(ev, AgentState) for _, ev in events):
                 break
     except (LogError, OSError) as exc:
