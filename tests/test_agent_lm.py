@@ -315,6 +315,24 @@ def test_int8_linears_stay_close_to_float32_and_load_with_dtype_int8(tmp_path, b
     assert load_lm(cfg).generate(TRANSCRIPTS[1], 5).n_tokens == 5
 
 
+def test_int8_prefill_matmuls_see_a_fixed_set_of_row_counts_and_give_the_rows_results(monkeypatch):
+    """oneDNN keeps compiled kernels for every shape it meets: a prefill of every length once
+    made a long session's agent grow by ~1 MB per new length. Whatever the length, the bf16
+    matmul must see only the fixed row counts, and each row must come out as a plain matmul's."""
+    torch.manual_seed(0)
+    layer = lm_module.Int8Linear(torch.nn.Linear(64, 48, bias=True))
+    x = torch.randn(400, 64)
+    weight = layer.qweight.to(torch.bfloat16) * layer.scale[:, None]
+    want = torch.nn.functional.linear(x.to(torch.bfloat16), weight).float() + layer.bias
+    seen, linear = set(), torch.nn.functional.linear
+    monkeypatch.setattr(lm_module.F, "linear", lambda a, w: seen.add(a.shape[0]) or linear(a, w))
+    for n in [*range(17, 300, 7), 399, 400]:
+        got = layer(x[:n].reshape(1, n, 64))
+        assert got.shape == (1, n, 48)
+        torch.testing.assert_close(got[0], want[:n], rtol=0.02, atol=0.02)
+    assert seen == {32, 64, 96, 128}
+
+
 def test_conversion_is_atomic_and_done_once(tmp_path):
     target = tmp_path / "models" / "m"
     calls = []
