@@ -128,6 +128,9 @@ class AgentConfig:
     user_pause_step_s: float = 0.1  # user silence is written in steps of this
     max_agent_pause_s: float = 10.0  # cap on the wait after a pause the agent wrote
     max_history_words: int = 100  # transcript words kept after the prefix (trimmed at a speaker tag)
+    # a trim keeps this many words (0, or more than max_history_words: max_history_words); fewer
+    # makes the next trim, which re-runs the whole history on the model, come later
+    trim_to_words: int = 0
     # decoding
     max_new_tokens: int = 7  # one chunk of agent speech per cycle
     decoding: Literal["greedy", "nucleus", "typical", "contrastive", "dynamic_contrastive"] = "dynamic_contrastive"
@@ -154,6 +157,7 @@ class AgentConfig:
             value = getattr(self, key)
             _check(value >= 1, f"agent.{key}", f"got {value}; allowed: an integer >= 1")
         _check(self.threads >= 0, "agent.threads", "allowed: an integer >= 0")
+        _check(self.trim_to_words >= 0, "agent.trim_to_words", f"got {self.trim_to_words}; allowed: an integer >= 0")
         _check(self.max_summary_chars >= 0, "agent.max_summary_chars", "allowed: an integer >= 0")
         _check(0 <= self.top_p <= 1, "agent.top_p", f"got {self.top_p}; allowed: 0 … 1")
         _check(0 < self.typical_p <= 1, "agent.typical_p", f"got {self.typical_p}; allowed: > 0 … 1")

@@ -63,6 +63,16 @@ def bag_of_words(text: str) -> np.ndarray | None:
     return v
 
 
+def settled_prefix(text: str, done) -> str:
+    """What a model that stops once ``done`` accepts what it wrote gives: the shortest prefix
+    that done accepts, a character at a time (finer than any tokenizer), else all of it."""
+    if done is not None:
+        for i in range(1, len(text)):
+            if done(text[:i]):
+                return text[:i]
+    return text
+
+
 class ScriptedModel:
     """A LanguageModel answering from a script: each call takes the first rule whose regex is found
     in the transcript; an answer list is used in turn and its last answer repeats.
@@ -86,8 +96,8 @@ class ScriptedModel:
                 return answer
         return self.defaults[kind]
 
-    def generate(self, text, max_new_tokens):
-        out = self._answer("generate", text)
+    def generate(self, text, max_new_tokens, done=None):
+        out = settled_prefix(self._answer("generate", text), done)
         return Generation(text=out, n_tokens=len(out.split()))
 
     def lookahead(self, text, max_new_tokens, max_response_tokens):
@@ -141,6 +151,8 @@ class ChaosModel(ScriptedModel):
         " S12:",
     ]
 
+    ignore_done = False
+
     def __init__(self, seed: int):
         super().__init__()
         self.rng = random.Random(seed)
@@ -148,9 +160,9 @@ class ChaosModel(ScriptedModel):
     def _text(self) -> str:
         return "".join(self.rng.choice(self.PIECES) for _ in range(self.rng.randint(0, 4)))
 
-    def generate(self, text, max_new_tokens):
+    def generate(self, text, max_new_tokens, done=None):
         out = self._text()
-        return Generation(out, len(out.split()))
+        return Generation(out if self.ignore_done else settled_prefix(out, done), len(out.split()))
 
     def lookahead(self, text, max_new_tokens, max_response_tokens):
         completion = "" if self.rng.random() < 0.3 else self._text()
@@ -456,6 +468,56 @@ def any_model(request):
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_invariants_hold_for_any_model(name, any_model):
     check_invariants(SCENARIOS[name](any_model))
+
+
+class InputSeededChaos(ChaosModel):
+    """ChaosModel whose answer to a call depends only on the call's input, not on how many calls
+    came before: two runs that call it a different number of times still get the same answers."""
+
+    def __init__(self, seed: int, ignore_done: bool):
+        super().__init__(seed)
+        self.seed, self.ignore_done = seed, ignore_done
+
+    def _reseed(self, *key) -> None:
+        self.rng = random.Random(repr((self.seed, *key)))
+
+    def generate(self, text, max_new_tokens, done=None):
+        self._reseed("generate", text)
+        return super().generate(text, max_new_tokens, done)
+
+    def lookahead(self, text, max_new_tokens, max_response_tokens):
+        self._reseed("lookahead", text)
+        return super().lookahead(text, max_new_tokens, max_response_tokens)
+
+    def embed_continuation(self, context, continuation):
+        self._reseed("embed", context, continuation)
+        return super().embed_continuation(context, continuation)
+
+    def next_is_turn_switch(self, text):
+        self._reseed("switch", text)
+        return super().next_is_turn_switch(text)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_stopping_generation_once_the_decision_is_settled_changes_no_decision(name):
+    """The core stops a generation as soon as the text so far settles the decision. Against the
+    same model generating in full: every decision, word, pause and state is the same."""
+    shortened = 0
+    for seed in range(12):
+        full, stopped = (SCENARIOS[name](InputSeededChaos(seed, ignore_done=ignore)) for ignore in (True, False))
+
+        def seen(tl: Timeline) -> list:
+            return [(t, ev.decision) if isinstance(ev, AgentCycle) else (t, ev) for t, ev in tl.events]
+
+        assert seen(stopped) == seen(full), f"seed {seed}"
+        predictions = [
+            (a.prediction, b.prediction)
+            for (_, a), (_, b) in zip(full.events, stopped.events, strict=True)
+            if isinstance(a, AgentCycle)
+        ]
+        assert all(a.startswith(b) for a, b in predictions)
+        shortened += sum(len(b) < len(a) for a, b in predictions)
+    assert shortened > 0, "no generation stopped early: the check above compared nothing"
 
 
 # ---------------------------------------------------------------- scripted scenarios, exact

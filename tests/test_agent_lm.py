@@ -10,6 +10,7 @@ reuses it afterwards, as the agent does.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -67,6 +68,24 @@ def test_cached_calls_give_what_fresh_full_encoding_gives_and_reuse_the_cache(bp
         if decoding == "greedy":
             want = no_cache_greedy(model, bpe_tok(text)["input_ids"], 7, bpe_tok.eos_token_id)
             assert got.text == kept.decode_text(want)
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "dynamic_contrastive"])
+def test_a_generation_told_when_it_is_done_stops_there_with_the_full_generations_tokens(bpe_tok, decoding):
+    model = tiny_llama(len(bpe_tok))
+    text = TRANSCRIPTS[3]
+    full = agent(bpe_tok, decoding, model, seed=7).generate(text, 7)
+    assert full.n_tokens == 7
+    seen = []
+
+    def done(so_far: str) -> bool:
+        seen.append(so_far)
+        return len(seen) == 3
+
+    stopped = agent(bpe_tok, decoding, model, seed=7).generate(text, 7, done)
+    assert stopped.n_tokens == 3 and stopped.text == seen[-1]
+    assert full.text.startswith(stopped.text) and len(stopped.text) < len(full.text)
+    assert all(b.startswith(a) for a, b in itertools.pairwise(seen))  # the continuation so far, a token at a time
 
 
 def test_generated_tokens_survive_in_the_cache_only_where_the_next_transcript_agrees(bpe_tok):

@@ -151,6 +151,18 @@ def test_trim_keeps_the_window_from_its_first_tag():
     assert removed == " S1: hello (1.0) S2: well I think that is a good idea (0.5)" and inserted == ""
 
 
+def test_trim_to_fewer_words_cuts_further_and_only_past_the_limit():
+    body = " S1: a b c S2: d e f S1: g h i S2: j k"
+    assert transcript(body).trim(15, keep_words=8) is None  # 15 words: within the limit
+    t = transcript(body + " l")  # 16 words: over it
+    assert t.trim(15, keep_words=8) == (" S1: a b c S2: d e f", "")
+    assert t.body == " S1: g h i S2: j k l"  # the last 8 words, from their first tag
+    for keep in (0, 40):  # 0 or more than the limit: the limit
+        u = transcript(body + " l")
+        u.trim(15, keep_words=keep)
+        assert u.body == " S2: d e f S1: g h i S2: j k l"
+
+
 def test_trim_does_nothing_within_the_limit():
     t = transcript(" S1: a b c")
     assert t.trim(4) is None and t.body == " S1: a b c"

@@ -156,6 +156,7 @@ def test_bad_device_string_lists_the_device_forms(device):
     [
         ("agent.interval_s=-1", "agent.interval_s", "a number > 0"),
         ("agent.interval_s=0", "agent.interval_s", "a number > 0"),
+        ("agent.trim_to_words=-5", "agent.trim_to_words", "an integer >= 0"),
         ("bus.hwm=0", "bus.hwm", "an integer > 0"),
         ("bus.pub_endpoint=udp://x:1", "bus.pub_endpoint", "tcp://HOST:PORT"),
         ("launcher.nodes=[logger, nope]", "launcher.nodes", "logger, audio, asr, agent, tts"),

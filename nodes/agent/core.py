@@ -31,6 +31,9 @@ The cycle (reference §6). The history is trimmed (§4.6). Then:
   ``S1`` (8b), another tag, or nothing → the agent holds the floor silently: the trailing pause
   grows by ``interval_s`` and ``agent.pause(interval)`` goes out (``wait``).
 The agent never yields by prediction; the floor passes to the user only when user words arrive.
+Generating stops as soon as the tokens so far settle the decision (``S1`` on the agent's floor,
+anything but the start of ``S2:`` on the user's, the speaker after the pauses at a barge-in):
+the decision is the one the full generation gives, and a silent cycle costs two tokens, not 7.
 
 Barge-in. When user words (partial or final) arrive while the agent holds the floor and some of
 its word chunks of this turn have not been reported by ``audio.played``, and the words would open
@@ -94,6 +97,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from rtchat.bus.events import (
     AgentCancel,
@@ -128,6 +132,7 @@ from rtchat.nodes.agent.transcript import (
     TAG_START_RE,
     USER,
     Transcript,
+    agent_says_nothing,
     canonical_pauses,
     clean_output,
     clean_words,
@@ -139,9 +144,11 @@ from rtchat.nodes.agent.transcript import (
     first_pause_tenths,
     identities_of,
     join_fragment,
+    no_switch_to_agent,
     parse_response,
     parse_turn,
     pause_tenths,
+    speaker_after_pauses_known,
     strip_unfinished_pauses,
     tenths_of_ns,
 )
@@ -406,7 +413,7 @@ class AgentCore(Core):
         candidate = self.t.copy()
         self._cut_to_played(candidate)
         self._rewrite(candidate, words, partial)
-        prediction = self.model.generate(candidate.text, self.cfg.max_new_tokens).text
+        prediction = self.model.generate(candidate.text, self.cfg.max_new_tokens, speaker_after_pauses_known).text
         self.counters["generations"] += 1
         speaker, _ = parse_turn(PAUSE_RE.sub("", prediction))
         if speaker == AGENT:
@@ -502,19 +509,21 @@ class AgentCore(Core):
         return self._listen_cycle()
 
     def _trim(self) -> None:
-        trimmed = self.t.trim(self.cfg.max_history_words)
+        trimmed = self.t.trim(self.cfg.max_history_words, self.cfg.trim_to_words)
         if trimmed is None:
             return
         self.counters["trims"] += 1
         self._changed = True
         self.look.follow_trim(*trimmed)
 
-    def _generate(self, context: str) -> str:
+    def _generate(self, context: str, settled: Callable[[str], bool] | None = None) -> str:
         """§6 step 6, bounded: cut after the first complete pause; complete an unfinished one
-        (stop at ``)``); after MAX_GENERATIONS calls an empty or unfinished result is silence."""
+        (stop at ``)``); after MAX_GENERATIONS calls an empty or unfinished result is silence.
+        Generating stops early once ``settled(prediction so far)`` says the decision is known."""
         text = ""
         for _ in range(MAX_GENERATIONS):
-            piece = self.model.generate(context + text, self.cfg.max_new_tokens).text
+            done = None if settled is None else (lambda piece, before=text: settled(before + piece))
+            piece = self.model.generate(context + text, self.cfg.max_new_tokens, done).text
             self.counters["generations"] += 1
             if not piece.strip():
                 self.counters["empty_generations"] += 1
@@ -532,7 +541,7 @@ class AgentCore(Core):
 
     def _listen_cycle(self) -> list[Event]:
         """Lookahead off, user's floor: only a prediction starting with S2: counts (8a/8d)."""
-        prediction = self._generate(self.t.text)
+        prediction = self._generate(self.t.text, no_switch_to_agent)
         speaker, words = parse_turn(prediction)
         if speaker == AGENT:
             text = self.opening or self._agent_text(words)
@@ -604,7 +613,7 @@ class AgentCore(Core):
         if self.look.cache:
             release = self._release()
             return [release, self._cycle_event(release.text, "continue")]
-        prediction = self._generate(self.t.text)
+        prediction = self._generate(self.t.text, agent_says_nothing)
         text, new_utterance = self._continuation(prediction)
         if not text:
             return self._wait(prediction)

@@ -454,8 +454,16 @@ class AgentLM:
             tokens = decoding.decode(self.runner, self.strategy, self.generator, max_new_tokens, self.eos_ids, self.bans, stop)
         return tokens, len(ids)
 
-    def generate(self, text: str, max_new_tokens: int) -> Generation:
-        tokens, _ = self._decode(text, max_new_tokens)
+    def generate(self, text: str, max_new_tokens: int, done: Callable[[str], bool] | None = None) -> Generation:
+        stop = None
+        if done is not None:
+            so_far: list[int] = []
+
+            def stop(token: int) -> bool:
+                so_far.append(token)
+                return done(self.decode_text(so_far))
+
+        tokens, _ = self._decode(text, max_new_tokens, stop)
         return Generation(text=self.decode_text(tokens), n_tokens=len(tokens))
 
     def next_is_turn_switch(self, text: str) -> bool:

@@ -8,6 +8,7 @@ from the first token that changed; a scripted fake (tests) answers from a script
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -30,8 +31,10 @@ class Lookahead:
 
 
 class LanguageModel(Protocol):
-    def generate(self, text: str, max_new_tokens: int) -> Generation:
-        """Continue ``text`` by up to max_new_tokens with the configured decoding."""
+    def generate(self, text: str, max_new_tokens: int, done: Callable[[str], bool] | None = None) -> Generation:
+        """Continue ``text`` by up to max_new_tokens with the configured decoding; stop early at
+        the first token after which ``done(continuation so far)`` is true (the tokens before are
+        those of the full generation)."""
 
     def lookahead(self, text: str, max_new_tokens: int, max_response_tokens: int) -> Lookahead:
         """Generate until the second " S" token or max_response_tokens after the first (spec §8.2)."""

@@ -192,6 +192,32 @@ def parse_turn(prediction: str) -> tuple[str | None, str]:
     return f"S{m.group(1)}", (" " + words if words else "")
 
 
+# ---------------------------------------------------------------- settled decisions
+# A decision often depends only on how a prediction begins. These say when a prefix of one settles
+# it: no continuation can change the decision, so generating can stop there. The tokens before the
+# stop are those the full generation makes, so the decision is exactly the same, only cheaper.
+
+
+def agent_says_nothing(prefix: str) -> bool:
+    """8b (the agent's floor), settled: the prefix opens with a tag that is not the agent's and
+    cannot become it (``S1``, ``S3``, ``S2x``), so the agent says nothing whatever follows."""
+    speaker, _ = parse_turn(prefix)
+    return speaker is not None and speaker != AGENT
+
+
+def no_switch_to_agent(prefix: str) -> bool:
+    """8a/8d (the user's floor, lookahead off), settled: the prediction can no longer start with
+    the agent's tag. An unfinished pause is generated to its end first (it would be continued)."""
+    p = prefix.lstrip()
+    return bool(p) and p != "S" and parse_turn(p)[0] != AGENT and not ends_in_incomplete_pause(prefix)
+
+
+def speaker_after_pauses_known(prefix: str) -> bool:
+    """Barge-in, settled: past its complete pauses the prefix shows a word or a whole tag."""
+    q = PAUSE_RE.sub("", prefix).lstrip()
+    return bool(q) and q[0] not in "(<" and q not in ("S", AGENT)
+
+
 def parse_response(response: str) -> tuple[str | None, str]:
     """§8.2: a lookahead response (`` S2: sure, I think S``) → ("S2", " sure, I think").
 
@@ -315,20 +341,22 @@ class Transcript:
         start = len(self.text) if found is None else found[0]
         self.replace_tail(start, format_pause(tenths, pause_token), after="end")
 
-    def trim(self, max_words: int) -> tuple[str, str] | None:
-        """§4.6, fixed. Keep the last max_words words of the body, from the first tag among them;
-        never cut into the pending partial's turn. Returns (removed, inserted): the old body was
-        removed + X and the new body is inserted + X (inserted is a re-opened tag or "")."""
+    def trim(self, max_words: int, keep_words: int = 0) -> tuple[str, str] | None:
+        """§4.6, fixed. A body of more than max_words words keeps its last keep_words (0 or more
+        than max_words: max_words) from the first tag among them; never cut into the pending
+        partial's turn. Returns (removed, inserted): the old body was removed + X and the new body
+        is inserted + X (inserted is a re-opened tag or "")."""
         body = self.body
         spans = [m.start() for m in re.finditer(r"\S+", body)]
         if len(spans) <= max_words:
             return None
-        window = spans[-max_words:]
+        keep = min(keep_words, max_words) if keep_words > 0 else max_words
+        window = spans[-keep:]
         tags = [i for i, a in enumerate(window) if TAG_START_RE.match(body, a)]
         if tags and tags[0] < len(window) - 1:
             cut, reopen = window[tags[0]], ""
         else:
-            cut = spans[-max(max_words - 1, 1)]
+            cut = spans[-max(keep - 1, 1)]
             reopen = f" {self._speaker_before(cut)}:"
         if self.partial_pos is not None:
             turn = self._turn_start(self.partial_pos - self.prefix_len)
