@@ -80,6 +80,18 @@ class Core:
         """Called once when the node stops (flush files, free devices)."""
 
 
+def serve(core: Core, ev: Event, now_ns: int) -> list[Event]:
+    """What the node's loop does with one event, for code that drives a core itself (replays,
+    benchmarks, tests): ``on_event``, then ``on_tick`` for as long as the core is due by now."""
+    out = core.on_event(ev, now_ns)
+    for _ in range(1000):
+        due = core.deadline_ns()
+        if due is None or due > now_ns:
+            return out
+        out += core.on_tick(now_ns)
+    raise RuntimeError(f"{core.name}: still due after 1000 ticks at {now_ns} (a core that never stops being due)")
+
+
 @dataclasses.dataclass
 class Counters:
     rx: int = 0

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Reset, VadEnd, VadStart
+from rtchat.bus.node import serve
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.frames import Chunk
@@ -80,7 +81,7 @@ def run(core: AsrCore, events) -> list:
     out = []
     for ev in events:
         now = ev.t_capture_ns if isinstance(ev, AudioIn) else T0
-        out += core.on_event(ev, now)
+        out += serve(core, ev, now)
     return out
 
 
@@ -95,9 +96,9 @@ def test_speech_gives_vad_start_rising_partials_finals_with_absolute_times_then_
     core, whisper = make_core()
     out = run(core, frames(speech(16_000), 16_000))
     kinds = [type(e) for e in out]
-    assert kinds[0] is VadStart and kinds[-1] is VadEnd
+    assert kinds[0] is VadStart and kinds[-1] is AsrFinal  # the speech end's flush comes after vad.end
     assert kinds.count(VadStart) == kinds.count(VadEnd) == 1
-    start, end = out[0], out[-1]
+    start, end = out[0], next(e for e in out if isinstance(e, VadEnd))
     assert 0.5 - 0.03 - 0.033 <= start.audio_ns / 1e9 <= 0.5  # padded, at most one window late
     assert start.audio_ns == start.stream_pos * 62_500
     assert 2.5 <= end.audio_ns / 1e9 <= 2.5 + 0.03 + 0.033
@@ -112,6 +113,40 @@ def test_speech_gives_vad_start_rising_partials_finals_with_absolute_times_then_
     # only speech is heard, with asr.preroll_s of audio before the VAD's start
     assert whisper.calls and all(abs(t0 - (start.audio_ns / 1e9 - 0.3)) < 1e-3 and t1 <= 3.2 for t0, t1, _ in whisper.calls)
     assert core.stats()["vad_starts"] == core.stats()["vad_ends"] == 1
+
+
+def test_the_speech_end_goes_out_before_the_recogniser_call_that_flushes_the_utterance():
+    """vad.end is returned by the very call in which the VAD decides it, with no recogniser call
+    in that call; the core is then due at once, and its tick flushes: the last words as a final."""
+    core, whisper = make_core()
+    out = []
+    for ev in frames(speech(16_000), 16_000):
+        calls = len(whisper.calls)
+        got = core.on_event(ev, ev.t_capture_ns)
+        if any(isinstance(e, VadEnd) for e in got):
+            assert got == [e for e in got if isinstance(e, VadEnd)] and len(whisper.calls) == calls
+            assert core.deadline_ns() is not None and core.deadline_ns() <= ev.t_capture_ns
+            flushed = core.on_tick(ev.t_capture_ns)
+            assert len(whisper.calls) == calls + 1 and [type(e) for e in flushed] == [AsrFinal]
+            assert core.deadline_ns() is None
+            got += flushed
+        out += got
+    assert [type(e) for e in out].count(VadEnd) == 1
+    assert finals_text(out) == "Hello there, how are you?"
+
+
+def test_a_new_utterance_flushes_the_last_one_first():
+    """A speech start that comes before the pending flush ran (no tick between) flushes it first:
+    the words of the first utterance are not lost and come before the second's vad.start."""
+    core, whisper = make_core()
+    pcm = np.concatenate([speech(16_000, 3.0), speech(16_000, 3.0)])
+    out = []
+    for ev in frames(pcm, 16_000):  # on_event only: the node's loop never ticks here
+        out += core.on_event(ev, ev.t_capture_ns)
+    kinds = [type(e) for e in out]
+    second_start = [i for i, k in enumerate(kinds) if k is VadStart][1]
+    assert [k for k in kinds[:second_start] if k in (VadEnd, AsrFinal)][-2:] == [VadEnd, AsrFinal]
+    assert finals_text(out[:second_start]) == "Hello there, how are you?"
 
 
 def test_committed_words_are_heard_again_not_prompted_while_in_the_buffer():

@@ -20,6 +20,7 @@ from nodeproc import reap, stop
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import AsrFinal, AudioIn, NodeError, NodeReady, VadEnd, VadStart
+from rtchat.bus.node import serve
 from rtchat.configs.schema import AsrConfig
 from rtchat.evals.bench_asr import wer
 from rtchat.nodes.asr.frames import SR_HZ, resample
@@ -153,7 +154,7 @@ def streamed(tiny_en, speech):
         core = AsrCore(CPU, transcribe, load_silero())
         out = []
         for ev in frames(pcm, sr_hz):
-            out += core.on_event(ev, ev.t_capture_ns)
+            out += serve(core, ev, ev.t_capture_ns)
         runs[sr_hz, via_hz] = Streamed(out, heard, core.stats()["policy_calls"])
         return runs[sr_hz, via_hz]
 

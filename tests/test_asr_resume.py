@@ -14,6 +14,7 @@ from test_asr_core import SCRIPT, T0, EnergyVad, ScriptedWhisper, finals_text, f
 from rtchat.bus.eventlog import LogWriter
 from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, Envelope, NodeHeartbeat, NodeReady, Reset, VadEnd, VadStart
 from rtchat.bus.wire import encode
+from rtchat.bus.node import serve
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.node import resume_from_log
@@ -37,7 +38,7 @@ def first_process(audio: list[AudioIn], script=SCRIPT) -> list[tuple[int, object
     logged = [(T0, NodeReady(node="asr", pid=1, load_ns=1))]
     for ev in audio:
         logged.append((ev.t_capture_ns, ev))
-        logged += [(ev.t_capture_ns, out) for out in core.on_event(ev, ev.t_capture_ns)]
+        logged += [(ev.t_capture_ns, out) for out in serve(core, ev, ev.t_capture_ns)]
     return logged
 
 
@@ -45,7 +46,7 @@ def live(core, audio: list[AudioIn]) -> list:
     """The resumed node running: its backlog at the first tick, then the live frames."""
     out = core.on_tick(audio[0].t_capture_ns)
     for ev in audio:
-        out += core.on_event(ev, ev.t_capture_ns)
+        out += serve(core, ev, ev.t_capture_ns)
     return out
 
 
@@ -94,7 +95,9 @@ def test_an_utterance_that_ended_while_the_asr_was_down_is_published_at_the_firs
     core = resume(new_core(), logged, log_reader(logged))
     at_ready = core.on_tick(after[0].t_capture_ns)
     assert finals_text(published(logged) + at_ready) == SAID
-    assert isinstance(at_ready[-1], VadEnd) and 2.5 <= at_ready[-1].audio_ns / S <= 2.6
+    ends = [e for e in at_ready if isinstance(e, VadEnd)]
+    assert len(ends) == 1 and 2.5 <= ends[0].audio_ns / S <= 2.6
+    assert isinstance(at_ready[-1], AsrFinal)  # the utterance's flush, right after its vad.end
     assert live(core, after[1:]) == []  # silence after it: nothing more
 
 
@@ -124,7 +127,7 @@ def test_the_audio_the_logger_writes_after_start_up_is_read_before_the_live_fram
     logged += [(ev.t_capture_ns, ev) for ev in unwritten]  # the logger's next flush
     out += core.on_tick(now + GAP_POLL_NS)
     for ev in after[1:]:
-        out += core.on_event(ev, ev.t_capture_ns)
+        out += serve(core, ev, ev.t_capture_ns)
     assert finals_text(published(logged) + out) == SAID
     assert core.stats()["gap_frames"] == len(unwritten) and core.stats()["gap_unfilled"] == 0
 
@@ -141,7 +144,7 @@ def test_a_gap_the_log_never_fills_becomes_silence_after_the_wait():
         out += core.on_tick(core.deadline_ns())
     assert core.stats()["gap_unfilled"] == 1
     for ev in after[1:]:
-        out += core.on_event(ev, ev.t_capture_ns)
+        out += serve(core, ev, ev.t_capture_ns)
     assert core.stats()["frames_gaps"] == 1  # the hole went to the frame assembler, which fills it
     assert finals_text(published(logged) + out) == SAID  # the node went on; nothing was said twice
 
@@ -152,9 +155,9 @@ def test_audio_before_a_logged_reset_is_not_heard_again():
     before, after = split(4.0, 2.0)
     reset_at = round(1.8 * FRAMES_PER_S)
     reference = new_core()
-    expected = [out for ev in before[:reset_at] for out in reference.on_event(ev, ev.t_capture_ns)]
-    expected += reference.on_event(Reset(reason="test"), before[reset_at].t_capture_ns)
-    expected += [out for ev in before[reset_at:] + after for out in reference.on_event(ev, ev.t_capture_ns)]
+    expected = [out for ev in before[:reset_at] for out in serve(reference, ev, ev.t_capture_ns)]
+    expected += serve(reference, Reset(reason="test"), before[reset_at].t_capture_ns)
+    expected += [out for ev in before[reset_at:] + after for out in serve(reference, ev, ev.t_capture_ns)]
     logged = first_process(before[:reset_at])
     logged.append((before[reset_at].t_capture_ns, Reset(reason="test")))
     logged += [(ev.t_capture_ns, ev) for ev in before[reset_at:]]  # the asr died at the reset
@@ -256,7 +259,7 @@ def test_a_restarted_asr_with_the_real_models_says_the_half_utterance_once(tmp_p
     logged = [(T0, NodeReady(node="asr", pid=1, load_ns=1))]
     for ev in audio[:kill]:
         logged.append((ev.t_capture_ns, ev))
-        logged += [(ev.t_capture_ns, out) for out in killed.on_event(ev, ev.t_capture_ns)]
+        logged += [(ev.t_capture_ns, out) for out in serve(killed, ev, ev.t_capture_ns)]
     before = published(logged)
     committed = [w for e in before if isinstance(e, AsrFinal) for w in e.words]
     assert [e.utterance for e in before if isinstance(e, AsrFinal)][-1] == 1, "nothing of the second sentence was committed"

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from rtchat.bus.events import AsrFinal, AsrPartial, VadStart, Word
+from rtchat.bus.events import AsrFinal, AsrPartial, VadEnd, VadStart, Word
 from rtchat.evals.bench_asr import latencies, sentences, stream
 from rtchat.nodes.tts.espeak import synthesize
 
@@ -32,6 +32,32 @@ class SlowCore:
         self.n += 1
         return [frame.stream_pos] if self.n % 10 == 0 else []
 
+    def deadline_ns(self):
+        return None
+
+
+class EndThenFlush:
+    """Like the ASR core at a speech end: frame 25 returns "end" at once (1 ms) and is due; the
+    tick (100 ms of compute) returns "flushed"."""
+
+    def __init__(self, monkeypatch):
+        self.clock, self.n, self.due = [0.0], 0, False
+        monkeypatch.setattr("rtchat.evals.bench_asr.time.perf_counter", lambda: self.clock[0])
+
+    def on_event(self, frame, now_ns):
+        self.clock[0] += 0.001
+        self.n += 1
+        self.due = self.n == 25
+        return ["end"] if self.due else []
+
+    def deadline_ns(self):
+        return 0 if self.due else None
+
+    def on_tick(self, now_ns):
+        self.clock[0] += 0.100
+        self.due = False
+        return ["flushed"]
+
 
 def test_a_core_slower_than_real_time_falls_behind_in_the_simulated_clock(monkeypatch):
     core = SlowCore(monkeypatch)
@@ -41,6 +67,12 @@ def test_a_core_slower_than_real_time_falls_behind_in_the_simulated_clock(monkey
     assert [t for t, _ in events] == [20_000_000 + 30_000_000 * k for k in (10, 20, 30, 40, 50)]
 
 
+def test_what_a_core_returns_is_published_when_that_call_ends_and_a_due_core_is_ticked(monkeypatch):
+    events, busy_s = stream(EndThenFlush(monkeypatch), np.zeros(16_000, dtype=np.int16))
+    assert events == [(501_000_000, "end"), (601_000_000, "flushed")]  # frame 25 arrives at 500 ms
+    assert busy_s == pytest.approx(0.05 + 0.1)
+
+
 def test_latency_keys_from_scripted_events():
     s = 1_000_000_000
     words = (Word(text="hello", start_ns=1 * s, end_ns=2 * s, prob=1.0),
@@ -48,9 +80,11 @@ def test_latency_keys_from_scripted_events():
     events = [
         (1 * s, VadStart(stream_pos=16_000, audio_ns=1 * s)),
         (int(1.4 * s), AsrPartial(text="hello", rev=1, utterance=0, words=words[:1])),
+        (int(3.45 * s), VadEnd(stream_pos=46_400, audio_ns=int(2.9 * s))),
         (int(3.5 * s), AsrFinal(text="hello there", utterance=0, words=words)),
     ]
-    got = latencies(events, duration_s=4.0)
+    got = latencies(events, duration_s=4.0, silence_ms=470)
+    assert got["vad_end_p50_ms"] == pytest.approx(80)  # 3.45 s − 2.9 s − 470 ms
     assert got["partial_p50_ms"] == pytest.approx(400)
     assert got["commit_p50_ms"] == pytest.approx((1500 + 500) / 2)
     assert got["drift_ratio"] is None  # needs two minutes

@@ -19,6 +19,12 @@ heard but no word is stamped before ``vad.start``, nor does a word of the flush 
 ``vad.end`` (``policy``'s module doc says why). Committed words and partials lose
 the words ``EchoFilter`` recognises as the agent's own voice (``asr.echo: suppress``).
 
+Speech end first. ``vad.end`` is returned the moment the VAD decides it, on its own; the flush
+(a whole recogniser call) comes from the next call into the core — ``deadline_ns`` is due at once
+while it is pending, so the node's loop runs it right after publishing ``vad.end``, and a
+``vad.start`` or a reset runs it first. The agent thus learns that the user stopped one
+recogniser call earlier, and its pause clock starts then (a flushed final only revises words).
+
 Keeping up: a call costs about the same whatever the hop (Whisper pads to 30 s), so a node that
 falls behind real time would fall further behind. The lag is measured on the core's own clock
 against the audio's: lag = (now − now at the first frame) − (audio time since the first frame),
@@ -126,6 +132,7 @@ class AsrCore(Core):
         self.ring = AudioRing()
         self.preroll = round(cfg.preroll_s * SR_HZ)
         self.in_speech = False
+        self.flush_at: int | None = None  # vad.end is out; its utterance's flush is due (the sample it ended at)
         self.capture_offset_ns: int | None = None  # capture clock minus audio time
         self.clock_origin: tuple[int, int] | None = None  # (now, audio ns) at the first frame
         self.base_hop, self.max_hop = self.policy.hop, round(cfg.max_hop_s * SR_HZ)
@@ -144,6 +151,13 @@ class AsrCore(Core):
         elif isinstance(ev, Reset):
             self.reset()
         return []
+
+    def deadline_ns(self) -> int | None:
+        """Due at once while a speech end's flush is pending (``vad.end`` went out first)."""
+        return 0 if self.flush_at is not None else None
+
+    def on_tick(self, now_ns: int) -> list[Event]:
+        return self._flush()
 
     def on_audio(self, ev: AudioIn) -> list[Event]:
         try:
@@ -195,6 +209,7 @@ class AsrCore(Core):
 
     def reset(self) -> None:
         """A new conversation: drop the open utterance and the remembered playback."""
+        self.flush_at = None
         self.policy.flush()
         self.policy.committed = []
         self.vad.close()
@@ -233,22 +248,31 @@ class AsrCore(Core):
         return out
 
     def _start(self, ev: VadEvent) -> list[Event]:
+        out = self._flush()  # the last utterance's words first
         self.in_speech = True
         self.counts["vad_starts"] += 1
         self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start), speech_from=ev.sample)
-        return [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample), at_ns=self._clock(samples_to_ns(ev.sample)))]
+        return out + [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample), at_ns=self._clock(samples_to_ns(ev.sample)))]
 
     def _end(self, sample: int, heard_until: int | None = None) -> list[Event]:
-        """Speech ended: transcribe what is new (up to ``heard_until``, default all), commit
-        everything, close the utterance."""
+        """Speech ended: say so at once (``vad.end``), with the utterance's audio (up to
+        ``heard_until``, default all) in the policy; its flush — transcribe what is new, commit
+        everything, close the utterance — is the next thing the core does (``_flush``)."""
         if not self.in_speech:
             return []
         self.in_speech = False
         self.vad.close()  # a resync ends speech here, before the VAD sees the jump
         self.counts["vad_ends"] += 1
         self.policy.add(self.ring.since(self.policy.end, heard_until))
-        out = self._publish(self.policy.flush(self.transcribe, speech_until=sample))
-        return [*out, VadEnd(stream_pos=sample, audio_ns=samples_to_ns(sample), at_ns=self._clock(samples_to_ns(sample)))]
+        self.flush_at = sample
+        return [VadEnd(stream_pos=sample, audio_ns=samples_to_ns(sample), at_ns=self._clock(samples_to_ns(sample)))]
+
+    def _flush(self) -> list[Event]:
+        """The pending speech end's flush (none pending: nothing)."""
+        if self.flush_at is None:
+            return []
+        sample, self.flush_at = self.flush_at, None
+        return self._publish(self.policy.flush(self.transcribe, speech_until=sample))
 
     def _clock(self, audio_ns: int) -> int:
         """Audio time → the capture clock (0 while unknown)."""

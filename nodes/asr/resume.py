@@ -48,7 +48,7 @@ from rtchat.bus.events import (
     VadStart,
     Word,
 )
-from rtchat.bus.node import Core
+from rtchat.bus.node import Core, serve
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.frames import SR_HZ, samples_to_ns
 
@@ -91,8 +91,8 @@ def previous(logged: Sequence[Logged], node: str = "asr") -> Previous | None:
         elif isinstance(ev, VadEnd):
             ran, open_since, last_end, partial = True, None, ev.stream_pos, None
             utterance += 1
-        elif isinstance(ev, AsrFinal | AsrPartial):
-            ran, utterance = True, ev.utterance
+        elif isinstance(ev, AsrFinal | AsrPartial):  # (a flush's final follows its vad.end)
+            ran, utterance = True, max(utterance, ev.utterance)
             if isinstance(ev, AsrFinal):
                 committed += ev.words
                 partial = None
@@ -162,10 +162,10 @@ def resume(core: AsrCore, logged: Sequence[Logged], read: Callable[[int], list[L
     start = _span16(frame)[0]
     core.resume_at(start, prev.open_since, prev.committed, prev.utterance, prev.rev, prev.partial_shown)
     played_before = [(t, ev) for t, ev in logged[:first] if isinstance(ev, AudioPlayed)]
-    out = core.on_event(frame, t_first)
+    out = serve(core, frame, t_first)
     for t, ev in [*played_before, *logged[first + 1 :]]:  # played audio needs the capture clock of a frame
         if isinstance(ev, AudioIn | AudioPlayed | Reset):
-            out += core.on_event(ev, t)
+            out += serve(core, ev, t)
     frames = [(t, ev) for t, ev in logged[first:] if isinstance(ev, AudioIn)]
     t_last, last = frames[-1]
     fed = Fed(last.sr_hz, last.stream_pos + last.n_samples, t_last)
@@ -237,11 +237,11 @@ class Resumed(Core):
         self.core.counts["gap_frames"] += len(gap)
         out: list[Event] = []
         for t, ev in gap:
-            out += self.core.on_event(ev, t)
+            out += serve(self.core, ev, t)
         self.core.catching_up = False
         held, self.held, self.joined = self.held, None, True
         for ev, t in held:
-            out += self.core.on_event(ev, t)
+            out += serve(self.core, ev, t)
         return out
 
     def _gap(self, live: AudioIn) -> tuple[list[Logged], bool]:
