@@ -13,8 +13,8 @@ from test_asr_core import SCRIPT, T0, EnergyVad, ScriptedWhisper, finals_text, f
 
 from rtchat.bus.eventlog import LogWriter
 from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, Envelope, NodeHeartbeat, NodeReady, Reset, VadEnd, VadStart
-from rtchat.bus.wire import encode
 from rtchat.bus.node import serve
+from rtchat.bus.wire import encode
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.node import resume_from_log

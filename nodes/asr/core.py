@@ -252,7 +252,8 @@ class AsrCore(Core):
         self.in_speech = True
         self.counts["vad_starts"] += 1
         self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start), speech_from=ev.sample)
-        return out + [VadStart(stream_pos=ev.sample, audio_ns=samples_to_ns(ev.sample), at_ns=self._clock(samples_to_ns(ev.sample)))]
+        audio_ns = samples_to_ns(ev.sample)
+        return out + [VadStart(stream_pos=ev.sample, audio_ns=audio_ns, at_ns=self._clock(audio_ns))]
 
     def _end(self, sample: int, heard_until: int | None = None) -> list[Event]:
         """Speech ended: say so at once (``vad.end``), with the utterance's audio (up to
