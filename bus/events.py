@@ -261,6 +261,7 @@ class AgentCycle(Event):
     prediction: str
     decision: str
     timings_ns: dict[str, int] = dataclasses.field(default_factory=dict)
+    forwards: dict[str, int] = dataclasses.field(default_factory=dict)  # model forward passes by kind
 
 
 # ---------------------------------------------------------------- tts

@@ -89,29 +89,35 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def stream(core, audio: np.ndarray) -> tuple[list[tuple[int, object]], float]:
-    """Feed 20 ms frames on simulated real time; (publish time ns, event) pairs, compute seconds."""
+    """Feed 20 ms frames on simulated real time, as the node's loop serves its core: every frame
+    that has arrived is handled before the next ``on_tick`` (when the core is due); when idle the
+    core waits for the next frame. Returns (publish time ns, event) pairs and compute seconds."""
     from rtchat.bus.events import AudioIn
     from rtchat.nodes.asr.frames import SR_HZ
 
     n = SR_HZ * FRAME_MS // 1000
-    free_ns, busy_s, out = 0, 0.0, []
-    for pos in range(0, len(audio) - n + 1, n):
-        arrival_ns = (pos + n) * 1_000_000_000 // SR_HZ  # the frame is complete at its last sample
-        frame = AudioIn(pcm=audio[pos : pos + n].tobytes(), sr_hz=SR_HZ, n_samples=n, stream_pos=pos, t_capture_ns=pos * 62_500)
-        free_ns = max(arrival_ns, free_ns)  # the core's clock when it takes the frame
-        tick = False
-        while True:  # the frame, then on_tick while due, as the node's loop does; each call publishes
-            t0 = time.perf_counter()
-            events = core.on_tick(free_ns) if tick else core.on_event(frame, free_ns)
-            spent = time.perf_counter() - t0
-            busy_s += spent
-            free_ns += round(spent * 1e9)
-            out += [(free_ns, ev) for ev in events]
-            due = core.deadline_ns()
-            tick = due is not None and due <= free_ns
-            if not tick:
-                break
-    return out, busy_s
+    positions = range(0, len(audio) - n + 1, n)
+    free_ns, busy_s, out, i = 0, 0.0, [], 0
+    while True:
+        due = core.deadline_ns()
+        due = due is not None and due <= free_ns
+        if i < len(positions) and (not due or (positions[i] + n) * 1_000_000_000 // SR_HZ <= free_ns):
+            pos = positions[i]
+            i += 1
+            arrival_ns = (pos + n) * 1_000_000_000 // SR_HZ  # the frame is complete at its last sample
+            free_ns = max(arrival_ns, free_ns)  # the core's clock when it takes the frame
+            frame = AudioIn(pcm=audio[pos : pos + n].tobytes(), sr_hz=SR_HZ, n_samples=n, stream_pos=pos,
+                            t_capture_ns=pos * 62_500)
+        elif due:
+            frame = None
+        else:
+            return out, busy_s
+        t0 = time.perf_counter()
+        events = core.on_tick(free_ns) if frame is None else core.on_event(frame, free_ns)
+        spent = time.perf_counter() - t0
+        busy_s += spent
+        free_ns += round(spent * 1e9)
+        out += [(free_ns, ev) for ev in events]
 
 
 def latencies(events: list[tuple[int, object]], duration_s: float, silence_ms: float = 0.0) -> dict:

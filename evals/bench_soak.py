@@ -20,10 +20,18 @@ Keys:
   the work: a single sample at each end measures the swing); ``rss_growth_pct``: (end − start) /
   start × 100 (``pid_changed``: restarted between);
 - ``decision_ms``: ``{first, last}`` window p50 of an ``agent.cycle``'s model time (the sum of its
-  ``timings_ns``, cycles that ran the model); ``floor_transfer_ms``: the same for ``bench
-  session``'s gap (user speech end → the agent's first sound, transfers after the user stopped;
-  ``rtchat analyze`` on each window's events);
-- ``latency_drift_pct``: ``{decision, floor_transfer}``: (last − first) / first × 100;
+  ``timings_ns``, cycles that ran the model); ``forwards_per_cycle``: ``{first, last}``, the mean
+  number of model forward passes of those cycles (``agent.cycle.forwards``); ``decision_step_ms``:
+  ``{first, last}`` window p50 of a cycle's model time per forward pass; ``floor_transfer_ms``:
+  the p50 of ``bench session``'s gap (user speech end → the agent's first sound, transfers after
+  the user stopped; ``rtchat analyze`` on each window's events);
+- ``latency_drift_pct``: ``{decision, floor_transfer}``: (last − first) / first × 100, the
+  decision's from ``decision_step_ms``. A cycle is a prefill and as many decode steps as its
+  decision needs (two for a silent one, seven or more for words), so a window's per-cycle p50
+  follows the mix of decisions — which cycles are the median flips between the cheap and the
+  wordy ones from one minute to the next — while the time per forward pass is what grows when the
+  session itself slows down (memory, context, contention). ``decision_ms`` and
+  ``forwards_per_cycle`` show the mix;
 - ``lost_events``: events missing by their publishers' sequence numbers (``rtchat log info``);
 - ``log_bytes_per_min``: the event log's size per minute of live session;
 - ``sequence_chars``: ``{first, last}``: the longest ``agent.state`` sequence in each window;
@@ -159,6 +167,21 @@ def decision_ms(events: list[Timed]) -> list[float]:
     return [t / 1e6 for t in cycles if t > 0]
 
 
+def cycle_forwards(events: list[Timed]) -> list[tuple[float, int]]:
+    """(model time ms, forward passes) of the cycles that ran a forward pass."""
+    cycles = [(sum(e.event.timings_ns.values()) / 1e6, sum(e.event.forwards.values()))
+              for e in events if isinstance(e.event, AgentCycle)]
+    return [(t, n) for t, n in cycles if n > 0]
+
+
+def step_figures(events: list[Timed]) -> tuple[float | None, float | None]:
+    """(p50 model time per forward pass, mean forward passes per cycle) of a window."""
+    cycles = cycle_forwards(events)
+    if not cycles:
+        return None, None
+    return percentile([t / n for t, n in cycles], 0.5), round(sum(n for _, n in cycles) / len(cycles), 2)
+
+
 def transfer_gaps_ms(events: list[Timed]) -> list[float]:
     from rtchat.evals.analyze import analyze
 
@@ -181,6 +204,7 @@ def log_figures(events: list[Timed]) -> dict:
     w_ns = int(window_s(duration_s) * NS)
     first, last = in_window(events, live_ns, live_ns + w_ns), in_window(events, end_ns - w_ns, end_ns + 1)
     decision = {"first": percentile(decision_ms(first), 0.5), "last": percentile(decision_ms(last), 0.5)}
+    (step_first, n_first), (step_last, n_last) = step_figures(first), step_figures(last)
     transfer = {"first": percentile(transfer_gaps_ms(first), 0.5), "last": percentile(transfer_gaps_ms(last), 0.5)}
     chars = {"first": longest_sequence(first), "last": longest_sequence(last)}
     beats = [e.event for e in events if isinstance(e.event, NodeHeartbeat) and e.event.node == "agent"]
@@ -191,8 +215,10 @@ def log_figures(events: list[Timed]) -> dict:
         "restarts": [{"node": e.event.node, "reason": e.event.reason, "at_s": round((e.t_ns - live_ns) / NS, 1)}
                      for e in events if isinstance(e.event, NodeRestarted)],
         "decision_ms": decision,
+        "forwards_per_cycle": {"first": n_first, "last": n_last},
+        "decision_step_ms": {"first": step_first, "last": step_last},
         "floor_transfer_ms": transfer,
-        "latency_drift_pct": {"decision": drift_pct(decision["first"], decision["last"]),
+        "latency_drift_pct": {"decision": drift_pct(step_first, step_last),
                               "floor_transfer": drift_pct(transfer["first"], transfer["last"])},
         "sequence_chars": chars,
         "context_bounded": chars["first"] is not None and chars["last"] is not None

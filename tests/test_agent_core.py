@@ -118,6 +118,9 @@ class ScriptedModel:
     def timings_ns(self):
         return {"model": 1000}
 
+    def forwards(self):
+        return {"model": 1}
+
     def count(self, kind: str) -> int:
         return sum(k == kind for k, _ in self.calls)
 
@@ -564,6 +567,7 @@ def test_every_cycle_records_its_input_prediction_decision_and_timings():
         prediction=" (0.2)",
         decision="listen",
         timings_ns={"model": 1000},
+        forwards={"model": 1},
     )
     assert (cycles[s(2.0)].input_text, cycles[s(2.4)].input_text) == ("~hello there how are", "")
     assert (cycles[s(3.2)].prediction, cycles[s(3.2)].decision) == (" S2: I'm good, thanks. S1:", "switch")

@@ -393,3 +393,10 @@ def test_configure_switches_the_decoding_live(bpe_tok):
     lm.configure(dataclasses.replace(lm.cfg, decoding="greedy", prevent_special_tokens=True))
     assert isinstance(lm.strategy, decoding.Greedy) and lm.bans is not None
     assert 1 <= lm.generate(PREFIX + " S1: hello there", 5).n_tokens <= 5 and 1 <= before.n_tokens <= 5
+
+
+def test_forward_passes_are_counted_by_kind_and_reset(bpe_tok):
+    lm = agent(bpe_tok, "dynamic_contrastive")
+    lm.generate(TRANSCRIPTS[0], 4)
+    assert lm.forwards() == {"prefill": 1, "decode": 3}  # one pass per decode step (a candidate batch is one)
+    assert lm.forwards() == {}

@@ -120,6 +120,7 @@ class Streamed:
     events: list
     heard: list[tuple[int, int]]  # (16 kHz index of the buffer start, samples) of every call
     calls: int
+    audio: list[np.ndarray]  # what every call heard
 
 
 def captured(pcm: np.ndarray, sr_in_hz: int, sr_hz: int) -> np.ndarray:
@@ -145,17 +146,18 @@ def streamed(tiny_en, speech):
             pcm = captured(pcm, SR_HZ, via_hz)
         if sr_hz != (via_hz or SR_HZ):
             pcm = captured(pcm, via_hz or SR_HZ, sr_hz)
-        heard = []
+        heard, audio_heard = [], []
 
         def transcribe(audio, prompt):
             heard.append((core.policy.start, len(audio)))
+            audio_heard.append(np.array(audio))
             return tiny_en(audio, prompt)
 
         core = AsrCore(CPU, transcribe, load_silero())
         out = []
         for ev in frames(pcm, sr_hz):
             out += serve(core, ev, ev.t_capture_ns)
-        runs[sr_hz, via_hz] = Streamed(out, heard, core.stats()["policy_calls"])
+        runs[sr_hz, via_hz] = Streamed(out, heard, core.stats()["policy_calls"], audio_heard)
         return runs[sr_hz, via_hz]
 
     return at
@@ -185,23 +187,29 @@ def test_the_core_with_real_models_commits_the_sentence_with_increasing_times(st
 
 
 @pytest.mark.model
-def test_48_khz_frames_give_the_words_of_the_same_audio_at_16_khz_within_one_whisper_frame(streamed):
+def test_48_khz_frames_give_the_words_of_the_same_audio_at_16_khz_within_two_whisper_frames(streamed):
     """Whisper hears the same spans of audio whatever the capture rate (the 48 kHz resampler hands
-    on 16 kHz audio in ~490-sample blocks, not per frame), so the 48 kHz stream says what the same
-    audio brought to 16 kHz in one go says, at times at most one 20 ms frame apart.
+    on 16 kHz audio in ~490-sample blocks, not per frame), and the same samples to within the
+    quantisation of the int16 capture (2 LSB), so the 48 kHz stream says what the same audio
+    brought to 16 kHz in one go says, at times at most two 20 ms frames apart.
 
     The reference is the 48 kHz capture resampled at once, not the original 16 kHz speech: the
     round trip removes what lies above 7.3 kHz (up to 168 LSB here), and changes of that order
     (white noise at -60 dBFS) moved the word times next to a pause by 180-220 ms in 4 of 4 trials
     (faster-whisper's long-word heuristics flip). The reference differs from what the stream
     hears by quantisation only (< 2 LSB); adding 1 LSB of dither to it kept every word within one
-    frame of the stream's in 4 of 4 trials."""
+    frame of the stream's in 4 of 4 trials; once the recogniser ran on ticks after the frames'
+    VAD (the same spans heard), one word start ("how", next to a pause) moved by two frames: the
+    alignment flips frame by frame on sub-LSB changes, so the cause — the audio — is checked
+    sample by sample and the times get the resolution of two frames."""
     at48, reference = streamed(48_000), streamed(16_000, via_hz=48_000)
     assert at48.heard == reference.heard == streamed(16_000).heard
+    for a, b in zip(at48.audio, reference.audio, strict=True):
+        assert np.abs(a - b).max() <= 2 / 32768
     words48, words16 = final_words(at48.events), final_words(reference.events)
     assert [normalise(w.text) for w in words48] == [normalise(w.text) for w in words16]
     for a, b in zip(words16, words48, strict=True):
-        assert abs(a.start_ns - b.start_ns) <= WHISPER_FRAME_NS and abs(a.end_ns - b.end_ns) <= WHISPER_FRAME_NS, (a, b)
+        assert abs(a.start_ns - b.start_ns) <= 2 * WHISPER_FRAME_NS and abs(a.end_ns - b.end_ns) <= 2 * WHISPER_FRAME_NS, (a, b)
 
 
 @pytest.mark.model
@@ -269,8 +277,13 @@ def test_the_node_process_turns_audio_frames_into_asr_final_on_a_real_bus(real_b
         for ev in frames(pcm, sr):
             probe.publish(ev)
         deadline = time.monotonic() + 90
-        while not any(isinstance(e, VadEnd) for e in got):
-            assert time.monotonic() < deadline and proc.poll() is None, "no vad.end from the asr node"
+
+        def final_after_vad_end() -> bool:  # vad.end goes out first, then the final its flush commits
+            ends = [i for i, e in enumerate(got) if isinstance(e, VadEnd)]
+            return bool(ends) and any(isinstance(e, AsrFinal) for e in got[ends[0] :])
+
+        while not final_after_vad_end():
+            assert time.monotonic() < deadline and proc.poll() is None, "no vad.end and final after it from the asr node"
             if probe.data.poll(500, zmq.POLLIN):
                 got.append(probe.decode(probe.data.recv_multipart()).event)
         text = " ".join(e.text for e in got if isinstance(e, AsrFinal))

@@ -30,9 +30,10 @@ MS = 1_000_000
 SR = 16_000
 
 
-def cycle(t: float, **timings_ms):
+def cycle(t: float, forwards: int = 0, **timings_ms):
     return (t, AgentCycle(turn=0, gen=0, input_text="", prediction="", decision="listen",
-                          timings_ns={k: v * MS for k, v in timings_ms.items()}))
+                          timings_ns={k: v * MS for k, v in timings_ms.items()},
+                          forwards={"prefill": 1, "decode": forwards - 1} if forwards else {}))
 
 
 def answer(t_user: float, t_agent: float):
@@ -48,17 +49,17 @@ def sequence(t: float, n_chars: int):
 
 @pytest.fixture
 def hundred_seconds(tmp_path):
-    """100 s live (windows of 20 s): cycles of 300 and 100 ms model time first (one that ran no
-    model), 300 and 200 ms last; answers 600 ms after the user first, 660 ms last; sequences up to
-    120 characters first, 130 last; the asr restarted at 50 s; the agent trimmed 7 times; the
-    launcher stops the session at 100 s."""
+    """100 s live (windows of 20 s): cycles of 300 and 100 ms model time first, in 3 and 2 forward
+    passes (and one that ran no model), 300 and 200 ms last in 2 and 4; answers 600 ms after the
+    user first, 660 ms last; sequences up to 120 characters first, 130 last; the asr restarted at
+    50 s; the agent trimmed 7 times; the launcher stops the session at 100 s."""
     return write_log(tmp_path, [
         (0.0, Live(run="r")),
-        cycle(5.0, decode=200, prefill=100), cycle(10.0, decode=100), cycle(12.0),
+        cycle(5.0, 3, decode=200, prefill=100), cycle(10.0, 2, decode=100), cycle(12.0),
         *answer(3.0, 3.6), sequence(4.0, 50), sequence(8.0, 120),
         (50.0, NodeRestarted(node="asr", reason="missed 3 heartbeats", attempt=1, backoff_ns=S // 2, pid=9)),
         sequence(60.0, 400),
-        cycle(85.0, decode=300), cycle(90.0, decode=150, tokenize=50),
+        cycle(85.0, 2, decode=300), cycle(90.0, 4, decode=150, tokenize=50),
         *answer(85.0, 85.66), sequence(95.0, 130),
         (99.0, NodeHeartbeat(node="agent", pid=1, uptime_ns=0, stats={"trims": 7})),
         (100.0, Shutdown(reason="launcher stopping", nodes=("agent",))),
@@ -70,8 +71,25 @@ def test_latency_in_the_first_and_last_windows_and_its_drift(hundred_seconds):
     got = log_figures(hundred_seconds)
     assert got["duration_s"] == 100.0 and got["window_s"] == 20.0
     assert got["decision_ms"] == {"first": 200.0, "last": 250.0}  # p50 of 300, 100 / of 300, 200
+    assert got["forwards_per_cycle"] == {"first": 2.5, "last": 3.0}
+    assert got["decision_step_ms"] == {"first": 75.0, "last": 100.0}  # p50 of 100, 50 / of 150, 50
     assert got["floor_transfer_ms"] == {"first": 600.0, "last": 660.0}
-    assert got["latency_drift_pct"] == {"decision": 25.0, "floor_transfer": 10.0}
+    assert got["latency_drift_pct"] == {"decision": 33.3, "floor_transfer": 10.0}
+
+
+def test_a_window_with_more_silent_cycles_is_not_a_faster_session(tmp_path):
+    """Silent cycles run 3 forward passes, wordy ones 8, at 50 ms each in both windows: the
+    per-cycle p50 halves with the mix, the decision's drift (per forward pass) is none."""
+    wordy, silent = dict(forwards=8, decode=350, prefill=50), dict(forwards=3, decode=100, prefill=50)
+    got = log_figures(write_log(tmp_path, [
+        (0.0, Live(run="r")),
+        *[cycle(1.0 + i, **(wordy if i % 3 else silent)) for i in range(15)],  # 10 wordy, 5 silent
+        *[cycle(81.0 + i, **(silent if i % 3 else wordy)) for i in range(15)],  # 10 silent, 5 wordy
+        (100.0, Shutdown(reason="launcher stopping", nodes=("agent",))),
+    ]))
+    assert got["decision_ms"] == {"first": 400.0, "last": 150.0}
+    assert got["decision_step_ms"] == {"first": 50.0, "last": 50.0}
+    assert got["latency_drift_pct"]["decision"] == 0.0
 
 
 def test_restarts_and_the_transcript_bound(hundred_seconds):

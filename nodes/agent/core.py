@@ -315,9 +315,11 @@ class AgentCore(Core):
         self.counters[f"decision_{decision}"] += 1
         inputs, self._inputs = " ".join(self._inputs), []
         timings = {k: int(v) for k, v in self.model.timings_ns().items()}
+        forwards = {k: int(v) for k, v in self.model.forwards().items()}
         log.debug("cycle turn=%d gen=%d %s: %r", self.turn, self.gen, decision, prediction)
         return AgentCycle(
-            turn=self.turn, gen=self.gen, input_text=inputs, prediction=prediction, decision=decision, timings_ns=timings
+            turn=self.turn, gen=self.gen, input_text=inputs, prediction=prediction, decision=decision, timings_ns=timings,
+            forwards=forwards,
         )
 
     def _floor_changed(self, before: str, now_ns: int, since_ns: int = 0) -> None:

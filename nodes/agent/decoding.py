@@ -129,6 +129,7 @@ class Runner:
             os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.tokens_run = 0  # tokens passed through the model since construction, candidates included
         self.elapsed_ns: Counter[str] = Counter()
+        self.n_forwards: Counter[str] = Counter()  # forward passes by kind (a candidate batch is one)
         self.reset()
 
     def reset(self) -> None:
@@ -178,6 +179,7 @@ class Runner:
         self.ids.extend(tokens)
         self.logits = out.logits[0, -1].float()
         self.tokens_run += len(tokens)
+        self.n_forwards[kind] += 1
         self.elapsed_ns[kind] += time.perf_counter_ns() - t0
 
     # ---------------------------------------------------------------- contrastive candidates
@@ -210,6 +212,7 @@ class Runner:
             self._head = self._check_head(states, out.logits[0])
         self._candidates = (tokens.tolist(), states, None if self._head else out.logits[0])
         self.tokens_run += k
+        self.n_forwards["decode"] += 1
         self.elapsed_ns["decode"] += time.perf_counter_ns() - t0
         return states.float()
 
@@ -238,6 +241,11 @@ class Runner:
     def take_elapsed_ns(self) -> dict[str, int]:
         out = dict(self.elapsed_ns)
         self.elapsed_ns.clear()
+        return out
+
+    def take_forwards(self) -> dict[str, int]:
+        out = dict(self.n_forwards)
+        self.n_forwards.clear()
         return out
 
 

@@ -499,6 +499,9 @@ class AgentLM:
         ids = encode_fragment(self.tok, text)
         return [self.decode_text(ids[i : i + n]) for i in range(0, len(ids), n)]
 
+    def forwards(self) -> dict[str, int]:
+        return self.runner.take_forwards()
+
     def timings_ns(self) -> dict[str, int]:
         out = self.runner.take_elapsed_ns()
         if self._tokenize_ns:

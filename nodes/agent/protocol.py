@@ -50,3 +50,6 @@ class LanguageModel(Protocol):
 
     def timings_ns(self) -> dict[str, int]:
         """Time spent in the last call(s) since the previous timings_ns(), by kind (for agent.cycle)."""
+
+    def forwards(self) -> dict[str, int]:
+        """Forward passes of the model since the previous forwards(), by kind (for agent.cycle)."""

@@ -19,11 +19,14 @@ heard but no word is stamped before ``vad.start``, nor does a word of the flush 
 ``vad.end`` (``policy``'s module doc says why). Committed words and partials lose
 the words ``EchoFilter`` recognises as the agent's own voice (``asr.echo: suppress``).
 
-Speech end first. ``vad.end`` is returned the moment the VAD decides it, on its own; the flush
-(a whole recogniser call) comes from the next call into the core — ``deadline_ns`` is due at once
-while it is pending, so the node's loop runs it right after publishing ``vad.end``, and a
-``vad.start`` or a reset runs it first. The agent thus learns that the user stopped one
-recogniser call earlier, and its pause clock starts then (a flushed final only revises words).
+Hearing first, transcribing on ticks. An ``audio.in`` frame only runs the VAD and buffers the
+audio: ``vad.start``/``vad.end`` are returned by the call in which the VAD decides them. The
+recogniser runs in ``on_tick``, which is due at once (``deadline_ns``) while a speech end's flush
+is pending or a hop of new speech waits: the node's loop handles every frame that arrived during
+a recogniser call (VAD only, fast) before it starts the next call. So the bus learns that the user
+stopped within a frame of the VAD's decision, or after the one call in progress — not after the
+flush's call and a backlog of hops — and the agent's pause clock starts then (a flushed final
+only revises words). A ``vad.start`` or a reset runs a pending flush first.
 
 Keeping up: a call costs about the same whatever the hop (Whisper pads to 30 s), so a node that
 falls behind real time would fall further behind. The lag is measured on the core's own clock
@@ -153,11 +156,15 @@ class AsrCore(Core):
         return []
 
     def deadline_ns(self) -> int | None:
-        """Due at once while a speech end's flush is pending (``vad.end`` went out first)."""
-        return 0 if self.flush_at is not None else None
+        """Due at once while a speech end's flush is pending or a hop of speech waits to be heard."""
+        return 0 if self.flush_at is not None or (self.in_speech and self.policy.due()) else None
 
     def on_tick(self, now_ns: int) -> list[Event]:
-        return self._flush()
+        """The recogniser's work: the pending flush, then a hypothesis of the open utterance."""
+        out = self._flush()
+        if self.in_speech:
+            out += self._publish(self.policy.step(self.transcribe))
+        return out
 
     def on_audio(self, ev: AudioIn) -> list[Event]:
         try:
@@ -242,7 +249,6 @@ class AsrCore(Core):
             out += self._start(ev) if ev.kind == "start" else self._end(ev.sample, ev.at)
         if self.in_speech:
             self.policy.add(self.ring.since(self.policy.end))
-            out += self._publish(self.policy.step(self.transcribe))
         else:
             self.ring.trim()
         return out
