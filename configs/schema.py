@@ -179,6 +179,10 @@ class AsrConfig:
     compute_type: Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"] = "auto"
     threads: int = 0  # CPU threads of the recogniser; 0 = the backend's default
     language: str = "en"  # passed to Whisper; English-only models (*.en) ignore it
+    # fit: the encoder sees the call's audio + audio_ctx_margin_s, not Whisper's padded 30 s window
+    # (whisper.cpp's audio_ctx; faster-whisper only, its cost follows the audio); full: the 30 s window
+    audio_ctx: Literal["fit", "full"] = "fit"
+    audio_ctx_margin_s: float = 2.0
     # the streaming policy (nodes/asr/policy.py)
     hop_s: float = 0.5  # new speech between two transcriptions
     max_hop_s: float = 2.0  # behind real time by L s, the node waits hop_s + L (at most this) between calls
@@ -201,6 +205,7 @@ class AsrConfig:
         _device("asr.device", self.device)
         _check(self.threads >= 0, "asr.threads", "allowed: an integer >= 0")
         _check(bool(self.language), "asr.language", "allowed: a Whisper language code such as en")
+        _check(0 <= self.audio_ctx_margin_s <= 30, "asr.audio_ctx_margin_s", f"got {self.audio_ctx_margin_s}; allowed: 0 … 30")
         _check(
             0 < self.hop_s < self.max_buffer_s,
             "asr.hop_s",

