@@ -24,11 +24,16 @@ TEXTS = (
 )
 
 
-def test_the_encoder_sees_the_audio_and_the_margin_rounded_to_an_even_frame_count():
+def test_the_encoder_sees_the_audio_and_the_margin_in_whole_seconds():
     assert fit_frames(4 * SR_HZ, 2.0) == 600  # 4 s of audio + 2 s: 600 mel frames of 10 ms
-    assert fit_frames(SR_HZ + 160, 0.0) == 102  # 101 frames: rounded up to even, the encoder halves it
+    assert fit_frames(SR_HZ + 160, 0.0) == 200  # 101 frames: rounded up to the next second
     assert fit_frames(0, 1.0) == 100
     assert fit_frames(29 * SR_HZ, 2.0) == WINDOW_FRAMES  # never more than Whisper's window
+    # so a session's calls reuse a few input shapes (each new one leaves the heap larger): a
+    # buffer of up to asr.max_buffer_s gives at most one shape per second
+    cfg = AsrConfig()
+    shapes = {fit_frames(n, cfg.audio_ctx_margin_s) for n in range(0, int(cfg.max_buffer_s * SR_HZ) + 1, 160)}
+    assert len(shapes) == cfg.max_buffer_s + 1 and all(f % 100 == 0 for f in shapes)
 
 
 def test_a_margin_outside_the_window_is_refused_naming_the_key():
