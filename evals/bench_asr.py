@@ -15,6 +15,9 @@ Keys:
 - ``wer_stream`` / ``wer_offline``: WER (jiwer, lower-cased, punctuation removed) of the
   committed words, and of one ``transcribe`` of the whole stream with the same model and
   Whisper's 30 s window (``asr.audio_ctx: full``: the baseline); ``wer_ratio`` = stream / offline.
+- ``wer_breakdown``: ``{stream, offline}``: substitutions, deletions, insertions (word counts of
+  the alignment behind each WER), ``reference_words`` and ``top_substitutions`` ([reference,
+  heard, count], most frequent first).
 - ``commit_p50_ms`` / ``commit_p90_ms``: a committed word's ``asr.final`` publish time minus the
   word's end in audio time.
 - ``partial_p50_ms``: per utterance, the first ``asr.partial`` (or final) minus ``vad.start``.
@@ -78,15 +81,33 @@ def make_stream(minutes: float, seed: int) -> tuple[np.ndarray, str, int]:
     return (audio * 32767).astype(np.int16), " ".join(said), len(said)
 
 
+def _norm(s: str) -> str:
+    from rtchat.nodes.asr.policy import normalise
+
+    return " ".join(w for w in map(normalise, s.split()) if w)
+
+
 def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
-    from rtchat.nodes.asr.policy import normalise
+    return float(jiwer.wer(_norm(reference), _norm(hypothesis) or "<empty>"))
 
-    def norm(s: str) -> str:
-        return " ".join(w for w in map(normalise, s.split()) if w)
 
-    return float(jiwer.wer(norm(reference), norm(hypothesis) or "<empty>"))
+def wer_breakdown(reference: str, hypothesis: str, top: int = 10) -> dict:
+    """The errors behind a WER (same normalisation): substitutions, deletions, insertions and the
+    ``top`` most frequent substitutions as [reference words, heard words, count]."""
+    import collections
+
+    import jiwer
+
+    out = jiwer.process_words(_norm(reference), _norm(hypothesis) or "<empty>")
+    ref, hyp = out.references[0], out.hypotheses[0]
+    pairs = collections.Counter(
+        (" ".join(ref[c.ref_start_idx : c.ref_end_idx]), " ".join(hyp[c.hyp_start_idx : c.hyp_end_idx]))
+        for c in out.alignments[0] if c.type == "substitute"
+    )
+    return {"substitutions": out.substitutions, "deletions": out.deletions, "insertions": out.insertions,
+            "reference_words": len(ref), "top_substitutions": [[r, h, n] for (r, h), n in pairs.most_common(top)]}
 
 
 def stream(core, audio: np.ndarray) -> tuple[list[tuple[int, object]], float]:
@@ -202,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         "wer_stream": wer_stream,
         "wer_offline": wer_offline,
         "wer_ratio": wer_stream / wer_offline if wer_offline else None,
+        "wer_breakdown": {"stream": wer_breakdown(reference, hypothesis), "offline": wer_breakdown(reference, offline)},
         **latencies(events, duration_s, cfg.vad_min_silence_ms - cfg.vad_speech_pad_ms),
         "rtf": busy_s / duration_s,
         "rtf_offline": offline_s / duration_s,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rtchat.bus.events import AsrFinal, AsrPartial, VadEnd, VadStart, Word
-from rtchat.evals.bench_asr import latencies, sentences, stream
+from rtchat.evals.bench_asr import latencies, sentences, stream, wer, wer_breakdown
 from rtchat.nodes.tts.espeak import synthesize
 
 
@@ -89,6 +89,17 @@ def test_latency_keys_from_scripted_events():
     assert got["commit_p50_ms"] == pytest.approx((1500 + 500) / 2)
     assert got["drift_ratio"] is None  # needs two minutes
     assert got["committed_words"] == 2 and got["utterances"] == 1
+
+
+def test_the_wer_breakdown_counts_each_kind_of_error_after_normalising():
+    reference = "the farmer repaired the long letter in the evening"
+    heard = "The farmer repaired the long ladder, in the the evening. Yes"  # 1 substitution, 2 insertions
+    got = wer_breakdown(reference, heard)
+    assert (got["substitutions"], got["deletions"], got["insertions"], got["reference_words"]) == (1, 0, 2, 9)
+    assert got["top_substitutions"] == [["letter", "ladder", 1]]
+    assert wer(reference, heard) == pytest.approx(3 / 9)
+    dropped = wer_breakdown(reference, "the farmer repaired the long letter")
+    assert (dropped["deletions"], dropped["insertions"], dropped["substitutions"]) == (3, 0, 0)
 
 
 def test_espeak_speaks_offline():
