@@ -25,6 +25,11 @@ Keys:
   which carries ``asr.vad_speech_pad_ms``) minus the silence the VAD waits for by its
   configuration (``asr.vad_min_silence_ms`` − the pad): the delay beyond the configured silence.
 - ``rtf``: compute time / audio time of the streaming run.
+- ``under_load`` (``--under-load``): the stream heard again while the agent's decoding loop runs
+  in another process (``evals/under_load.py``: the profile's agent model, dtype and threads,
+  decision cycles back to back): ``wer_stream``, the latency keys, ``rtf`` and ``agent_cycles``
+  (the cycles the competitor ran); ``under_load_ratio``: each latency under load over alone,
+  the same run.
 - ``drift_ratio``: median commit latency of the words in the last minute over the first minute
   (needs ≥ 2 minutes; 1.0 means no growth).
 """
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 FRAME_MS = 20
 PAUSE_RANGE_S = (0.3, 1.5)
 MIN_SENTENCES = 40
+UNDER_LOAD_KEYS = ("commit_p50_ms", "commit_p90_ms", "partial_p50_ms", "vad_end_p50_ms")
 SUBJECTS = ("the old man", "my sister", "our neighbour", "a young teacher", "the doctor", "his brother",
             "the small child", "her friend", "the farmer", "a tired driver")
 VERBS = ("painted", "carried", "cleaned", "opened", "watched", "found", "bought", "repaired", "visited", "followed")
@@ -178,6 +184,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a 2-minute stream (about 3 min on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="sentences and pauses (default 0)")
     parser.add_argument("--config", default="cpu", help="profile whose asr section is used (default cpu)")
+    parser.add_argument("--under-load", action="store_true",
+                        help="stream again while the agent's decoding loop runs in another process; report both")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. asr.threads=2 asr.hop_s=1.0")
 
 
@@ -209,9 +217,28 @@ def run(args: argparse.Namespace) -> int:
     audio, reference, n_sentences = make_stream(minutes, args.seed)
     duration_s = len(audio) / SR_HZ
     log.info("stream: %d sentences, %.1f s; streaming…", n_sentences, duration_s)
-    core = AsrCore(cfg, transcribe, load_silero())
-    events, busy_s = stream(core, audio)
+    silence_ms = cfg.vad_min_silence_ms - cfg.vad_speech_pad_ms
+    events, busy_s = stream(AsrCore(cfg, transcribe, load_silero()), audio)
     hypothesis = " ".join(ev.text for _, ev in events if isinstance(ev, AsrFinal))
+    alone = latencies(events, duration_s, silence_ms)
+    loaded = {}
+    if args.under_load:
+        from rtchat.evals.under_load import AgentLoad, UnderLoadError
+
+        log.info("streaming again, with the agent's decoding loop in another process…")
+        try:
+            with AgentLoad(args.config, args.overrides) as load_:
+                events_l, busy_l = stream(AsrCore(cfg, transcribe, load_silero()), audio)
+            cycles = load_.cycles
+        except UnderLoadError as exc:
+            print(f"rtchat bench asr: --under-load: {exc}")
+            return 1
+        lat = latencies(events_l, duration_s, silence_ms)
+        loaded = {
+            "under_load": {"wer_stream": wer(reference, " ".join(ev.text for _, ev in events_l if isinstance(ev, AsrFinal))),
+                           **{k: lat[k] for k in UNDER_LOAD_KEYS}, "rtf": busy_l / duration_s, "agent_cycles": cycles},
+            "under_load_ratio": {k: lat[k] / alone[k] if lat[k] is not None and alone[k] else None for k in UNDER_LOAD_KEYS},
+        }
     log.info("offline transcription of the whole stream…")
     t0 = time.perf_counter()
     if cfg.audio_ctx != "full":
@@ -224,11 +251,12 @@ def run(args: argparse.Namespace) -> int:
         "wer_offline": wer_offline,
         "wer_ratio": wer_stream / wer_offline if wer_offline else None,
         "wer_breakdown": {"stream": wer_breakdown(reference, hypothesis), "offline": wer_breakdown(reference, offline)},
-        **latencies(events, duration_s, cfg.vad_min_silence_ms - cfg.vad_speech_pad_ms),
+        **alone,
         "rtf": busy_s / duration_s,
         "rtf_offline": offline_s / duration_s,
         "audio_s": duration_s,
         "sentences": n_sentences,
+        **loaded,
         "config": {"overrides": args.overrides, "backend": cfg.backend, "model": cfg.model,
                    "compute_type": cfg.compute_type, "threads": cfg.threads, "hop_s": cfg.hop_s,
                    "audio_ctx": cfg.audio_ctx, "audio_ctx_margin_s": cfg.audio_ctx_margin_s, "seed": args.seed,
@@ -237,5 +265,6 @@ def run(args: argparse.Namespace) -> int:
     }
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("wer_stream", "wer_offline", "wer_ratio", "commit_p50_ms", "commit_p90_ms",
-                                              "partial_p50_ms", "vad_end_p50_ms", "rtf", "drift_ratio")}))
+                                              "partial_p50_ms", "vad_end_p50_ms", "rtf", "drift_ratio") if k in report}
+                      | {k: report[k] for k in ("under_load_ratio",) if k in report}))
     return 0
