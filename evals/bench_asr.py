@@ -1,8 +1,9 @@
 """``rtchat bench asr``: the streaming ASR against one offline transcription of the same audio.
 
 Speech is made inside the benchmark: sentences generated from a seeded grammar (no digits, so
-Whisper's number formatting cannot count as errors), spoken by espeak-ng, joined with pauses of
-0.3–1.5 s into one stream of ``--minutes`` (at least 40 sentences).
+Whisper's number formatting cannot count as errors), spoken in turn by the voices of ``--voices``
+(default: espeak-ng and the embedded Piper voice joe, so no single synthetic voice decides),
+joined with pauses of 0.3–1.5 s into one stream of ``--minutes`` (at least 40 sentences).
 
 Streaming: ``AsrCore`` with the configured recogniser (embedded tiny.en, int8) and the real
 Silero VAD reads the stream as 20 ms ``audio.in`` frames. Time is simulated exactly without
@@ -15,6 +16,8 @@ Keys:
 - ``wer_stream`` / ``wer_offline``: WER (jiwer, lower-cased, punctuation removed) of the
   committed words, and of one ``transcribe`` of the whole stream with the same model and
   Whisper's 30 s window (``asr.audio_ctx: full``: the baseline); ``wer_ratio`` = stream / offline.
+- ``wer_by_voice``: ``{stream, offline}``: the WER of each voice's sentences (one alignment of
+  the whole stream; an insertion counts against the voice of the word it precedes).
 - ``wer_breakdown``: ``{stream, offline}``: substitutions, deletions, insertions (word counts of
   the alignment behind each WER), ``reference_words`` and ``top_substitutions`` ([reference,
   heard, count], most frequent first).
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 FRAME_MS = 20
 PAUSE_RANGE_S = (0.3, 1.5)
 MIN_SENTENCES = 40
+VOICES = ("espeak", "piper")  # simulate_user's engines: espeak-ng en-us and the embedded Piper joe
 UNDER_LOAD_KEYS = ("commit_p50_ms", "commit_p90_ms", "partial_p50_ms", "vad_end_p50_ms")
 SUBJECTS = ("the old man", "my sister", "our neighbour", "a young teacher", "the doctor", "his brother",
             "the small child", "her friend", "the farmer", "a tired driver")
@@ -67,24 +71,27 @@ def sentences(n: int, seed: int) -> list[str]:
     return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(ENDINGS)}" for _ in range(n)]
 
 
-def make_stream(minutes: float, seed: int) -> tuple[np.ndarray, str, int]:
-    """(int16 16 kHz audio, reference text, sentence count) of at least ``minutes``."""
+def make_stream(minutes: float, seed: int, voices: tuple[str, ...] = ("espeak",)) -> tuple[np.ndarray, list[str], list[str]]:
+    """(int16 16 kHz audio, the sentences, the voice of each) of at least ``minutes``: sentence i
+    is spoken by ``voices[i % len(voices)]`` (``simulate_user``'s engines: espeak, piper)."""
+    from rtchat.evals.simulate_user import engine_synth
     from rtchat.nodes.asr.frames import SR_HZ, resample
-    from rtchat.nodes.tts.espeak import synthesize
 
+    synths = {v: engine_synth(v) for v in voices}
     rng = random.Random(seed + 1)
-    parts, said, total = [np.zeros(SR_HZ // 2, dtype=np.float32)], [], SR_HZ // 2
+    parts, said, spoken_by, total = [np.zeros(SR_HZ // 2, dtype=np.float32)], [], [], SR_HZ // 2
     pool = iter(sentences(100_000, seed))
     while total < minutes * 60 * SR_HZ or len(said) < MIN_SENTENCES:
-        text = next(pool)
-        pcm, sr = synthesize(text)
+        text, voice = next(pool), voices[len(said) % len(voices)]
+        pcm, sr = synths[voice](text)
         x = resample(pcm.astype(np.float32) / 32768, sr, SR_HZ)
         pause = np.zeros(round(rng.uniform(*PAUSE_RANGE_S) * SR_HZ), dtype=np.float32)
         parts += [x, pause]
         said.append(text)
+        spoken_by.append(voice)
         total += len(x) + len(pause)
     audio = np.clip(np.concatenate(parts), -1, 1)
-    return (audio * 32767).astype(np.int16), " ".join(said), len(said)
+    return (audio * 32767).astype(np.int16), said, spoken_by
 
 
 def _norm(s: str) -> str:
@@ -97,6 +104,24 @@ def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
     return float(jiwer.wer(_norm(reference), _norm(hypothesis) or "<empty>"))
+
+
+def wer_by_voice(said: list[str], spoken_by: list[str], hypothesis: str) -> dict[str, float]:
+    """WER per voice over one alignment of the whole stream: each reference word's substitution
+    or deletion, and each insertion before it, counts against the voice that said it."""
+    import jiwer
+
+    words = [(w, voice) for text, voice in zip(said, spoken_by, strict=True) for w in _norm(text).split()]
+    out = jiwer.process_words(" ".join(w for w, _ in words), _norm(hypothesis) or "<empty>")
+    errors = dict.fromkeys(spoken_by, 0)
+    for c in out.alignments[0]:
+        if c.type in ("substitute", "delete"):
+            for i in range(c.ref_start_idx, c.ref_end_idx):
+                errors[words[i][1]] += 1
+        elif c.type == "insert":
+            errors[words[min(c.ref_start_idx, len(words) - 1)][1]] += c.hyp_end_idx - c.hyp_start_idx
+    counts = {v: sum(1 for _, x in words if x == v) for v in errors}
+    return {v: errors[v] / counts[v] for v in errors if counts[v]}
 
 
 def wer_breakdown(reference: str, hypothesis: str, top: int = 10) -> dict:
@@ -184,6 +209,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a 2-minute stream (about 3 min on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="sentences and pauses (default 0)")
     parser.add_argument("--config", default="cpu", help="profile whose asr section is used (default cpu)")
+    parser.add_argument("--voices", default=",".join(VOICES),
+                        help=f"who speaks the sentences, in turn (default {','.join(VOICES)}; allowed: {', '.join(VOICES)})")
     parser.add_argument("--under-load", action="store_true",
                         help="stream again while the agent's decoding loop runs in another process; report both")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. asr.threads=2 asr.hop_s=1.0")
@@ -214,7 +241,12 @@ def run(args: argparse.Namespace) -> int:
     except LoadError as exc:
         print(f"rtchat bench asr: {exc}")
         return 1
-    audio, reference, n_sentences = make_stream(minutes, args.seed)
+    voices = tuple(v.strip() for v in args.voices.split(",") if v.strip())
+    if not voices or set(voices) - set(VOICES):
+        print(f"rtchat bench asr: --voices {args.voices!r}: allowed: a comma-separated list of {', '.join(VOICES)}")
+        return 2
+    audio, said, spoken_by = make_stream(minutes, args.seed, voices)
+    reference, n_sentences = " ".join(said), len(said)
     duration_s = len(audio) / SR_HZ
     log.info("stream: %d sentences, %.1f s; streaming…", n_sentences, duration_s)
     silence_ms = cfg.vad_min_silence_ms - cfg.vad_speech_pad_ms
@@ -251,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
         "wer_offline": wer_offline,
         "wer_ratio": wer_stream / wer_offline if wer_offline else None,
         "wer_breakdown": {"stream": wer_breakdown(reference, hypothesis), "offline": wer_breakdown(reference, offline)},
+        "wer_by_voice": {"stream": wer_by_voice(said, spoken_by, hypothesis), "offline": wer_by_voice(said, spoken_by, offline)},
         **alone,
         "rtf": busy_s / duration_s,
         "rtf_offline": offline_s / duration_s,
@@ -260,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
         "config": {"overrides": args.overrides, "backend": cfg.backend, "model": cfg.model,
                    "compute_type": cfg.compute_type, "threads": cfg.threads, "hop_s": cfg.hop_s,
                    "audio_ctx": cfg.audio_ctx, "audio_ctx_margin_s": cfg.audio_ctx_margin_s, "seed": args.seed,
+                   "voices": list(voices),
                    "minutes": minutes, "frame_ms": FRAME_MS},
         "definitions": __doc__.split("Keys:", 1)[1].strip(),
     }

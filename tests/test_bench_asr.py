@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rtchat.bus.events import AsrFinal, AsrPartial, VadEnd, VadStart, Word
-from rtchat.evals.bench_asr import latencies, sentences, stream, wer, wer_breakdown
+from rtchat.evals.bench_asr import latencies, sentences, stream, wer, wer_breakdown, wer_by_voice
 from rtchat.nodes.tts.espeak import synthesize
 
 
@@ -100,6 +100,15 @@ def test_the_wer_breakdown_counts_each_kind_of_error_after_normalising():
     assert wer(reference, heard) == pytest.approx(3 / 9)
     dropped = wer_breakdown(reference, "the farmer repaired the long letter")
     assert (dropped["deletions"], dropped["insertions"], dropped["substitutions"]) == (3, 0, 0)
+
+
+def test_each_voice_is_charged_its_own_errors():
+    said = ["the farmer repaired the long letter", "my sister found a warm coat", "the doctor opened the gate"]
+    by = ["espeak", "piper", "espeak"]
+    heard = "The farmer repaired the long ladder. My sister found a warm coat. The doctor opened the the gate"
+    got = wer_by_voice(said, by, heard)
+    assert got == {"espeak": pytest.approx(2 / 11), "piper": 0.0}  # ladder (substituted), the (inserted)
+    assert wer_by_voice(said, by, "") == {"espeak": 1.0, "piper": 1.0}
 
 
 def test_espeak_speaks_offline():
