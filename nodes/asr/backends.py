@@ -12,16 +12,16 @@ Two backends:
   (``convert.py``).
 
 faster-whisper's encoder sees, by default (``asr.audio_ctx: fit``), only the call's audio and
-``asr.audio_ctx_margin_s`` of the padding after it, not Whisper's whole 30 s window — whisper.cpp's
-``audio_ctx``, rounded up to whole seconds. The encoder is most of a call's cost and its cost follows its input: for a 4 s
-utterance on one core about 80 ms instead of about 550 (``rtchat bench asr``; ``full`` keeps the
-30 s window). CTranslate2's encoder takes any length up to the window; the decoder then attends to
+``asr.audio_ctx_margin_s`` of the padding after it, rounded up to whole seconds, not Whisper's
+whole 30 s window — whisper.cpp's ``audio_ctx``. The encoder is most of a call's cost and its
+cost follows its input: a call on a 4 s utterance takes about 50–80 ms on one core instead of
+400–550 (``full`` keeps the 30 s window). CTranslate2's encoder takes any length up to the window; the decoder then attends to
 the shorter output. Whisper never saw so short a window in training, and after the last word it
 often repeats the last sentence instead of ending (whisper.cpp's users report the same): in
 ``fit`` a call may generate at most ``MAX_TOKENS_PER_S`` tokens per second of audio and a mild
 repetition penalty applies; the streaming policy cuts what loops remain (``policy.cut_loops``).
-With a 2 s margin ``rtchat bench asr --quick`` measured the same streaming WER as the 30 s window
-and a fifth of its compute. openai-whisper always uses the 30 s window.
+With a 2 s margin ``rtchat bench asr --quick`` measured a streaming WER no worse than the 30 s
+window's (0.114 vs 0.123) at a fifth of its compute. openai-whisper always uses the 30 s window.
 
 Both decode greedily (beam 1, temperature 0), in the configured language, with word timestamps,
 the prompt as ``initial_prompt``, no conditioning on text the call itself produced and no VAD of
