@@ -13,7 +13,8 @@ sleeping: frame i arrives at audio time i·20 ms, the core handles it when it is
 this machine with one recogniser thread, and the benchmark takes only the compute time.
 
 Keys:
-- ``wer_stream`` / ``wer_offline``: WER (jiwer, lower-cased, punctuation removed) of the
+- ``wer_stream`` / ``wer_offline``: WER (jiwer, after Whisper's ``EnglishTextNormalizer``: lower
+  case, no punctuation, British and American spellings as one) of the
   committed words, and of one ``transcribe`` of the whole stream with the same model and
   Whisper's 30 s window (``asr.audio_ctx: full``: the baseline); ``wer_ratio`` = stream / offline.
 - ``wer_by_voice``: ``{stream, offline}``: the WER of each voice's sentences (one alignment of
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -94,10 +96,17 @@ def make_stream(minutes: float, seed: int, voices: tuple[str, ...] = ("espeak",)
     return (audio * 32767).astype(np.int16), said, spoken_by
 
 
-def _norm(s: str) -> str:
-    from rtchat.nodes.asr.policy import normalise
+@functools.cache
+def _normaliser():
+    from whisper.normalizers import EnglishTextNormalizer
 
-    return " ".join(w for w in map(normalise, s.split()) if w)
+    return EnglishTextNormalizer()
+
+
+def _norm(s: str) -> str:
+    """Whisper's English WER normaliser (lower case, no punctuation, one spelling: "neighbour" and
+    "neighbor" are one word, as in the Whisper paper's WER figures)."""
+    return " ".join(_normaliser()(s).split())
 
 
 def wer(reference: str, hypothesis: str) -> float:

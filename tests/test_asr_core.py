@@ -24,6 +24,8 @@ MS = 1_000_000
 T0 = 1_700_000_000_000_000_000  # capture clock at stream position 0
 SCRIPT = [("Hello", 0.55, 0.9), ("there,", 0.95, 1.3), ("how", 1.4, 1.6), ("are", 1.65, 1.85), ("you?", 1.9, 2.4)]
 SPEECH = (0.5, 2.5)  # seconds of tone
+# the schedule the scripted timings were written for: a call every 0.5 s from the first
+SCRIPTED = dataclasses.replace(AsrConfig(), hop_s=0.5, first_word_hop_s=0.0)
 
 
 class ScriptedWhisper:
@@ -56,7 +58,7 @@ class EnergyVad:
 
 def make_core(**overrides) -> tuple[AsrCore, ScriptedWhisper]:
     whisper = ScriptedWhisper()
-    core = AsrCore(dataclasses.replace(AsrConfig(), **overrides), whisper, EnergyVad())
+    core = AsrCore(dataclasses.replace(SCRIPTED, **overrides), whisper, EnergyVad())
     whisper.core = core
     return core, whisper
 
@@ -184,18 +186,19 @@ def test_ten_minutes_of_continuous_speech_keep_every_call_bounded():
 
 
 def test_a_node_behind_real_time_stretches_its_hop_and_returns_to_it_when_caught_up():
-    core, _ = make_core(hop_s=0.5, max_hop_s=2.0)
+    core, _ = make_core(hop_s=0.5, first_word_hop_s=0.2, max_hop_s=2.0)
     audio = list(frames(np.zeros(16_000 * 10, dtype=np.int16), 16_000))  # 10 s, 500 frames of 20 ms
     for k, ev in enumerate(audio[:250]):  # handled 1.2x slower than real time: 1 s behind after 5 s
         core.on_event(ev, T0 + int(k * 24 * MS))
     assert core.lag_ns == pytest.approx(249 * 4 * MS, abs=MS)
     assert core.policy.hop == 16_000 * 0.5 + round(core.lag_ns / 62_500)  # hop_s + lag
+    assert core.policy.first_word_hop == 16_000 * 0.2 + round(core.lag_ns / 62_500)  # and first_word_hop_s + lag
     for k, ev in enumerate(audio[250:400]):  # far behind: capped at max_hop_s
         core.on_event(ev, T0 + int(249 * 24 * MS) + int((k + 1) * 60 * MS))
     assert core.policy.hop == 32_000 and core.stats()["hop_ms"] == 2000
     for i, ev in enumerate(audio[400:], start=400):  # caught up: the clock in step with the audio again
         core.on_event(ev, T0 + i * 20 * MS)
-    assert core.lag_ns == 0 and core.policy.hop == 8_000
+    assert core.lag_ns == 0 and core.policy.hop == 8_000 and core.policy.first_word_hop == 3_200
 
 
 def test_two_utterances_get_consecutive_numbers():
@@ -244,7 +247,7 @@ class LeadingSilenceWhisper(ScriptedWhisper):
 
 def test_no_word_is_stamped_outside_the_vad_speech_span():
     whisper = LeadingSilenceWhisper(script=[("Hello", 0.55, 0.9), ("there.", 0.95, 1.3)])
-    core = AsrCore(AsrConfig(), whisper, EnergyVad())
+    core = AsrCore(SCRIPTED, whisper, EnergyVad())
     whisper.core = core
     out = run(core, frames(speech(16_000, span=(0.5, 1.3)), 16_000))
     start, end = (e for e in out if isinstance(e, VadStart | VadEnd))

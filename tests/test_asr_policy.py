@@ -255,6 +255,66 @@ def test_flush_hears_new_audio_and_retracts_an_emptied_partial():
     assert policy.end - policy.start == 0 and policy.utterance == 1
 
 
+def test_flush_does_not_hear_the_silence_after_a_speech_end_already_heard():
+    """tiny.en says "Thank you." to the trailing silence alone: once a hypothesis has heard past
+    the VAD's speech end, the flush commits what it has and transcribes nothing more."""
+    policy = StreamingPolicy(PolicyConfig(hop_s=0.5))
+    policy.add(np.full(8000, SPEECH, dtype=np.float32))
+    policy.step(SequenceAsr([[("bye", 0.1, 0.3, 0.9)]]))  # heard up to 0.5 s
+    policy.add(np.zeros(4000, dtype=np.float32))  # the silence before the VAD decides
+    asr = SequenceAsr([[("bye", 0.1, 0.3, 0.9), ("Thank", 0.4, 0.6, 0.01), ("you.", 0.6, 0.7, 0.9)]])
+    (final,) = policy.flush(asr, speech_until=round(0.4 * SR_HZ))
+    assert final.text == "bye" and asr.prompts == []  # no call
+    policy.add(np.full(8000, SPEECH, dtype=np.float32))  # speech the last hypothesis had not heard
+    policy.step(SequenceAsr([[("so", 0.0, 0.2, 0.9)]]))
+    policy.add(np.full(4000, SPEECH, dtype=np.float32))
+    asr = SequenceAsr([[("so", 0.0, 0.2, 0.9), ("long", 0.3, 0.7, 0.9)]])
+    (final,) = policy.flush(asr, speech_until=round(1.2 * SR_HZ))
+    assert final.text == "so long" and len(asr.prompts) == 1
+
+
+def test_words_whisper_could_not_place_in_the_audio_are_not_committed():
+    """Words squeezed to no span at the end of the audio heard (a decoder running on past the
+    audio: a repeat of the prompt, the sentence again) wait as partial until a hypothesis places
+    them, and a flush drops them."""
+    policy = StreamingPolicy(PolicyConfig(hop_s=0.5, trim_after_s=15.0))
+    hi, lo = ("hi", 0.1, 0.3, 0.9), ("there", 0.3, 0.45, 0.9)
+
+    def again(end_s):  # "hi there" again, with no span: at the end of the audio heard
+        return [("hi", end_s, end_s, 0.9), ("there", end_s, end_s, 0.9)]
+
+    asr = SequenceAsr([[hi, lo, *again(0.5)], [hi, lo, *again(1.0)]])
+    outputs = []
+    for _ in range(2):
+        policy.add(np.full(8000, SPEECH, dtype=np.float32))
+        outputs += policy.step(asr)
+    assert [o.text for o in outputs if isinstance(o, Committed)] == ["hi there"]  # not "hi there hi there"
+    assert [o.text for o in outputs if isinstance(o, Partial)][-1] == "hi there"  # shown, not committed
+    # at the flush a group sharing one start is dropped too, its last word's span notwithstanding
+    policy.add(np.full(8000, SPEECH, dtype=np.float32))
+    tail = [("you", 1.2, 1.2, 0.9), ("again.", 1.2, 1.4, 0.9)]
+    (final,) = policy.flush(SequenceAsr([[hi, lo, ("you", 0.6, 0.9, 0.9), *tail]]))
+    assert final.text == "you"
+
+
+def test_a_call_that_found_no_word_is_retried_after_the_first_word_hop():
+    policy = StreamingPolicy(PolicyConfig(hop_s=0.4, first_word_hop_s=0.2, trim_after_s=15.0))
+    hey = ("hey", 0.3, 0.5, 0.9)
+    hypotheses, heard_s = [[], [], [hey], [hey], [hey]], []
+
+    def asr(audio, prompt):
+        heard_s.append(round(len(audio) / SR_HZ, 2))
+        return hypotheses.pop(0)
+
+    for _ in range(85):  # 1.7 s in 20 ms frames
+        policy.add(np.full(320, SPEECH, dtype=np.float32))
+        policy.step(asr)
+    assert heard_s == [0.4, 0.6, 0.8, 1.2, 1.6]  # wordless at 0.4 and 0.6 s, a word at 0.8, then every 0.4 s
+    assert policy.calls_without_word == -1
+    policy.flush()
+    assert policy.calls_without_word == 0 and policy.hop_now == policy.hop
+
+
 def test_ten_minutes_of_speech_keep_the_buffer_bounded_and_word_times_absolute():
     policy = StreamingPolicy()
     timeline = speech_timeline(600.0)

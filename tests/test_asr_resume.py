@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_asr_core import SCRIPT, T0, EnergyVad, ScriptedWhisper, finals_text, frames, speech
+from test_asr_core import SCRIPT, SCRIPTED, T0, EnergyVad, ScriptedWhisper, finals_text, frames, speech
 
 from rtchat.bus.eventlog import LogWriter
 from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, Envelope, NodeHeartbeat, NodeReady, Reset, VadEnd, VadStart
 from rtchat.bus.node import serve
 from rtchat.bus.wire import encode
-from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.node import resume_from_log
 from rtchat.nodes.asr.resume import GAP_POLL_NS, GAP_WAIT_NS, RESUME_MAX_S, previous, resume
@@ -27,7 +26,7 @@ SAID = "Hello there, how are you?"
 
 def new_core(script=SCRIPT) -> AsrCore:
     whisper = ScriptedWhisper(script)
-    core = AsrCore(AsrConfig(), whisper, EnergyVad())
+    core = AsrCore(SCRIPTED, whisper, EnergyVad())
     whisper.core = core
     return core
 

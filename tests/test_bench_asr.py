@@ -98,6 +98,7 @@ def test_the_wer_breakdown_counts_each_kind_of_error_after_normalising():
     assert (got["substitutions"], got["deletions"], got["insertions"], got["reference_words"]) == (1, 0, 2, 9)
     assert got["top_substitutions"] == [["letter", "ladder", 1]]
     assert wer(reference, heard) == pytest.approx(3 / 9)
+    assert wer("our neighbour opened it", "Our neighbor opened it.") == 0.0  # one spelling (Whisper's normaliser)
     dropped = wer_breakdown(reference, "the farmer repaired the long letter")
     assert (dropped["deletions"], dropped["insertions"], dropped["substitutions"]) == (3, 0, 0)
 

@@ -98,6 +98,7 @@ class AudioRing:
 def policy_config(cfg: AsrConfig) -> PolicyConfig:
     return PolicyConfig(
         hop_s=cfg.hop_s,
+        first_word_hop_s=cfg.first_word_hop_s,
         max_buffer_s=cfg.max_buffer_s,
         trim_after_s=cfg.trim_after_s,
         prompt_words=cfg.prompt_words,
@@ -139,6 +140,7 @@ class AsrCore(Core):
         self.capture_offset_ns: int | None = None  # capture clock minus audio time
         self.clock_origin: tuple[int, int] | None = None  # (now, audio ns) at the first frame
         self.base_hop, self.max_hop = self.policy.hop, round(cfg.max_hop_s * SR_HZ)
+        self.base_first_word_hop = self.policy.first_word_hop
         self.lag_ns = 0
         self.catching_up = False  # feeding logged audio after a restart: the hop is max_buffer_s / 2
         self.counts = {"bad_frames": 0, "vad_starts": 0, "vad_ends": 0, "partials": 0, "finals": 0, "played": 0}
@@ -189,9 +191,11 @@ class AsrCore(Core):
             self.clock_origin = (now_ns, audio_ns)
         self.lag_ns = max(0, (now_ns - self.clock_origin[0]) - (audio_ns - self.clock_origin[1]))
         if self.catching_up:
-            self.policy.hop = max(self.base_hop, self.policy.max_len // 2)
+            self.policy.hop = self.policy.first_word_hop = max(self.base_hop, self.policy.max_len // 2)
         else:
-            self.policy.hop = min(self.base_hop + self.lag_ns // NS_PER_SAMPLE, self.max_hop)
+            lag = self.lag_ns // NS_PER_SAMPLE
+            self.policy.hop = min(self.base_hop + lag, self.max_hop)
+            self.policy.first_word_hop = min(self.base_first_word_hop + lag, self.max_hop)
 
     def on_played(self, ev: AudioPlayed) -> None:
         """Remember when (in audio time) the agent's words were audible."""
