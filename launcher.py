@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -456,9 +457,10 @@ def frontend_factory(cfg: Config):
 
         return TerminalFrontend
     if cfg.launcher.ui == "gradio":
+        from rtchat.nodes.tts.engines import voices
         from rtchat.ui.web.app import WebFrontend
 
-        return WebFrontend
+        return functools.partial(WebFrontend, voices=voices(cfg.tts))  # the page lists them; ui does not import engines
     return None
 
 

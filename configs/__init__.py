@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from rtchat.bus.schema import SchemaError, converter, to_plain
+from rtchat.common.schema import SchemaError, converter, to_plain
 from rtchat.configs.schema import Config
 
 PROFILE_DIR = Path(__file__).resolve().parent

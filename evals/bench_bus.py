@@ -57,10 +57,10 @@ from rtchat.bus.clock import Clock, s
 from rtchat.bus.events import WIRE_VERSION, AgentSay, AudioIn, Envelope, UserText
 from rtchat.bus.proxy import serve
 from rtchat.bus.wire import WireError, WireLimits, decode, encode
+from rtchat.common.audio import SR_HZ
 from rtchat.configs import write_atomic
 from rtchat.configs.schema import BusConfig
 
-SR_HZ = 16_000
 FRAME_MS = 20
 FRAME_SAMPLES = SR_HZ * FRAME_MS // 1000  # 320
 PCM = bytes(FRAME_SAMPLES * 2)  # 640 bytes of int16

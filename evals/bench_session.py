@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rtchat.common.audio import SR_HZ
 from rtchat.evals.analyze import percentile
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         wav = work / f"{name}.wav"
         write_wav(wav, pcm)
         for policy, extra in POLICIES.items():
-            log.info("session %s / %s (%.0f s of user audio)…", name, policy, len(pcm) / 16000)
+            log.info("session %s / %s (%.0f s of user audio)…", name, policy, len(pcm) / SR_HZ)
             run_dir = run_session(wav, work / "runs", [*extra, *args.overrides], args.tail)
             result = measure(run_dir, segments, script_turns(lines))
             log.info("  FTO %s, answered %d/%d", result["fto_ms"], result["answered"], result["user_turns"])

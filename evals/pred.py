@@ -484,14 +484,3 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
         out[m] = (preds, responses)
     return out
 
-
-def configure(parser) -> None:
-    from rtchat.evals import suite
-
-    suite.configure(parser)
-
-
-def run(args) -> int:
-    from rtchat.evals import suite
-
-    return suite.run_pred(args)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-SR_HZ = 16_000
+from rtchat.common.audio import SR_HZ
+
 TRIM_DBFS = -45.0  # trimmed edges: 10 ms windows quieter than this
 TOKEN_RE = re.compile(r"\[([^\]]*)\]|([^\[\]]+)")
 

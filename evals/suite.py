@@ -371,4 +371,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_pred(args: argparse.Namespace) -> int:
+    """``rtchat eval pred``: the same options, table 5 only."""
     return run_suite(args, with_ppl=False)

@@ -20,8 +20,8 @@ from nodeproc import reap, stop
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock, ms
+from rtchat.bus.core import StartError
 from rtchat.bus.events import AudioEof, AudioIn, AudioPlayed, Live, NodeError, NodeLoading, NodeReady, TtsAudio
-from rtchat.bus.node import StartError
 from rtchat.configs import load
 from rtchat.nodes.audio.devices import NO_PORTAUDIO
 from rtchat.nodes.audio.node import make_core

@@ -99,6 +99,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
+from rtchat.bus.core import Core
 from rtchat.bus.events import (
     AgentCancel,
     AgentCycle,
@@ -117,9 +118,8 @@ from rtchat.bus.events import (
     VadEnd,
     VadStart,
 )
-from rtchat.bus.node import Core
 from rtchat.configs.schema import AgentConfig
-from rtchat.datasets.lines import build_prefix
+from rtchat.datasets.lines import build_prefix, clip_summary
 from rtchat.nodes.agent.lookahead import Prediction, Predictor
 from rtchat.nodes.agent.protocol import LanguageModel
 from rtchat.nodes.agent.rewrite import rewrite_input
@@ -136,7 +136,6 @@ from rtchat.nodes.agent.transcript import (
     canonical_pauses,
     clean_output,
     clean_words,
-    clip_summary,
     cut_after_first,
     cut_output,
     drop_incomplete_pause,

@@ -34,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rtchat.configs import models as model_paths
 from rtchat.configs.checksums import ChecksumError, verify_sums, write_sums
+from rtchat.configs.models import agent_adapter_dir, cache_root, embedded_dir
 from rtchat.configs.schema import AgentConfig
 from rtchat.nodes.agent import decoding
 from rtchat.nodes.agent.protocol import Generation, Lookahead
@@ -68,14 +70,6 @@ def resolve_dtype(dtype: str, device: str):
     if dtype == "int8":
         return torch.float32  # everything but the linear layers' weights
     return getattr(torch, dtype)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RTCHAT_CACHE") or Path.home() / ".cache" / "rtchat")
-
-
-def embedded_dir(name: str) -> Path:
-    return cache_root() / "models" / name
 
 
 def convert_once(target: Path, convert: Callable[[Path], None]) -> Path:
@@ -163,8 +157,6 @@ def load_model(spec: str, adapter: str, device: str, dtype):
     if spec.startswith("embedded:"):
         spec = str(embedded_model(spec.removeprefix("embedded:")))
     if adapter == "embedded":  # the project's adapter for the embedded base (rtchat models list)
-        from rtchat.configs.models import agent_adapter_dir
-
         adapter = str(agent_adapter_dir())
     base, lora = Path(spec).expanduser(), Path(adapter).expanduser()
     if adapter and lora.is_dir():
@@ -230,10 +222,8 @@ def merged_once(base: Path, adapter: Path) -> Path:
 
 def verified(folder: Path) -> Path:
     """``folder``, its files checked against the checksums recorded when rtchat made it (if any)."""
-    from rtchat.configs.models import SHIPPED_ADAPTER
-
-    if folder.resolve() == SHIPPED_ADAPTER.resolve():
-        fix = f"Restore it from the repository: git checkout -- {SHIPPED_ADAPTER}"
+    if folder.resolve() == model_paths.SHIPPED_ADAPTER.resolve():
+        fix = f"Restore it from the repository: git checkout -- {model_paths.SHIPPED_ADAPTER}"
     elif folder.resolve().is_relative_to(cache_root().resolve()):
         fix = f"Delete {folder} and start again: rtchat makes it again (`rtchat models install` converts the agent base)"
     else:

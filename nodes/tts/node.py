@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from rtchat.bus.node import StartError, node_main
+from rtchat.bus.core import StartError
+from rtchat.bus.node import node_main
 from rtchat.configs.schema import Config
 
 CPU_ENGINES = ("piper", "espeak")  # run on the CPU whatever tts.device says
