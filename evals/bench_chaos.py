@@ -464,7 +464,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.evals.analyze import read_events
     from rtchat.evals.faults import provenance, work_dir
     from rtchat.evals.simulate_user import SR_HZ, engine_synth, parse, render, write_wav

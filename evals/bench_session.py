@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,8 @@ import time
 from pathlib import Path
 
 from rtchat.common.audio import SR_HZ
-from rtchat.evals.analyze import percentile
+from rtchat.common.provenance import machine
+from rtchat.common.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.evals.simulate_user import engine_synth, parse, render, write_wav
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -175,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "sessions": policies,
         "users": {n: USERS[n] for n in names},
         "config": {"overrides": args.overrides, "tail_s": args.tail, "quick": args.quick},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine(),
         "wall_s": round(time.time() - started, 1),
         "definitions": __doc__.split("Keys", 1)[1].strip(),
     }

@@ -55,7 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from rtchat.bus.events import AgentCycle, AgentState, Live, NodeHeartbeat, NodeRestarted, Shutdown
-from rtchat.evals.analyze import Timed, percentile
+from rtchat.common.stats import percentile
+from rtchat.evals.analyze import Timed
 from rtchat.evals.faults import PROXY
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rtchat.bus.eventlog import LogReader
     from rtchat.bus.logcli import summarize
-    from rtchat.configs import load, write_atomic
+    from rtchat.common.files import write_atomic
+    from rtchat.configs import load
     from rtchat.evals.analyze import read_events
     from rtchat.evals.faults import LiveSession, provenance, work_dir
     from rtchat.evals.simulate_user import SR_HZ, engine_synth, write_wav

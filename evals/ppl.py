@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         import json
         from pathlib import Path
 
-        from rtchat.configs import write_atomic
+        from rtchat.common.files import write_atomic
 
         report = json.loads(Path(args.json).read_text())
         cells = ["" if report[c] is None else repr(float(report[c])) for c in REFERENCE_COLUMNS]

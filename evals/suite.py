@@ -261,7 +261,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
     from tqdm.auto import tqdm
 
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.train.data import DataError, data_files, read_lines, sha256_files
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

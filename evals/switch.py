@@ -353,15 +353,16 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
 
 
 def resolve_model(spec: str, device: str = "auto"):
-    """(model, tokenizer) in eval mode on ``device`` (auto: the GPU if any): embedded-base,
+    """(model, tokenizer) in eval mode on ``device`` (auto: where the agent would run): embedded-base,
     embedded (base + the project's adapter), a folder, a hub id, or a peft adapter folder (its
     base is loaded, the adapter merged)."""
     import torch
 
+    from rtchat.configs.devices import resolve_device
     from rtchat.configs.models import agent_adapter_dir
-    from rtchat.nodes.agent.lm import LoadError, load_model, resolve_device, resolve_dtype
+    from rtchat.nodes.agent.lm import LoadError, load_model, resolve_dtype
 
-    device = resolve_device(device)
+    device = resolve_device(device, "agent")
     dtype = resolve_dtype("auto", device) if device != "cpu" else torch.float32
     base, adapter = spec, ""
     if spec == EMBEDDED_BASE:
@@ -409,7 +410,7 @@ def configure_common(parser: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[str, ...]) -> int:
     """Load data and model, evaluate, write the JSON report (with model, seed, data hash and
     config) atomically and print the headline figures; 1 with a message on bad data/model."""
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.train.data import DataError, data_files, read_lines, sha256_files
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

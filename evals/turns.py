@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from rtchat.common.audio import SR_HZ
-from rtchat.evals.analyze import percentile
+from rtchat.common.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.evals.bench_session import USERS, run_session, script_turns
     from rtchat.evals.simulate_user import engine_synth, parse, render, write_wav
 

@@ -19,7 +19,7 @@ from tiny_models import PREFIX, tiny_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from rtchat.configs.schema import AgentConfig
+from rtchat.configs.schema import AgentConfig, Config
 from rtchat.nodes.agent import lm as lm_module
 from rtchat.nodes.agent.lm import AgentLM, CompletionAndResponse, LoadError, convert_once, load_lm
 
@@ -400,3 +400,23 @@ def test_forward_passes_are_counted_by_kind_and_reset(bpe_tok):
     lm.generate(TRANSCRIPTS[0], 4)
     assert lm.forwards() == {"prefill": 1, "decode": 3}  # one pass per decode step (a candidate batch is one)
     assert lm.forwards() == {}
+
+
+@pytest.mark.parametrize(("n_gpus", "expected"), [(0, "cpu"), (1, "cuda:0"), (2, "cuda:1"), (3, "cuda:2")])
+def test_an_agent_on_auto_takes_the_placement_rules_device(monkeypatch, n_gpus, expected):
+    """A node started alone resolves ``auto`` as the launcher would place it: the agent gets a GPU
+    of its own on a machine with two or more (configs/devices.py), not always cuda:0."""
+    import rtchat.configs.devices as devices
+
+    class Loaded(Exception):
+        pass
+
+    def load_model(spec, adapter, device, dtype):
+        raise Loaded(device)
+
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: n_gpus)
+    monkeypatch.setattr(lm_module, "load_model", load_model)
+    with pytest.raises(Loaded) as placed:
+        load_lm(AgentConfig(device="auto"))
+    assert placed.value.args == (expected,)
+    assert placed.value.args[0] == devices.place(Config(), n_gpus)["agent"]  # the launcher would say the same

@@ -14,12 +14,6 @@ import pytest
 from rtchat.evals import bench, bench_tts
 
 
-def test_percentiles_pick_from_the_sorted_values():
-    values = [5_000_000, 1_000_000, 3_000_000, 2_000_000, 4_000_000]
-    assert bench_tts.percentile_ms(values, 0.5) == 3.0
-    assert bench_tts.percentile_ms(values, 0.9) == 5.0
-
-
 @pytest.mark.model
 @pytest.mark.slow
 def test_quick_bench_writes_complete_json(tmp_path, capsys):

@@ -122,7 +122,8 @@ def test_bus_gets_progress_and_result_events(tmp_path, bpe_tok, real_bus):
     from rtchat.bus.clock import Clock
     from rtchat.bus.events import EvalProgress, EvalResult
     from rtchat.cli import main as cli
-    from rtchat.configs import dump, load, write_atomic
+    from rtchat.common.files import write_atomic
+    from rtchat.configs import dump, load
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

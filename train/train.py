@@ -21,13 +21,13 @@ import math
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from rtchat.common.provenance import git_commit
 from rtchat.train.data import collate, data_files, read_lines, sha256_files, tokenize
 
 log = logging.getLogger(__name__)
@@ -249,19 +249,6 @@ def compute_loss(model, anchor, batch: dict, cfg: TrainConfig) -> torch.Tensor:
         h, g = out.hidden_states[-1][:, :-1][keep].float(), ref.hidden_states[-1][:, :-1][keep].float()
         loss = loss + cfg.cosine_weight * (1 - F.cosine_similarity(h, g, dim=-1)).mean()
     return loss
-
-
-def git_commit() -> str:
-    """The commit of the code that trains (with -dirty when the tree has changes), or "unknown"."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=here, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if commit.returncode:
-        return "unknown"
-    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def _trainable_state(accelerator, model) -> dict:

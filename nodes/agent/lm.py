@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from rtchat.configs import models as model_paths
 from rtchat.configs.checksums import ChecksumError, verify_sums, write_sums
+from rtchat.configs.devices import resolve_device
 from rtchat.configs.models import agent_adapter_dir, cache_root, embedded_dir
 from rtchat.configs.schema import AgentConfig
 from rtchat.nodes.agent import decoding
@@ -55,12 +56,6 @@ class LoadError(Exception):
 
 
 # -------------------------------------------------------------------- device, dtype, cache folder
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def resolve_dtype(dtype: str, device: str):
@@ -254,7 +249,7 @@ def _apply_adapter(model, tok, adapter: str):
 def load_lm(cfg: AgentConfig) -> AgentLM:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "agent")
     t0 = time.perf_counter()
     model, tok = load_model(cfg.model, cfg.adapter, device, resolve_dtype(cfg.dtype, device))
     if cfg.dtype == "int8":
