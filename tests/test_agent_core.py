@@ -45,8 +45,10 @@ from rtchat.bus.events import (
 )
 from rtchat.bus.wire import decode, encode
 from rtchat.configs.schema import AgentConfig
-from rtchat.nodes.agent.core import MAX_GENERATIONS, VAD_STALE_NS, AgentCore
+from rtchat.nodes.agent.core import AgentCore
+from rtchat.nodes.agent.cycle import MAX_GENERATIONS
 from rtchat.nodes.agent.protocol import Generation, Lookahead
+from rtchat.nodes.agent.silence import VAD_STALE_NS
 from rtchat.nodes.agent.transcript import PAUSE_RE, grammar_errors
 
 # ---------------------------------------------------------------- models
