@@ -53,7 +53,7 @@ from rtchat.ui.web.protocol import (
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-log = logging.getLogger("rtchat.web")
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 RESET_MIN_GAP_NS = 250_000_000  # faster resets are refused (and the page told)
