@@ -41,6 +41,7 @@ import math
 import random
 import re
 
+from rtchat.common.stats import welch_p
 from rtchat.evals import compat
 
 TAG_RE = re.compile(r"S\d+(?=:)")
@@ -224,58 +225,6 @@ def pred_scores(examples: list[PredExample], predictions: list[str]) -> dict[str
         prec, rec, f1 = prf([examples[k].target[c] for k in keep], [predicted[k][c] for k in keep])
         out |= {f"pred_{name}_prec": prec, f"pred_{name}_rec": rec, f"pred_{name}_f1": f1}
     return out
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (Numerical Recipes)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1 + aa * d
-        d = 1 / (d if abs(d) > tiny else tiny)
-        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1 + aa * d
-        d = 1 / (d if abs(d) > tiny else tiny)
-        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
-def welch_p(x: list[float], y: list[float]) -> float:
-    """Two-sided p-value of Welch's t-test (scipy's ``ttest_ind(equal_var=False)``); NaN when a
-    sample has fewer than 2 values or both have no variance."""
-    if len(x) < 2 or len(y) < 2:
-        return math.nan
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    vx = sum((v - mx) ** 2 for v in x) / (len(x) - 1) / len(x)
-    vy = sum((v - my) ** 2 for v in y) / (len(y) - 1) / len(y)
-    if vx + vy == 0:
-        return math.nan if mx == my else 0.0
-    t = (mx - my) / math.sqrt(vx + vy)
-    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
-    return betainc(df / 2, 0.5, df / (df + t * t))
 
 
 def pause_durations(texts: list[str]) -> list[float]:
