@@ -310,11 +310,10 @@ def _decode_rows(lm, cache, mask, positions, logits, rows, strategies, budget, e
 
     model, device = lm.runner.model, lm.runner.device
     dtype = next(model.parameters()).dtype
-    kw = {lm.runner._cache_kw: cache, "use_cache": True, "logits_to_keep": 1}
+    kw = {lm.runner.cache_kw: cache, "use_cache": True, "logits_to_keep": 1}
     n = len(rows)
     pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
     top_k = max((st.top_k for st in strategies if isinstance(st, decoding.Contrastive)), default=0)
-    neg = torch.finfo(dtype).min
     generators = [torch.Generator().manual_seed(seed) for _ in range(n)]
     tokens: list[list[int]] = [[] for _ in range(n)]
     alive = [True] * n
@@ -323,10 +322,7 @@ def _decode_rows(lm, cache, mask, positions, logits, rows, strategies, budget, e
             k = min(top_k, logits.shape[-1])
             temps = torch.tensor([getattr(st, "temperature", 1.0) for st in strategies], device=logits.device)[:, None]
             cand = torch.softmax(logits / temps, dim=-1).topk(k).indices  # as the strategies take them
-            length = mask.shape[1]
-            cmask = torch.full((n, 1, k, length + k), neg, dtype=dtype, device=device)
-            cmask[:, 0, :, :length] = torch.where(mask[:, None, :] > 0, 0.0, neg).to(dtype)
-            cmask[:, 0, :, length:] = torch.where(torch.eye(k, device=device) > 0, 0.0, neg).to(dtype)
+            cmask = torch.cat([decoding.branch_mask((mask[b] > 0).expand(k, -1), [1] * k, dtype) for b in range(n)])
             out = model(input_ids=cand.to(device), attention_mask=cmask, position_ids=(positions[:, -1:] + 1).expand(n, k),
                         output_hidden_states=True, **kw)
             cache.crop(-k)
@@ -373,7 +369,7 @@ def generate_batch(lm, contexts: list[str], strategy, budget: int, eos: frozense
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, output_hidden_states=contrastive,
-                    use_cache=True, logits_to_keep=1, **{lm.runner._cache_kw: cache})
+                    use_cache=True, logits_to_keep=1, **{lm.runner.cache_kw: cache})
         rows = [_RowRunner(out.hidden_states[-1][b, width - len(i) :].float() if contrastive else None)
                 for b, i in enumerate(ids)]
         return _decode_rows(lm, cache, mask, positions, out.logits[:, -1].float(), rows, [strategy] * len(ids), budget,
