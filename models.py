@@ -125,7 +125,7 @@ def list_models() -> int:
 
 
 def install() -> int:
-    from rtchat.nodes.agent.lm import LoadError, embedded_model, verified
+    from rtchat.nodes.agent.loading import LoadError, embedded_model, verified
 
     missing = []
     for role in ROLES:

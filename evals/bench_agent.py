@@ -337,7 +337,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.nodes.agent.lm import LoadError
+    from rtchat.nodes.agent.loading import LoadError
 
     plan = QUICK if args.quick else FULL
     start = time.perf_counter()

@@ -49,7 +49,8 @@ _STATE: dict = {}
 def init_worker(device: str, spec: str, seed: int) -> None:
     from rtchat.configs.schema import AgentConfig
     from rtchat.evals.switch import resolve_model
-    from rtchat.nodes.agent.lm import AgentLM, LoadError
+    from rtchat.nodes.agent.lm import AgentLM
+    from rtchat.nodes.agent.loading import LoadError
 
     model, tok = resolve_model(spec, device)
     try:

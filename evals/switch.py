@@ -360,7 +360,7 @@ def resolve_model(spec: str, device: str = "auto"):
 
     from rtchat.configs.devices import resolve_device
     from rtchat.configs.models import agent_adapter_dir
-    from rtchat.nodes.agent.lm import LoadError, load_model, resolve_dtype
+    from rtchat.nodes.agent.loading import LoadError, load_model, resolve_dtype
 
     device = resolve_device(device, "agent")
     dtype = resolve_dtype("auto", device) if device != "cpu" else torch.float32

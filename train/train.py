@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("full", "lora", "anchored")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
-EMBEDDED_BASE = "embedded-base"  # the converted SmolLM2 folder (nodes.agent.lm.embedded_model)
+EMBEDDED_BASE = "embedded-base"  # the converted SmolLM2 folder (nodes.agent.loading.embedded_model)
 
 
 class TrainError(RuntimeError):
@@ -190,7 +190,7 @@ def load_for_training(spec: str):
     """(model in fp32, tokenizer with pad = eos) for a hub id, a folder or embedded-base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rtchat.nodes.agent.lm import LoadError, embedded_model
+    from rtchat.nodes.agent.loading import LoadError, embedded_model
 
     source = spec
     if spec == EMBEDDED_BASE:
