@@ -231,6 +231,7 @@ def _run_all(tmp_path, model_dir, data, *extra):
     return rc, out
 
 
+@pytest.mark.slow
 def test_eval_all_writes_the_references_files_and_columns(tmp_path, bpe_tok):
     model_dir = tiny_llama_dir(tmp_path / "m", bpe_tok)
     data = tmp_path / "d.txt"

@@ -76,6 +76,7 @@ LINES = [
 ]
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_write_identical_csvs(tmp_path, bpe_tok):
     from rtchat.cli import main as cli
 
