@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from rtchat.evals import compat, ppl, pred
-from rtchat.evals.switch import EvalError
+from rtchat.evals.common import EvalError
 from rtchat.evals.workers import Shard, WorkerError, default_workers, run_shards
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ _STATE: dict = {}
 
 def init_worker(device: str, spec: str, seed: int) -> None:
     from rtchat.configs.schema import AgentConfig
-    from rtchat.evals.switch import resolve_model
+    from rtchat.evals.common import resolve_model
     from rtchat.nodes.agent.lm import AgentLM
     from rtchat.nodes.agent.loading import LoadError
 
