@@ -12,6 +12,8 @@ from pathlib import Path
 
 ADAPTER_NAME = "smollm2-135m-rtchat-lora"  # the project's LoRA adapter folder under the model cache
 SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "train" / "embedded" / ADAPTER_NAME  # carried by the repo
+EMBEDDED_BASE = "embedded-base"  # what rtchat train and rtchat eval call the converted SmolLM2 base (embedded_dir)
+EMBEDDED = "embedded"  # ... and that base with the project's adapter (rtchat eval)
 WHISPER_PT = "models/whisper-tiny.en.pt"  # the default `rtchat models convert-whisper` output, under the cache root
 
 

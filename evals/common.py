@@ -11,8 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-EMBEDDED_BASE = "embedded-base"
-EMBEDDED = "embedded"
+from rtchat.configs.models import EMBEDDED, EMBEDDED_BASE
 
 
 class EvalError(RuntimeError):

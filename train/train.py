@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from rtchat.common.provenance import git_commit
+from rtchat.configs.models import EMBEDDED_BASE
 from rtchat.train.data import collate, data_files, read_lines, sha256_files, tokenize
 
 log = logging.getLogger(__name__)
 
 METHODS = ("full", "lora", "anchored")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
-EMBEDDED_BASE = "embedded-base"  # the converted SmolLM2 folder (nodes.agent.loading.embedded_model)
 
 
 class TrainError(RuntimeError):
