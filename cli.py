@@ -16,7 +16,7 @@ from rtchat import __version__
 # broken or heavy sub-command never gets in the way of the others.
 COMMANDS = (
     ("run", "rtchat.launcher", "start a voice session: proxy, logger, nodes, front-end (same as python launcher.py)"),
-    ("chat", "rtchat.ui.terminal", "talk to the agent in this terminal (same as run --ui terminal)"),
+    ("chat", "rtchat.chat", "talk to the agent in this terminal (same as run --ui terminal)"),
     ("config", "rtchat.configs.cli", "show the resolved configuration of a profile with overrides"),
     ("log", "rtchat.bus.logcli", "inspect an event log: info, dump"),
     ("replay", "rtchat.bus.replay", "republish a recorded log onto a live bus"),
@@ -26,24 +26,9 @@ COMMANDS = (
     ("eval", "rtchat.evals.cli", "turn-taking evaluations: eval switch, eval ppl"),
     ("analyze", "rtchat.evals.analyze", "a session from its log: floor transfers, overlaps, stage latencies, timeline"),
     ("simulate-user", "rtchat.evals.simulate_user", "make a user recording from a timed text script ([0.5] hello [pause 1.2] …)"),
-    ("models", "rtchat.configs.models", "embedded models: models install, models list"),
+    ("models", "rtchat.models", "embedded models: models install, models list"),
     ("keys", "rtchat.bus.keys", "create CURVE keys for a bus that spans hosts"),
 )
-
-
-def add_subcommands(parser: argparse.ArgumentParser, table, dest: str, metavar: str) -> None:
-    """Second-level commands (``bench bus``, ``data synthetic``, ``eval switch``…): ``table`` rows
-    are (name, module, help); each module provides ``configure(parser)`` and ``run(args)``."""
-    sub = parser.add_subparsers(dest=dest, metavar=metavar, required=True)
-    for name, module, help_text in table:
-        mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.configure(p)
-        p.set_defaults(_subcommand=mod.run)
-
-
-def run_subcommand(args: argparse.Namespace) -> int:
-    return args._subcommand(args)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

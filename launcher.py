@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -42,7 +43,9 @@ from rtchat.bus.events import AudioEof, Live, NodeError, NodeHeartbeat, NodeLoad
 from rtchat.bus.sockets import check_ports_free, check_security, default_endpoints
 from rtchat.bus.supervisor import START_FAILED, Kill, Start, Supervisor
 from rtchat.bus.wire import WireError
-from rtchat.configs import DEFAULT_PROFILE, ConfigError, dump, load, profiles, write_atomic
+from rtchat.common.files import replacing, write_atomic
+from rtchat.common.provenance import git_commit
+from rtchat.configs import DEFAULT_PROFILE, ConfigError, dump, load, profiles
 from rtchat.configs.devices import cuda_device_count, needs_gpu_count, place
 from rtchat.configs.schema import Config
 
@@ -63,16 +66,6 @@ def last_line(path: Path) -> str:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def prepare_run(cfg: Config) -> tuple[Config, Path, dict[str, str]]:
@@ -456,9 +449,10 @@ def frontend_factory(cfg: Config):
 
         return TerminalFrontend
     if cfg.launcher.ui == "gradio":
+        from rtchat.nodes.tts.engines import voices
         from rtchat.ui.web.app import WebFrontend
 
-        return WebFrontend
+        return functools.partial(WebFrontend, voices=voices(cfg.tts))  # the page lists them; ui does not import engines
     return None
 
 
@@ -545,16 +539,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def copy_recording(run_dir: Path, out: Path, say) -> int:
-    """Copy runs/<id>/session.wav to ``out`` atomically (temp file + rename)."""
+    """Copy runs/<id>/session.wav to ``out`` atomically (``common.files.replacing``)."""
     import shutil
 
     src = run_dir / "session.wav"
     if not src.is_file():
         say(f"no session recording to copy to {out} (is the audio node running with audio.record=true?)")
         return 1
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(out)
+    with replacing(out) as tmp:
+        shutil.copyfile(src, tmp)
     say(f"session recording: {out}")
     return 0
 

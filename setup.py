@@ -9,7 +9,7 @@ Nothing is installed as a top-level ``bus``, ``datasets`` or ``train`` module: a
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SUBPACKAGES = ("bus", "nodes", "ui", "datasets", "train", "evals", "configs")
+SUBPACKAGES = ("common", "bus", "nodes", "ui", "datasets", "train", "evals", "configs")
 
 
 class BuildPy(build_py):
@@ -71,8 +71,10 @@ setup(
         "websockets>=13",  # uvicorn serves the page's WebSocket with it (gradio 6 does not pull it in)
     ],
     extras_require={
-        # setuptools: the wheel test; playwright: the browser test (it drives Debian's chromium)
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75", "playwright>=1.50"],
+        # setuptools: the wheel test; playwright: the browser test (it drives Debian's chromium);
+        # import-linter: the layer contract in .importlinter (tests/test_architecture.py runs it)
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "setuptools>=75", "playwright>=1.50",
+                 "import-linter>=2.1"],
     },
     entry_points={"console_scripts": ["rtchat=rtchat.cli:main"]},
 )

@@ -16,7 +16,7 @@ import dataclasses
 import typing
 from typing import ClassVar, Literal
 
-from rtchat.bus.schema import Converter, fields_of
+from rtchat.common.schema import Converter, fields_of
 
 WIRE_VERSION = 1
 ENVELOPE_FIELDS = ("v", "src", "seq", "t_ns", "session")

@@ -13,8 +13,8 @@ import json
 import sys
 
 from rtchat.bus.eventlog import LogError, LogReader, SeqTracker
-from rtchat.bus.schema import to_plain
 from rtchat.bus.wire import WireError, WireLimits, decode
+from rtchat.common.schema import to_plain
 
 LIMITS = WireLimits(max_message_bytes=64 * 1024 * 1024)
 

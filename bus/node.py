@@ -1,7 +1,7 @@
 """The node runtime: the one loop that drives a pure core from a real bus.
 
-A node is a ``Core`` (``on_event(ev, now_ns)``, ``on_tick(now_ns)``, ``deadline_ns()`` — no
-sockets, threads or clock reads) plus this shell, which owns the sockets, blocks on a poller
+A node is a ``Core`` (``bus/core.py``: ``on_event(ev, now_ns)``, ``on_tick(now_ns)``,
+``deadline_ns()`` — no sockets, threads or clock reads) plus this shell, which owns the sockets, blocks on a poller
 with a deadline taken from the core, decodes strictly, publishes what the core returns, and
 survives bad input: an undecodable frame or a handler that raises is counted and reported as
 ``node.error`` and the loop goes on.
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
+from rtchat.bus.core import Core, GiveUp, StartError
 from rtchat.bus.events import Event, Message, NodeError, NodeHeartbeat, NodeLoading, NodeReady, Shutdown
 from rtchat.bus.sockets import check_security
 from rtchat.bus.supervisor import GAVE_UP, START_FAILED
@@ -41,55 +42,7 @@ from rtchat.configs.schema import Config
 
 log = logging.getLogger(__name__)
 
-class StartError(RuntimeError):
-    """A node cannot start with this configuration (a model path that does not exist…).
-    The node exits with START_FAILED and the launcher does not restart it."""
-
-
-class GiveUp(RuntimeError):
-    """A running node cannot go on here (its disk is full…): raised by a core, it ends the loop;
-    the node reports it as a fatal node.error and exits with GAVE_UP, and the launcher stops
-    the session instead of restarting the node into the same wall."""
-
-
 ERRORS_PER_SECOND = 10  # node.error events published per kind per second; the rest only counted
-
-
-class Core:
-    """Base of node cores. Subclasses set ``topics`` and override what they need."""
-
-    name = "node"
-    topics: tuple[str, ...] = ()  # data subscriptions (prefixes); "" = everything
-    control_topics: tuple[str, ...] = ("ctl.",)  # read before any queued data
-    device = "cpu"  # where the core's model runs, as reported in node.ready
-
-    def on_event(self, ev: Event, now_ns: int) -> list[Event]:
-        return []
-
-    def on_tick(self, now_ns: int) -> list[Event]:
-        return []
-
-    def deadline_ns(self) -> int | None:
-        """When on_tick should next run; None = only when an event arrives."""
-        return None
-
-    def stats(self) -> dict[str, int | float]:
-        return {}
-
-    def close(self) -> None:
-        """Called once when the node stops (flush files, free devices)."""
-
-
-def serve(core: Core, ev: Event, now_ns: int) -> list[Event]:
-    """What the node's loop does with one event, for code that drives a core itself (replays,
-    benchmarks, tests): ``on_event``, then ``on_tick`` for as long as the core is due by now."""
-    out = core.on_event(ev, now_ns)
-    for _ in range(1000):
-        due = core.deadline_ns()
-        if due is None or due > now_ns:
-            return out
-        out += core.on_tick(now_ns)
-    raise RuntimeError(f"{core.name}: still due after 1000 ticks at {now_ns} (a core that never stops being due)")
 
 
 @dataclasses.dataclass

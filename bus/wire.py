@@ -15,7 +15,7 @@ import dataclasses
 import msgpack
 
 from rtchat.bus.events import ENVELOPE_FIELDS, REGISTRY, WIRE_VERSION, Envelope, Event, Message
-from rtchat.bus.schema import SchemaError, describe, to_plain
+from rtchat.common.schema import SchemaError, describe, to_plain
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a 60 s, 48 kHz int16 chunk is 5.8 MB
 MAX_HEADER_BYTES = 1024 * 1024  # headers are text and numbers; a transcript fits easily

@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 import typing
 from pathlib import Path
 
 import yaml
 
-from rtchat.bus.schema import SchemaError, converter, to_plain
+from rtchat.common.schema import SchemaError, converter, to_plain
 from rtchat.configs.schema import Config
 
 PROFILE_DIR = Path(__file__).resolve().parent
@@ -171,22 +170,3 @@ def to_dict(cfg: Config) -> dict:
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file so that a reader sees the old or the new content, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

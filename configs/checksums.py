@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from rtchat.configs import write_atomic
+from rtchat.common.files import write_atomic
 
 SUMS = "SHA256SUMS"
 

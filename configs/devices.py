@@ -32,6 +32,14 @@ def auto_device(node: str, n_gpus: int) -> str:
     return {"tts": "cuda:0", "asr": "cuda:1", "agent": "cuda:2"}[node]
 
 
+def resolve_device(device: str, node: str) -> str:
+    """A node's configured device as it will run: ``auto`` (a node started alone, without the
+    launcher's placement) → what the placement rule gives ``node`` on this machine's GPUs."""
+    if device != "auto":
+        return device
+    return auto_device(node, cuda_device_count())
+
+
 def place(cfg: Config, n_gpus: int) -> dict[str, str]:
     """Node → concrete device, or ConfigError naming a device this machine does not have."""
     placement = {}

@@ -10,6 +10,8 @@ import dataclasses
 import re
 from typing import Literal
 
+from rtchat.common.audio import SR_HZ
+
 DEVICE_RE = re.compile(r"^(cpu|auto|cuda:\d+)$")
 NODE_NAMES = ("logger", "audio", "asr", "agent", "tts")  # runnable as python -m rtchat.nodes.<name>
 # what can have a spare: the proxy (it binds when called in) and the nodes whose loading touches no
@@ -270,7 +272,7 @@ class AudioConfig:
     output_device: str = ""
     realtime: bool = True  # pace a WAV input in real time; false = as fast as possible (tests)
     pad_after_eof: bool = True  # after a real-time WAV input ends, silence frames follow (as from a microphone)
-    sr_hz: int = 16000  # rate of the audio.in frames and of the session recording
+    sr_hz: int = SR_HZ  # rate of the audio.in frames and of the session recording
     frame_ms: int = 20  # one audio.in frame
     record: bool = True  # write session.wav in the run dir: user left, agent right, time-aligned
     tail_s: float = 5.0  # after a WAV input ends, the session goes on this long, then stops

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rtchat.cli import add_subcommands, run_subcommand
+from rtchat.common.commands import add_subcommands, run_subcommand
 
 SOURCES = (
     ("synthetic", "rtchat.datasets.synthetic", "a spoken-dialogue corpus from chitchat-dataset with human-like timing"),

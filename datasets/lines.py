@@ -42,6 +42,16 @@ class Identity:
         return f"{tag} (name: {name}, age: {age}, sex: {sex})"
 
 
+def clip_summary(summary: str, max_chars: int) -> tuple[str, str | None]:
+    """The summary on one line, cut at a word boundary to at most max_chars; and a warning if cut."""
+    text = one_line(summary)
+    if len(text) <= max_chars:
+        return text, None
+    cut = text.rfind(" ", 0, max_chars + 1)
+    clipped = (text[:cut] if cut > 0 else text[:max_chars]).rstrip()
+    return clipped, f"summary cut from {len(text)} to {len(clipped)} characters (agent.max_summary_chars={max_chars})"
+
+
 def build_prefix(identities: dict[str, Identity], summary: str) -> str:
     """``Participants: …; [Summary: …; ]Transcript:`` (no trailing space; the body brings it)."""
     people = ", ".join(identity.describe(tag) for tag, identity in identities.items())

@@ -22,9 +22,10 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from rtchat.common.files import replacing_all
 
 SPLITS = ("train", "dev", "test")
 TAG_RE = re.compile(r"^S\d:$")
@@ -92,20 +93,9 @@ def write_splits(out_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]]
         raise EmptyDatasetError(f"refusing to write a dataset with no training lines ({counts})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, str] = {}
-    try:
-        for name in SPLITS:
-            fd, tmp = tempfile.mkstemp(prefix=f".dataset_{name}.txt.", dir=out)
-            staged[name] = tmp
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+    paths = {name: out / f"dataset_{name}.txt" for name in SPLITS}
+    with replacing_all(list(paths.values())) as temps:  # all three written before any is renamed
+        for name, tmp in zip(SPLITS, temps, strict=True):
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(line + "\n" for line in splits[name])
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        paths = {name: out / f"dataset_{name}.txt" for name in SPLITS}
-        for name in SPLITS:
-            os.replace(staged.pop(name), paths[name])
-        return paths
-    finally:
-        for tmp in staged.values():
-            Path(tmp).unlink(missing_ok=True)
+    return paths

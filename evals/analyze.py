@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -49,6 +48,8 @@ from rtchat.bus.events import (
     VadEnd,
     VadStart,
 )
+from rtchat.common.files import replacing
+from rtchat.common.stats import percentile
 
 MERGE_GAP_NS = 300_000_000  # agent chunks closer than this are one IPU
 YIELD_WINDOW_NS = 2_000_000_000  # an agent.cancel this soon after a user onset over agent speech = yielded
@@ -88,15 +89,6 @@ def read_events(run: str | Path) -> tuple[list[Timed], dict]:
     out.sort(key=lambda e: e.t_ns)
     notes = {"undecodable": undecodable, "damage": reader.damage.reason if reader.damage else None}
     return out, notes
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-quantile (0..1, inclusive method) rounded to 0.1; None for no values."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return round(values[0], 1)
-    return round(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1], 1)
 
 
 def _ms(ns: int) -> float:
@@ -369,11 +361,9 @@ def timeline_png(report: dict, path: Path, title: str = "") -> None:
     p50 = report["fto_p50_ms"]
     ax.set_title(title or f"{report['turns']} floor transfers to the agent, FTO p50 {p50} ms")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -386,7 +376,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtchat.bus.eventlog import LogError
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
 
     try:
         events, notes = read_events(args.run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from rtchat.cli import add_subcommands, run_subcommand
+from rtchat.common.commands import add_subcommands, run_subcommand
 
 BENCHES = (
     ("bus", "rtchat.evals.bench_bus", "bus latency and sustained rate, ZeroMQ vs multiprocessing.Queue"),

@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from rtchat.configs import write_atomic
+from rtchat.common.files import write_atomic
+from rtchat.common.provenance import machine
+from rtchat.common.stats import percentile
 from rtchat.configs.schema import AgentConfig
 
 MODEL = "embedded:smollm2-135m"
@@ -117,14 +116,6 @@ def cycle_texts(start: str, n: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- measurements
-
-
-def percentile_ms(values_ns: list[int], q: float) -> float | None:
-    """Nearest-rank percentile of nanoseconds, in ms."""
-    if not values_ns:
-        return None
-    ordered = sorted(values_ns)
-    return round(ordered[max(1, math.ceil(len(ordered) * q)) - 1] / 1e6, 1)
 
 
 def memory_bandwidth() -> dict:
@@ -232,16 +223,16 @@ def measure_dtype(dtype: str, decoding: str, plan: Plan, bandwidth: dict) -> dic
         paths = {"cached": time_cycles(lm, texts, full=False), "full": time_cycles(lm, texts, full=True)}
         out[f"tokens_{size}"] = len(lm.tok(texts[-1])["input_ids"])
         for name, r in paths.items():
-            out[f"cycle_p50_ms_{name}_{size}"] = percentile_ms(r["ns"], 0.5)
-            out[f"cycle_p90_ms_{name}_{size}"] = percentile_ms(r["ns"], 0.9)
-            out[f"prefill_p50_ms_{name}_{size}"] = percentile_ms(r["prefill_ns"], 0.5)
+            out[f"cycle_p50_ms_{name}_{size}"] = percentile(r["ns"], 0.5, scale=1e-6)
+            out[f"cycle_p90_ms_{name}_{size}"] = percentile(r["ns"], 0.9, scale=1e-6)
+            out[f"prefill_p50_ms_{name}_{size}"] = percentile(r["prefill_ns"], 0.5, scale=1e-6)
             out[f"tokens_run_per_cycle_{name}_{size}"] = round(statistics.mean(r["tokens_run"]), 1)
         out[f"speedup_{size}"] = round(out[f"cycle_p50_ms_full_{size}"] / out[f"cycle_p50_ms_cached_{size}"], 2)
         greedy += greedy_cycles(lm, texts[1:])
     out[f"transcript_nll_{SIZES[-1]}"] = transcript_nll(lm, transcript(SIZES[-1]))
     steps, tokens = time_decode_steps(lm, transcript(SIZES[-1]), plan.decode_steps)
-    out["decode_token_p50_ms"] = percentile_ms(steps, 0.5)
-    out["decode_token_p90_ms"] = percentile_ms(steps, 0.9)
+    out["decode_token_p50_ms"] = percentile(steps, 0.5, scale=1e-6)
+    out["decode_token_p90_ms"] = percentile(steps, 0.9, scale=1e-6)
     out["weight_bytes_per_token"] = weight_bytes_per_token(lm.runner.model)
     out["decode_token_floor_ms"] = round(out["weight_bytes_per_token"] / (bandwidth["read_gb_s"] * 1e9) * 1e3, 1)
     out["kv_cache_bytes_400"] = sum(layer.keys.nbytes + layer.values.nbytes for layer in lm.runner.cache.layers)
@@ -251,7 +242,6 @@ def measure_dtype(dtype: str, decoding: str, plan: Plan, bandwidth: dict) -> dic
 
 def measure(plan: Plan, headline: str, decoding: str) -> dict:
     import torch
-    import transformers
 
     bandwidth = memory_bandwidth()
     by_dtype = {}
@@ -274,33 +264,9 @@ def measure(plan: Plan, headline: str, decoding: str) -> dict:
         "cycle_p50_ms_cached_400": result["cycle_p50_ms_cached_400"] <= TARGETS["cycle_p50_ms_cached_400"],
         "decode_token_p50_ms": result["decode_token_p50_ms"] <= TARGETS["decode_token_p50_ms"],
     }
-    result["machine"] = machine(torch, transformers)
+    result["machine"] = machine("torch", "transformers") | {"torch_threads": torch.get_num_threads()}
     result["definitions"] = definitions(plan)
     return result
-
-
-def machine(torch, transformers) -> dict:
-    cpu = ""
-    if Path("/proc/cpuinfo").is_file():
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            "",
-        )
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": round(os.getloadavg()[0], 2),  # at the end: well above 0 means a busy neighbour
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def definitions(plan: Plan) -> dict:
@@ -308,8 +274,9 @@ def definitions(plan: Plan) -> dict:
         "cycle": f"AgentLM.generate(transcript, {MAX_NEW_TOKENS}) after the transcript changed (2 user words, 2 more, "
         "a new pause (0.1), the pause grown to (0.2), repeating); tokenising included; "
         f"{plan.cycles} timed cycles per size and path after 1 untimed",
-        "cycle_p50_ms_cached_N/_full_N": "nearest-rank p50 (p90) of cycle time at N transcript words; cached = the KV "
-        "cache kept from the previous cycle, full = reset before each cycle (the reference re-encodes everything)",
+        "cycle_p50_ms_cached_N/_full_N": "p50 (p90; linear interpolation, common/stats.py) of cycle time at N "
+        "transcript words; cached = the KV cache kept from the previous cycle, full = reset before each cycle "
+        "(the reference re-encodes everything)",
         "speedup_N": "cycle_p50_ms_full_N / cycle_p50_ms_cached_N",
         "prefill_p50_ms_cached_N/_full_N": "the part of a cycle spent bringing the cache up to the transcript "
         "(Runner.sync), before decoding",
@@ -370,7 +337,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.nodes.agent.lm import LoadError
+    from rtchat.nodes.agent.loading import LoadError
 
     plan = QUICK if args.quick else FULL
     start = time.perf_counter()

@@ -227,7 +227,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtchat.bus.events import AsrFinal
-    from rtchat.configs import load, write_atomic
+    from rtchat.common.files import write_atomic
+    from rtchat.configs import load
     from rtchat.nodes.asr.backends import LoadError, load_transcriber
     from rtchat.nodes.asr.core import AsrCore
     from rtchat.nodes.asr.frames import SR_HZ

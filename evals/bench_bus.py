@@ -18,7 +18,7 @@ subscribers adds a full-speed burst, with the configured HWM and (full run) with
 Definitions (repeated in the JSON under ``definitions``):
 
 - latency: the subscriber's ``time.time_ns()`` after decoding − the envelope's ``t_ns`` (stamped at
-  publish, before encoding), pooled over subscribers; nearest-rank percentiles, µs.
+  publish, before encoding), pooled over subscribers; percentiles (linear interpolation, common/stats.py), µs.
 - session-like load: two 50 frame/s ``AudioIn`` streams (640-byte pcm = 320 int16 samples at
   16 kHz) + 20 text events/s (``UserText`` and ``AgentSay`` alternating): 120 messages/s.
 - lost: messages published × subscribers − messages received (by envelope ``seq``).
@@ -35,13 +35,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import functools
 import json
-import math
 import multiprocessing as mp
-import os
-import platform
 import queue
 import shutil
 import sys
@@ -57,10 +53,12 @@ from rtchat.bus.clock import Clock, s
 from rtchat.bus.events import WIRE_VERSION, AgentSay, AudioIn, Envelope, UserText
 from rtchat.bus.proxy import serve
 from rtchat.bus.wire import WireError, WireLimits, decode, encode
-from rtchat.configs import write_atomic
+from rtchat.common.audio import SR_HZ
+from rtchat.common.files import write_atomic
+from rtchat.common.provenance import machine
+from rtchat.common.stats import percentile
 from rtchat.configs.schema import BusConfig
 
-SR_HZ = 16_000
 FRAME_MS = 20
 FRAME_SAMPLES = SR_HZ * FRAME_MS // 1000  # 320
 PCM = bytes(FRAME_SAMPLES * 2)  # 640 bytes of int16
@@ -331,13 +329,6 @@ class Session:
                 proc.join()
 
 
-def percentile_us(sorted_ns, q: float) -> float | None:
-    """Nearest-rank percentile of sorted nanoseconds, in µs."""
-    if not sorted_ns:
-        return None
-    return round(sorted_ns[max(1, math.ceil(len(sorted_ns) * q)) - 1] / 1000, 1)
-
-
 def summarize(sent: dict, reports: list[dict]) -> dict:
     n = sent["last"] - sent["first"] + 1
     lat = {"audio_": array("q"), "text_": array("q")}
@@ -356,8 +347,8 @@ def summarize(sent: dict, reports: list[dict]) -> dict:
     }
     for prefix, values in lat.items():
         ordered = sorted(values)
-        out[f"{prefix}p50_us"] = percentile_us(ordered, 0.50)
-        out[f"{prefix}p99_us"] = percentile_us(ordered, 0.99)
+        out[f"{prefix}p50_us"] = percentile(ordered, 0.50, scale=1e-3)
+        out[f"{prefix}p99_us"] = percentile(ordered, 0.99, scale=1e-3)
     return out
 
 
@@ -450,7 +441,7 @@ def definitions(plan: Plan) -> dict:
     lo, hi = SUB_COUNTS[0], SUB_COUNTS[-1]
     return {
         "latency": "subscriber time.time_ns() after strict decode - envelope t_ns; pooled over subscribers; "
-        "nearest-rank percentiles, µs",
+        "percentiles by linear interpolation (common/stats.py), µs",
         "session_load": f"{AUDIO_STREAMS} AudioIn streams x {1000 // FRAME_MS} frames/s ({len(PCM)} B pcm) "
         f"+ {TEXT_PER_S} text events/s, {plan.latency_s} s",
         "p50_us/p99_us": f"headline zmq_/mpq_: session-like load with {hi} subscribers",
@@ -466,18 +457,6 @@ def definitions(plan: Plan) -> dict:
     }
 
 
-def machine() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "pyzmq": zmq.pyzmq_version(),
-        "libzmq": zmq.zmq_version(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
 def build_result(records: list[dict], plan: Plan, duration_s: float) -> dict:
     hwm = BusConfig().hwm
     out = flatten(records, hwm)
@@ -488,7 +467,7 @@ def build_result(records: list[dict], plan: Plan, duration_s: float) -> dict:
         "lost_met": out["zmq_lost"] == TARGETS["lost"],
     }
     out["definitions"] = definitions(plan)
-    out["machine"] = machine()
+    out["machine"] = machine("pyzmq") | {"libzmq": zmq.zmq_version()}
     out["params"] = {**dataclasses.asdict(plan), "hwm": hwm, "sub_counts": list(SUB_COUNTS)}
     out["params"]["duration_s"] = round(duration_s, 1)
     out["runs"] = records

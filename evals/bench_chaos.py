@@ -464,10 +464,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import write_atomic
+    from rtchat.common.audio import SR_HZ
+    from rtchat.common.files import write_atomic
     from rtchat.evals.analyze import read_events
     from rtchat.evals.faults import provenance, work_dir
-    from rtchat.evals.simulate_user import SR_HZ, engine_synth, parse, render, write_wav
+    from rtchat.evals.simulate_user import engine_synth, parse, render, write_wav
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = time.time()

@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from rtchat.evals.analyze import percentile
+from rtchat.common.audio import SR_HZ
+from rtchat.common.provenance import machine
+from rtchat.common.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.evals.simulate_user import engine_synth, parse, render, write_wav
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         wav = work / f"{name}.wav"
         write_wav(wav, pcm)
         for policy, extra in POLICIES.items():
-            log.info("session %s / %s (%.0f s of user audio)…", name, policy, len(pcm) / 16000)
+            log.info("session %s / %s (%.0f s of user audio)…", name, policy, len(pcm) / SR_HZ)
             run_dir = run_session(wav, work / "runs", [*extra, *args.overrides], args.tail)
             result = measure(run_dir, segments, script_turns(lines))
             log.info("  FTO %s, answered %d/%d", result["fto_ms"], result["answered"], result["user_turns"])
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "sessions": policies,
         "users": {n: USERS[n] for n in names},
         "config": {"overrides": args.overrides, "tail_s": args.tail, "quick": args.quick},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine(),
         "wall_s": round(time.time() - started, 1),
         "definitions": __doc__.split("Keys", 1)[1].strip(),
     }

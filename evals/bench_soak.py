@@ -55,7 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from rtchat.bus.events import AgentCycle, AgentState, Live, NodeHeartbeat, NodeRestarted, Shutdown
-from rtchat.evals.analyze import Timed, percentile
+from rtchat.common.stats import percentile
+from rtchat.evals.analyze import Timed
 from rtchat.evals.faults import PROXY
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def line_pool() -> list[str]:
 
 def soak_recording(seconds: float, rng: random.Random, synth) -> tuple[np.ndarray, list[list], list[str]]:
     """int16 audio of at least `seconds`, its utterances' [start_s, end_s, text] and the lines in order."""
-    from rtchat.evals.simulate_user import SR_HZ, parse, render
+    from rtchat.common.audio import SR_HZ
+    from rtchat.evals.simulate_user import parse, render
 
     pool, rendered = line_pool(), {}
     parts, segments, order, length, previous = [], [], [], 0, None
@@ -261,10 +263,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rtchat.bus.eventlog import LogReader
     from rtchat.bus.logcli import summarize
-    from rtchat.configs import load, write_atomic
+    from rtchat.common.audio import SR_HZ
+    from rtchat.common.files import write_atomic
+    from rtchat.configs import load
     from rtchat.evals.analyze import read_events
     from rtchat.evals.faults import LiveSession, provenance, work_dir
-    from rtchat.evals.simulate_user import SR_HZ, engine_synth, write_wav
+    from rtchat.evals.simulate_user import engine_synth, write_wav
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = time.time()

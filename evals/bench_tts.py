@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
+
+from rtchat.common.provenance import machine
+from rtchat.common.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,7 @@ TEXTS = (
     " My favourite is the one with the blue cover. I read it three times last summer.",
 )
 QUICK_TEXTS = 4
-
-
-def percentile_ms(values_ns: list[int], q: float) -> float:
-    ordered = sorted(values_ns)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] / 1e6
+ENGINE_PACKAGES = ("piper-tts", "onnxruntime", "espeakng-loader")  # versions recorded with the machine
 
 
 def run_engine(cfg, texts: tuple[str, ...]) -> dict:
@@ -78,38 +74,12 @@ def run_engine(cfg, texts: tuple[str, ...]) -> dict:
         ttfa_ns.append(first - start)
     audio_s = samples / engine.sample_rate
     return {
-        "tts_ttfa_ms": percentile_ms(ttfa_ns, 0.5),
-        "tts_ttfa_p90_ms": percentile_ms(ttfa_ns, 0.9),
+        "tts_ttfa_ms": percentile(ttfa_ns, 0.5, scale=1e-6),
+        "tts_ttfa_p90_ms": percentile(ttfa_ns, 0.9, scale=1e-6),
         "tts_rtf": busy_ns / 1e9 / audio_s,
         "audio_s": audio_s,
         "texts": len(texts),
         "sample_rate": engine.sample_rate,
-    }
-
-
-def machine() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(package: str) -> str | None:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return None
-
-    cpu = ""
-    if Path("/proc/cpuinfo").is_file():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "piper-tts": ver("piper-tts"),
-        "onnxruntime": ver("onnxruntime"),
-        "espeakng-loader": ver("espeakng-loader"),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -121,7 +91,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import ConfigError, load, write_atomic
+    from rtchat.common.files import write_atomic
+    from rtchat.configs import ConfigError, load
     from rtchat.nodes.tts.backend import TtsLoadError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -145,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     report["met"] = {"piper_tts_ttfa_ms": report["piper"]["tts_ttfa_ms"] <= TARGETS["piper_tts_ttfa_ms"]}
     report["config"] = {"overrides": args.overrides, "model": cfg.model, "threads": cfg.threads, "rate": cfg.rate,
                         "max_chars": cfg.max_chars, "quick": args.quick}
-    report["machine"] = machine()
+    report["machine"] = machine(*ENGINE_PACKAGES)
     report["definitions"] = __doc__.split("Keys (per engine):", 1)[1].strip()
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(json.dumps({f"{e}_{k}": round(report[e][k], 4) for e in ENGINES for k in ("tts_ttfa_ms", "tts_rtf")}

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from rtchat.cli import add_subcommands, run_subcommand
+from rtchat.common.commands import add_subcommands, run_subcommand
 
 EVALS = (
     ("switch", "rtchat.evals.switch", "greedy turn-switch prediction: precision, recall, F1, AUC, F1 after pauses, "
                                       "the always-switch floor, after-pause points by the word before the pause"),
     ("ppl", "rtchat.evals.ppl", "perplexity of real vs inserted tags and pauses (table 4, simplified)"),
-    ("pred", "rtchat.evals.pred", "the reference's table 5: next-event P/R/F1 and response quality per decoding method"),
+    ("pred", "rtchat.evals.suite:run_pred", "the reference's table 5: next-event P/R/F1 and response quality per "
+                                            "decoding method"),
     ("all", "rtchat.evals.suite", "the reference's tables 4 and 5 as its CSVs (evals_output_ppl_all.csv, "
                                   "evals_output_pred_all_all.csv)"),
     ("turns", "rtchat.evals.turns", "the agent vs a 700 ms silence endpointer vs Smart Turn v3.2 on scripted users"),

@@ -169,10 +169,11 @@ def provenance(run_dir: Path) -> dict:
     run's header (run.json)."""
     import json
 
-    from rtchat.evals.bench_tts import machine
+    from rtchat.common.provenance import machine
+    from rtchat.evals.bench_tts import ENGINE_PACKAGES
 
     try:
         commit = json.loads((run_dir / "run.json").read_text()).get("git_commit", "")
     except (OSError, ValueError):
         commit = ""
-    return {"machine": machine(), "commit": commit}
+    return {"machine": machine(*ENGINE_PACKAGES), "commit": commit}

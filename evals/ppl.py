@@ -33,8 +33,7 @@ import math
 import random
 import re
 
-from rtchat.evals import switch
-from rtchat.evals.switch import EvalError
+from rtchat.evals.common import EvalError, configure_common, run_eval
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    switch.configure_common(parser)  # the options of every eval over transcript lines, and:
+    configure_common(parser)  # the options of every eval over transcript lines, and:
     parser.add_argument("--reference", action="store_true",
                         help="the reference's table 4 instead (every real switch and pause; every other speaker's tag "
                              "and (0.2)/(0.5)/(1.0) before every word; exp of the mean per-example NLL); also writes "
@@ -150,7 +149,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     headline = tuple(f"ppl_{k}" for k in CATEGORIES)
     if not args.reference:
-        return switch.run_eval(args, "ppl", evaluate, headline)
+        return run_eval(args, "ppl", evaluate, headline)
 
     def evaluate_reference(model, tok, lines, num_examples, seed, max_length):
         from tqdm.auto import tqdm
@@ -161,12 +160,12 @@ def run(args: argparse.Namespace) -> int:
         row, counts = reference_table(per_line)
         return {k: (None if math.isnan(v) else v) for k, v in row.items()} | {"counts": {"lines": len(sample), **counts}}
 
-    rc = switch.run_eval(args, "ppl", evaluate_reference, headline)
+    rc = run_eval(args, "ppl", evaluate_reference, headline)
     if rc == 0:
         import json
         from pathlib import Path
 
-        from rtchat.configs import write_atomic
+        from rtchat.common.files import write_atomic
 
         report = json.loads(Path(args.json).read_text())
         cells = ["" if report[c] is None else repr(float(report[c])) for c in REFERENCE_COLUMNS]

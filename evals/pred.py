@@ -41,6 +41,7 @@ import math
 import random
 import re
 
+from rtchat.common.stats import welch_p
 from rtchat.evals import compat
 
 TAG_RE = re.compile(r"S\d+(?=:)")
@@ -226,58 +227,6 @@ def pred_scores(examples: list[PredExample], predictions: list[str]) -> dict[str
     return out
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (Numerical Recipes)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1 + aa * d
-        d = 1 / (d if abs(d) > tiny else tiny)
-        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1 + aa * d
-        d = 1 / (d if abs(d) > tiny else tiny)
-        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
-def welch_p(x: list[float], y: list[float]) -> float:
-    """Two-sided p-value of Welch's t-test (scipy's ``ttest_ind(equal_var=False)``); NaN when a
-    sample has fewer than 2 values or both have no variance."""
-    if len(x) < 2 or len(y) < 2:
-        return math.nan
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    vx = sum((v - mx) ** 2 for v in x) / (len(x) - 1) / len(x)
-    vy = sum((v - my) ** 2 for v in y) / (len(y) - 1) / len(y)
-    if vx + vy == 0:
-        return math.nan if mx == my else 0.0
-    t = (mx - my) / math.sqrt(vx + vy)
-    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
-    return betainc(df / 2, 0.5, df / (df + t * t))
-
-
 def pause_durations(texts: list[str]) -> list[float]:
     out = []
     for text in texts:
@@ -361,11 +310,10 @@ def _decode_rows(lm, cache, mask, positions, logits, rows, strategies, budget, e
 
     model, device = lm.runner.model, lm.runner.device
     dtype = next(model.parameters()).dtype
-    kw = {lm.runner._cache_kw: cache, "use_cache": True, "logits_to_keep": 1}
+    kw = {lm.runner.cache_kw: cache, "use_cache": True, "logits_to_keep": 1}
     n = len(rows)
     pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
     top_k = max((st.top_k for st in strategies if isinstance(st, decoding.Contrastive)), default=0)
-    neg = torch.finfo(dtype).min
     generators = [torch.Generator().manual_seed(seed) for _ in range(n)]
     tokens: list[list[int]] = [[] for _ in range(n)]
     alive = [True] * n
@@ -374,10 +322,7 @@ def _decode_rows(lm, cache, mask, positions, logits, rows, strategies, budget, e
             k = min(top_k, logits.shape[-1])
             temps = torch.tensor([getattr(st, "temperature", 1.0) for st in strategies], device=logits.device)[:, None]
             cand = torch.softmax(logits / temps, dim=-1).topk(k).indices  # as the strategies take them
-            length = mask.shape[1]
-            cmask = torch.full((n, 1, k, length + k), neg, dtype=dtype, device=device)
-            cmask[:, 0, :, :length] = torch.where(mask[:, None, :] > 0, 0.0, neg).to(dtype)
-            cmask[:, 0, :, length:] = torch.where(torch.eye(k, device=device) > 0, 0.0, neg).to(dtype)
+            cmask = torch.cat([decoding.branch_mask((mask[b] > 0).expand(k, -1), [1] * k, dtype) for b in range(n)])
             out = model(input_ids=cand.to(device), attention_mask=cmask, position_ids=(positions[:, -1:] + 1).expand(n, k),
                         output_hidden_states=True, **kw)
             cache.crop(-k)
@@ -424,7 +369,7 @@ def generate_batch(lm, contexts: list[str], strategy, budget: int, eos: frozense
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, output_hidden_states=contrastive,
-                    use_cache=True, logits_to_keep=1, **{lm.runner._cache_kw: cache})
+                    use_cache=True, logits_to_keep=1, **{lm.runner.cache_kw: cache})
         rows = [_RowRunner(out.hidden_states[-1][b, width - len(i) :].float() if contrastive else None)
                 for b, i in enumerate(ids)]
         return _decode_rows(lm, cache, mask, positions, out.logits[:, -1].float(), rows, [strategy] * len(ids), budget,
@@ -484,14 +429,3 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
         out[m] = (preds, responses)
     return out
 
-
-def configure(parser) -> None:
-    from rtchat.evals import suite
-
-    suite.configure(parser)
-
-
-def run(args) -> int:
-    from rtchat.evals import suite
-
-    return suite.run_pred(args)

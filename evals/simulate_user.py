@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-SR_HZ = 16_000
+from rtchat.common.audio import SR_HZ
+from rtchat.common.files import replacing
+
 TRIM_DBFS = -45.0  # trimmed edges: 10 ms windows quieter than this
 TOKEN_RE = re.compile(r"\[([^\]]*)\]|([^\[\]]+)")
 
@@ -149,13 +151,11 @@ def engine_synth(engine: str) -> Callable[[str], tuple[np.ndarray, int]]:
 
 
 def write_wav(path: Path, pcm: np.ndarray, sr: int = SR_HZ) -> None:
-    """Atomic: a temporary file beside the target, renamed over it."""
+    """Atomic (``common.files.replacing``)."""
     import soundfile as sf
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(tmp, pcm, sr, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        sf.write(tmp, pcm, sr, subtype="PCM_16", format="WAV")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     write_wav(Path(args.out), pcm)
     if args.segments:
-        from rtchat.configs import write_atomic
+        from rtchat.common.files import write_atomic
 
         write_atomic(Path(args.segments), json.dumps(segments, indent=1) + "\n")
     print(f"{args.out}: {len(pcm) / SR_HZ:.1f} s, {len(segments)} utterances", file=sys.stderr)

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from rtchat.evals import compat, ppl, pred
-from rtchat.evals.switch import EvalError
+from rtchat.evals.common import EvalError
 from rtchat.evals.workers import Shard, WorkerError, default_workers, run_shards
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,9 @@ _STATE: dict = {}
 
 def init_worker(device: str, spec: str, seed: int) -> None:
     from rtchat.configs.schema import AgentConfig
-    from rtchat.evals.switch import resolve_model
-    from rtchat.nodes.agent.lm import AgentLM, LoadError
+    from rtchat.evals.common import resolve_model
+    from rtchat.nodes.agent.lm import AgentLM
+    from rtchat.nodes.agent.loading import LoadError
 
     model, tok = resolve_model(spec, device)
     try:
@@ -261,7 +262,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run_suite(args: argparse.Namespace, with_ppl: bool) -> int:
     from tqdm.auto import tqdm
 
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.train.data import DataError, data_files, read_lines, sha256_files
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -371,4 +372,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_pred(args: argparse.Namespace) -> int:
+    """``rtchat eval pred``: the same options, table 5 only."""
     return run_suite(args, with_ppl=False)

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import random
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 from rtchat.datasets.synthetic import FILLERS, FUNCTION_WORDS
+from rtchat.evals.common import EvalError, configure_common, resolve_model, run_eval
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +41,6 @@ TAG_RE = re.compile(r"S(\d+):")
 PAUSE_RE = re.compile(r"\(\d+(?:\.\d+)?\)")
 PREDICTED_TAG_RE = re.compile(r"(?:^|\s)S(\d)(?::|\s|$)")
 NEW_TOKENS = 3
-EMBEDDED_BASE = "embedded-base"
-EMBEDDED = "embedded"
-
-
-class EvalError(RuntimeError):
-    """The evaluation cannot run; the message says what was wrong and how to fix it."""
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Point:
@@ -349,40 +341,7 @@ def evaluate(model, tok, lines: list[str], num_examples: int, seed: int, max_len
     return report
 
 
-# -------------------------------------------------------------------- model resolution and CLI
-
-
-def resolve_model(spec: str, device: str = "auto"):
-    """(model, tokenizer) in eval mode on ``device`` (auto: the GPU if any): embedded-base,
-    embedded (base + the project's adapter), a folder, a hub id, or a peft adapter folder (its
-    base is loaded, the adapter merged)."""
-    import torch
-
-    from rtchat.configs.models import agent_adapter_dir
-    from rtchat.nodes.agent.lm import LoadError, load_model, resolve_device, resolve_dtype
-
-    device = resolve_device(device)
-    dtype = resolve_dtype("auto", device) if device != "cpu" else torch.float32
-    base, adapter = spec, ""
-    if spec == EMBEDDED_BASE:
-        base = "embedded:smollm2-135m"
-    elif spec == EMBEDDED:
-        adapter_dir = agent_adapter_dir()
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise EvalError(f"model 'embedded': no project adapter at {adapter_dir}; make one with "
-                            f"'rtchat train --model embedded-base --method lora --data DATA --out {adapter_dir}', "
-                            "or use --model embedded-base")
-        base, adapter = "embedded:smollm2-135m", str(adapter_dir)
-    elif (Path(spec).expanduser() / "adapter_config.json").is_file():
-        adapter = str(Path(spec).expanduser())
-        base = json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    try:
-        model, tok = load_model(base, adapter, device, dtype)
-    except LoadError as exc:
-        raise EvalError(str(exc)) from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
+# -------------------------------------------------------------------- CLI
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -391,43 +350,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default=None,
                         help="a second model (e.g. embedded-base) scored on the same points; the JSON gets its report "
                              "under 'baseline' and the paired difference with a bootstrap interval under 'gain'")
-
-
-def configure_common(parser: argparse.ArgumentParser) -> None:
-    """The options every ``rtchat eval`` over transcript lines takes (switch, ppl)."""
-    parser.add_argument("--model", required=True,
-                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
-    parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
-    parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
-    parser.add_argument("--json", required=True, help="write the report here")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--max-length", type=int, default=512,
-                        help="tokens per line, cut from the left as in training; points in the cut part are not "
-                             "scored (default 512)")
-
-
-def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[str, ...]) -> int:
-    """Load data and model, evaluate, write the JSON report (with model, seed, data hash and
-    config) atomically and print the headline figures; 1 with a message on bad data/model."""
-    from rtchat.configs import write_atomic
-    from rtchat.train.data import DataError, data_files, read_lines, sha256_files
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        files = data_files(args.data)
-        lines = read_lines(files)
-        model, tok = resolve_model(args.model)
-        report = evaluate_fn(model, tok, lines, args.num_examples, args.seed, args.max_length)
-    except (DataError, EvalError) as exc:
-        print(f"rtchat eval {name}: {exc}")
-        return 1
-    digest = sha256_files(files)
-    report |= {"model": args.model, "seed": args.seed, "data_sha256": digest}
-    report["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
-    report["config"]["data_sha256"] = digest
-    write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in headline}))
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ pass per point (hundreds of ~500-token passes per line), ``LineScorer``:
 3. runs *branches* — a few tokens continuing the line at a point (an inserted tag or pause, the
    greedy continuation so far) — all in one pass over the cache, with a 4-D attention mask that
    lets each branch see the line up to its point and itself only, and positions that continue
-   from its point (the agent's ``decoding.Runner.try_candidates`` does the same for candidates).
+   from its point (``decoding.branch_mask``, which the agent's contrastive candidates use too).
    The cache is cropped back to the line afterwards.
 
 A line longer than ``max_length`` tokens loses its beginning (as in training); points that fall
@@ -21,10 +21,11 @@ in the lost part are not scored (``point_token`` returns None).
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import torch
+
+from rtchat.nodes.agent import decoding
 
 
 class LineScorer:
@@ -46,12 +47,11 @@ class LineScorer:
             os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")  # see decoding.Runner
         from transformers import DynamicCache
 
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+        self.cache_kw = decoding.cache_kwarg(model)
         self.cache = DynamicCache(config=model.config)
         with torch.no_grad():
             out = model(input_ids=torch.tensor([self.ids], device=self.device), use_cache=True,
-                        **{self._cache_kw: self.cache})
+                        **{self.cache_kw: self.cache})
         self.logp = torch.log_softmax(out.logits[0].float(), -1)  # (n, V): row j predicts token j+1
 
     def point_token(self, unit_index: int) -> int | None:
@@ -82,19 +82,18 @@ class LineScorer:
         if not flat:
             return [torch.empty(0) for _ in tokens]
         k = len(flat)
-        mask = torch.full((1, 1, k, n + k), torch.finfo(self.dtype).min, dtype=self.dtype, device=self.device)
+        visible = torch.zeros((k, n), dtype=torch.bool, device=self.device)
         positions = torch.empty((1, k), dtype=torch.long, device=self.device)
         row = 0
         for p, ts in zip(points, tokens, strict=True):
             m = len(ts)
-            mask[0, 0, row : row + m, :p] = 0
-            block = torch.triu(torch.full((m, m), torch.finfo(self.dtype).min, dtype=self.dtype), 1)
-            mask[0, 0, row : row + m, n + row : n + row + m] = block.to(self.device)
+            visible[row : row + m, :p] = True
             positions[0, row : row + m] = torch.arange(p, p + m, device=self.device)
             row += m
+        mask = decoding.branch_mask(visible, [len(ts) for ts in tokens], self.dtype)
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([flat], device=self.device), attention_mask=mask,
-                             position_ids=positions, use_cache=True, **{self._cache_kw: self.cache})
+                             position_ids=positions, use_cache=True, **{self.cache_kw: self.cache})
         self.cache.crop(-k)
         logp = torch.log_softmax(out.logits[0].float(), -1)
         result, row = [], 0

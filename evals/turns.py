@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rtchat.evals.analyze import percentile
+from rtchat.common.audio import SR_HZ
+from rtchat.common.stats import percentile
 
 log = logging.getLogger(__name__)
 
-SR = 16_000
 RESUME_S = 1.0  # the user speaking again this soon after a decision makes it a false cut-in
 LAST_TURN_WAIT_S = 5.0
 SMART_TURN_FILE = "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
@@ -117,7 +117,7 @@ def vad_ends(audio: np.ndarray, min_silence_ms: int):
             if ev.kind == "start":
                 start = ev.sample
             else:
-                ends.append(((pos + WINDOW) / SR, start, ev.sample))
+                ends.append(((pos + WINDOW) / SR_HZ, start, ev.sample))
     return ends
 
 
@@ -152,7 +152,7 @@ class SmartTurn:
 
     def __call__(self, audio: np.ndarray) -> float:
         x = audio.astype(np.float32) / 32768
-        n = 8 * SR
+        n = 8 * SR_HZ
         x = x[-n:] if len(x) >= n else np.pad(x, (n - len(x), 0))
         mel = self.features.compute_whisper_log_mel_features(x, do_normalize=True)
         return float(self.session.run(None, {"input_features": mel[None].astype(np.float32)})[0][0].item())
@@ -165,7 +165,7 @@ def smart_turn_policy(audio: np.ndarray, model: SmartTurn, stop_s: float = 3.0) 
     pending_end = None  # an incomplete verdict: the 3 s fallback counts from this speech end
     ends = vad_ends(audio, 200)
     for t, start, end in ends:
-        if pending_end is not None and start / SR >= pending_end + stop_s:  # the fallback came before this speech
+        if pending_end is not None and start / SR_HZ >= pending_end + stop_s:  # the fallback came before this speech
             decisions.append(pending_end + stop_s)
             turn_start = None
         turn_start = start if turn_start is None else turn_start
@@ -177,7 +177,7 @@ def smart_turn_policy(audio: np.ndarray, model: SmartTurn, stop_s: float = 3.0) 
             decisions.append(t + infer_s)
             turn_start, pending_end = None, None
         else:
-            pending_end = end / SR
+            pending_end = end / SR_HZ
     if pending_end is not None:
         decisions.append(pending_end + stop_s)
     return decisions, probs
@@ -218,7 +218,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.configs import write_atomic
+    from rtchat.common.files import write_atomic
     from rtchat.evals.bench_session import USERS, run_session, script_turns
     from rtchat.evals.simulate_user import engine_synth, parse, render, write_wav
 
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         st_decisions, probs = smart_turn_policy(pcm, smart)
         per_policy["silence_700ms"].append((name, silence_policy(pcm)))
         per_policy["smart_turn_v3.2"].append((name, st_decisions))
-        log.info("%s: a real-time session for the learned policy (%.0f s)…", name, len(pcm) / SR)
+        log.info("%s: a real-time session for the learned policy (%.0f s)…", name, len(pcm) / SR_HZ)
         run_dir = run_session(wav, work / "runs", list(args.overrides), tail_s=4.0)
         decisions, sounds = learned_decisions(run_dir)
         per_policy["learned"].append((name, decisions))

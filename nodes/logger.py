@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from rtchat import __version__
+from rtchat.bus.core import Core, GiveUp, StartError
 from rtchat.bus.eventlog import LOG_FILE_NAME, LogWriter, SeqTracker
 from rtchat.bus.events import Event, Message
-from rtchat.bus.node import Core, GiveUp, StartError, node_main
+from rtchat.bus.node import node_main
 from rtchat.configs.schema import Config, LoggerConfig
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,11 @@ from tiny_models import PREFIX, tiny_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from rtchat.configs.schema import AgentConfig
+from rtchat.configs.schema import AgentConfig, Config
 from rtchat.nodes.agent import lm as lm_module
-from rtchat.nodes.agent.lm import AgentLM, CompletionAndResponse, LoadError, convert_once, load_lm
+from rtchat.nodes.agent import loading
+from rtchat.nodes.agent.lm import AgentLM, CompletionAndResponse, load_lm
+from rtchat.nodes.agent.loading import LoadError, convert_once
 
 
 def agent(tok, decoding="greedy", model=None, **over) -> AgentLM:
@@ -302,7 +304,7 @@ def test_a_saved_folder_and_a_lora_adapter_load(tmp_path, bpe_tok, monkeypatch):
     assert merged.generate(TRANSCRIPTS[1], 5) == want
     # merged once into the cache: a restart loads that folder and merges nothing
     (folder,) = (tmp_path / "cache" / "models" / "merged").iterdir()
-    monkeypatch.setattr(lm_module, "_apply_adapter", lambda *a: pytest.fail("merged again"))
+    monkeypatch.setattr(loading, "_apply_adapter", lambda *a: pytest.fail("merged again"))
     assert load_lm(dataclasses.replace(cfg, adapter=str(tmp_path / "lora"))).generate(TRANSCRIPTS[1], 5) == want
     monkeypatch.undo()
     monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path / "cache"))
@@ -321,10 +323,10 @@ def test_int8_linears_stay_close_to_float32_and_load_with_dtype_int8(tmp_path, b
     ids = torch.tensor([bpe_tok(TRANSCRIPTS[1])["input_ids"]])
     with torch.no_grad():
         want = model(ids).logits
-        lm_module.quantize_linears(model)
+        loading.quantize_linears(model)
         got = model(ids).logits  # prefill: the bf16 path; one token: the int8 kernel
         one = model(ids[:, :1]).logits
-    assert isinstance(model.lm_head, lm_module.Int8Linear)
+    assert isinstance(model.lm_head, loading.Int8Linear)
     assert float((got - want).abs().mean() / want.abs().mean()) < 0.08  # a wrong layer would be ~1
     assert float((got.argmax(-1) == want.argmax(-1)).float().mean()) > 0.8
     assert float((one[0, 0] - want[0, 0]).abs().mean() / want[0, 0].abs().mean()) < 0.08
@@ -339,12 +341,12 @@ def test_int8_prefill_matmuls_see_a_fixed_set_of_row_counts_and_give_the_rows_re
     made a long session's agent grow by ~1 MB per new length. Whatever the length, the bf16
     matmul must see only the fixed row counts, and each row must come out as a plain matmul's."""
     torch.manual_seed(0)
-    layer = lm_module.Int8Linear(torch.nn.Linear(64, 48, bias=True))
+    layer = loading.Int8Linear(torch.nn.Linear(64, 48, bias=True))
     x = torch.randn(400, 64)
     weight = layer.qweight.to(torch.bfloat16) * layer.scale[:, None]
     want = torch.nn.functional.linear(x.to(torch.bfloat16), weight).float() + layer.bias
     seen, linear = set(), torch.nn.functional.linear
-    monkeypatch.setattr(lm_module.F, "linear", lambda a, w: seen.add(a.shape[0]) or linear(a, w))
+    monkeypatch.setattr(loading.F, "linear", lambda a, w: seen.add(a.shape[0]) or linear(a, w))
     for n in [*range(17, 300, 7), 399, 400]:
         got = layer(x[:n].reshape(1, n, 64))
         assert got.shape == (1, n, 48)
@@ -376,7 +378,7 @@ def test_conversion_is_atomic_and_done_once(tmp_path):
 def test_embedded_smollm2_loads_from_its_converted_folder_and_generates():
     lm = load_lm(dataclasses.replace(AgentConfig(), device="cpu", decoding="greedy"))
     assert lm.tok.convert_ids_to_tokens(lm.s_id) == "ĠS"
-    assert lm_module.embedded_dir("smollm2-135m").joinpath("config.json").is_file()
+    assert loading.embedded_dir("smollm2-135m").joinpath("config.json").is_file()
     text = PREFIX + " S1: hi, how are you doing today? (0.6) S2: I'm good, thanks. How about you? (0.5) S1: pretty good (0.8)"
     gen = lm.generate(text, 7)
     assert gen.n_tokens >= 1 and gen.text.strip()
@@ -400,3 +402,23 @@ def test_forward_passes_are_counted_by_kind_and_reset(bpe_tok):
     lm.generate(TRANSCRIPTS[0], 4)
     assert lm.forwards() == {"prefill": 1, "decode": 3}  # one pass per decode step (a candidate batch is one)
     assert lm.forwards() == {}
+
+
+@pytest.mark.parametrize(("n_gpus", "expected"), [(0, "cpu"), (1, "cuda:0"), (2, "cuda:1"), (3, "cuda:2")])
+def test_an_agent_on_auto_takes_the_placement_rules_device(monkeypatch, n_gpus, expected):
+    """A node started alone resolves ``auto`` as the launcher would place it: the agent gets a GPU
+    of its own on a machine with two or more (configs/devices.py), not always cuda:0."""
+    import rtchat.configs.devices as devices
+
+    class Loaded(Exception):
+        pass
+
+    def load_model(spec, adapter, device, dtype):
+        raise Loaded(device)
+
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: n_gpus)
+    monkeypatch.setattr(lm_module, "load_model", load_model)
+    with pytest.raises(Loaded) as placed:
+        load_lm(AgentConfig(device="auto"))
+    assert placed.value.args == (expected,)
+    assert placed.value.args[0] == devices.place(Config(), n_gpus)["agent"]  # the launcher would say the same

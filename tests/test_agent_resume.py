@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from test_agent_core import FakeAudio, Timeline, agent, answering_model
+from agent_harness import FakeAudio, Timeline, agent, answering_model
 
 from rtchat.bus.clock import s
 from rtchat.bus.eventlog import LogWriter

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rtchat.configs.schema import AgentConfig
-from rtchat.datasets.lines import build_prefix
+from rtchat.datasets.lines import build_prefix, clip_summary
 from rtchat.nodes.agent.rewrite import rewrite_input
 from rtchat.nodes.agent.transcript import (
     INCOMPLETE_PAUSE_RE,
@@ -16,7 +16,6 @@ from rtchat.nodes.agent.transcript import (
     canonical_pauses,
     clean_output,
     clean_words,
-    clip_summary,
     cut_after_first,
     cut_output,
     drop_incomplete_pause,

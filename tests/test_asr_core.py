@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from rtchat.bus.core import serve
 from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Reset, VadEnd, VadStart
-from rtchat.bus.node import serve
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.frames import Chunk

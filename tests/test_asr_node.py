@@ -19,8 +19,8 @@ from nodeproc import reap, stop
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock
+from rtchat.bus.core import serve
 from rtchat.bus.events import AsrFinal, AudioIn, NodeError, NodeReady, VadEnd, VadStart
-from rtchat.bus.node import serve
 from rtchat.configs.schema import AsrConfig
 from rtchat.evals.bench_asr import wer
 from rtchat.nodes.asr.frames import SR_HZ, resample
@@ -214,7 +214,7 @@ def test_48_khz_frames_give_the_words_of_the_same_audio_at_16_khz_within_two_whi
 
 @pytest.mark.model
 def test_a_missing_model_folder_stops_the_node_naming_it(monkeypatch, tmp_path):
-    from rtchat.bus.node import StartError
+    from rtchat.bus.core import StartError
     from rtchat.configs import load
     from rtchat.nodes.asr.node import make_core
 

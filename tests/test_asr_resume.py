@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_asr_core import SCRIPT, SCRIPTED, T0, EnergyVad, ScriptedWhisper, finals_text, frames, speech
 
+from rtchat.bus.core import serve
 from rtchat.bus.eventlog import LogWriter
 from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, Envelope, NodeHeartbeat, NodeReady, Reset, VadEnd, VadStart
-from rtchat.bus.node import serve
 from rtchat.bus.wire import encode
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.node import resume_from_log

@@ -20,8 +20,8 @@ from nodeproc import reap, stop
 
 from rtchat.bus.client import BusClient
 from rtchat.bus.clock import Clock, ms
+from rtchat.bus.core import StartError
 from rtchat.bus.events import AudioEof, AudioIn, AudioPlayed, Live, NodeError, NodeLoading, NodeReady, TtsAudio
-from rtchat.bus.node import StartError
 from rtchat.configs import load
 from rtchat.nodes.audio.devices import NO_PORTAUDIO
 from rtchat.nodes.audio.node import make_core
@@ -258,8 +258,7 @@ def test_the_node_process_plays_a_wav_as_the_user_reports_played_audio_and_recor
         probe.handshake(int(5e9))
         got = []
         receive_until(probe, got, proc, lambda g: any(isinstance(e, NodeReady) for e in g), "node.ready")
-        time.sleep(0.3)
-        assert not [e for e in got if isinstance(e, AudioIn)]  # the WAV waits for the session to be live
+        live_ns = time.time_ns()
         probe.publish(Live(run="t"))
         receive_until(probe, got, proc, lambda g: any(isinstance(e, AudioEof) for e in g), "audio.eof")
         assert any(isinstance(e, NodeReady) and e.node == "audio" for e in got)
@@ -267,6 +266,7 @@ def test_the_node_process_plays_a_wav_as_the_user_reports_played_audio_and_recor
         frames = [e for e in got if isinstance(e, AudioIn)]
         assert [e.stream_pos for e in frames] == list(range(0, len(expected), 320))
         assert all(e.t_capture_ns - frames[0].t_capture_ns == k * ms(20) for k, e in enumerate(frames))
+        assert frames[0].t_capture_ns >= live_ns  # the WAV waited for the session to be live
         assert (np.concatenate([np.frombuffer(e.pcm, dtype=np.int16) for e in frames]) == expected).all()
         eof = next(e for e in got if isinstance(e, AudioEof))
         assert eof == AudioEof(stream_pos=len(expected), reason="end of file")

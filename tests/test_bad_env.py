@@ -306,7 +306,7 @@ def converted(folder: Path) -> Path:
 def test_a_conversion_records_its_checksums_and_the_shipped_adapter_has_them(tmp_path):
     from rtchat.configs.checksums import verify_sums
     from rtchat.configs.models import SHIPPED_ADAPTER
-    from rtchat.nodes.agent.lm import convert_once
+    from rtchat.nodes.agent.loading import convert_once
 
     folder = convert_once(tmp_path / "m", lambda out: (out / "config.json").write_text("{}"))
     assert (folder / "SHA256SUMS").read_text().endswith("  config.json\n") and verify_sums(folder, fix="")

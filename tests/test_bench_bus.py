@@ -17,14 +17,6 @@ from rtchat.evals import bench, bench_bus
 HEADLINE = ("zmq_p50_us", "zmq_p99_us", "zmq_max_rate_per_s", "zmq_lost", "mpq_p50_us", "mpq_p99_us", "mpq_max_rate_per_s")
 
 
-def test_percentile_is_nearest_rank():
-    values = list(range(1_000, 101_000, 1_000))  # 1..100 µs in ns
-    assert bench_bus.percentile_us(values, 0.50) == 50.0
-    assert bench_bus.percentile_us(values, 0.99) == 99.0
-    assert bench_bus.percentile_us([7_000], 0.99) == 7.0
-    assert bench_bus.percentile_us([], 0.5) is None
-
-
 def test_a_step_that_lost_lagged_or_fell_short_is_not_sustained():
     good = {"lost": 0, "bad": 0, "p99_us": 900.0, "achieved_per_s": 9_990}
     assert bench_bus.sustained(good, 10_000)

@@ -326,11 +326,11 @@ def test_a_session_with_no_agent_audio_says_which_moments_never_came():
 
 @pytest.mark.slow
 @pytest.mark.model
-@pytest.mark.timeout(1500)
 def test_the_quick_benchmark_kills_the_agent_twice_and_writes_its_keys(tmp_path):
     out = tmp_path / "chaos.json"
+    # 167-172 s niced beside other work on the 2-core machine; within pytest.ini's 300 s
     r = subprocess.run([sys.executable, "-m", "rtchat.cli", "bench", "chaos", "--quick", "--nodes", "agent", "--json", str(out),
-                        "--keep", str(tmp_path / "work")], capture_output=True, text=True, timeout=1400, cwd=tmp_path)
+                        "--keep", str(tmp_path / "work")], capture_output=True, text=True, timeout=280, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["nodes"]) == {"agent"} and isinstance(report["all_ok"], bool)

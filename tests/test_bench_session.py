@@ -30,6 +30,8 @@ def test_script_lines_count_their_utterances():
     assert script_turns(["[0.5] hi [pause 1] there", "[5] yes"]) == [2, 1]
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_the_quick_benchmark_writes_its_keys(tmp_path):
     out = tmp_path / "session.json"
     r = subprocess.run([sys.executable, "-m", "rtchat.cli", "bench", "session", "--json", str(out), "--quick"],

@@ -152,11 +152,11 @@ def test_the_user_renders_each_line_once_and_never_repeats_a_line_back_to_back()
 
 @pytest.mark.slow
 @pytest.mark.model
-@pytest.mark.timeout(900)
 def test_a_one_minute_soak_writes_its_keys(tmp_path):
     out = tmp_path / "soak.json"
+    # 74-79 s niced beside other work on the 2-core machine; within pytest.ini's 300 s
     r = subprocess.run([sys.executable, "-m", "rtchat.cli", "bench", "soak", "--minutes", "1", "--json", str(out),
-                        "--keep", str(tmp_path / "work")], capture_output=True, text=True, timeout=850, cwd=tmp_path)
+                        "--keep", str(tmp_path / "work")], capture_output=True, text=True, timeout=280, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(out.read_text())
     assert 50 <= report["duration_s"] <= 75 and report["launcher_exit"] == 0

@@ -56,6 +56,7 @@ def user_words(page) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_browser_logs_in_on_an_open_host_and_another_sites_page_cannot_talk(tmp_path):
     chromium = need_browser()
     from playwright.sync_api import sync_playwright
@@ -121,6 +122,7 @@ def test_browser_logs_in_on_an_open_host_and_another_sites_page_cannot_talk(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_browser_on_a_rebound_name_is_refused_while_the_page_works(web, tmp_path):  # noqa: F811
     chromium = need_browser()
     from playwright.sync_api import sync_playwright

@@ -99,6 +99,9 @@ def transcript(page, who: str) -> str:
         ".map(t => t.parts.filter(p => 'w' in p).map(p => p.w).join(' ')).join(' ')", who)
 
 
+@pytest.mark.browser
+@pytest.mark.model
+@pytest.mark.slow
 def test_browser_talks_to_the_agent_hears_it_and_resets(tmp_path, user_wav):
     chromium = need_browser()
     from playwright.sync_api import sync_playwright
@@ -178,6 +181,8 @@ def test_browser_talks_to_the_agent_hears_it_and_resets(tmp_path, user_wav):
     assert not [line for line in launcher.lines if "restarting" in line or "exited with" in line], launcher.lines
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_browser_without_a_microphone_says_so_typing_works_and_a_restart_shows(tmp_path):
     chromium = need_browser()
     from playwright.sync_api import sync_playwright

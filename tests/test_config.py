@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import stat
 import subprocess
 import sys
 
@@ -14,7 +12,8 @@ import pytest
 import yaml
 
 from rtchat import configs
-from rtchat.configs import ConfigError, dump, load, write_atomic
+from rtchat.common.files import write_atomic
+from rtchat.configs import ConfigError, dump, load
 from rtchat.configs import cli as config_cli
 from rtchat.configs.devices import place
 from rtchat.configs.schema import Config
@@ -339,14 +338,3 @@ def test_text_fields_take_override_values_as_written():
 def test_non_finite_numbers_are_refused():
     with pytest.raises(ConfigError, match="agent.interval_s: expected a finite number"):
         load("cpu", ["agent.interval_s=.inf"])
-
-
-def test_atomic_write_replaces_the_file_with_the_usual_mode(tmp_path):
-    target = tmp_path / "out" / "config.yaml"
-    write_atomic(target, "a: 1\n")
-    write_atomic(target, "a: 2\n")
-    assert target.read_text() == "a: 2\n"
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
-    assert [p.name for p in target.parent.iterdir()] == ["config.yaml"]

@@ -20,6 +20,7 @@ from rtchat.nodes.agent.decoding import (
     Runner,
     TokenBans,
     Typical,
+    branch_mask,
     common_prefix,
     decode,
     top_p_on_candidates,
@@ -255,3 +256,13 @@ def test_decoding_stops_at_eos_and_at_the_stop_rule(llama):
         assert decode(runner, Greedy(), torch.Generator(), 10, frozenset({first})) == [first]
         runner.sync(PROMPT)
         assert len(decode(runner, Greedy(), torch.Generator(), 10, frozenset(), NO_EOS, stop=lambda t: True)) == 1
+
+
+def test_branch_mask_lets_each_branch_see_its_context_and_its_own_earlier_tokens():
+    visible = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)  # branch a: 2 tokens after 2; b: 1 after 3
+    mask = branch_mask(visible, [2, 1], torch.float32)
+    seen = (mask[0, 0] == 0).int().tolist()
+    assert seen == [[1, 1, 0, 1, 0, 0],
+                    [1, 1, 0, 1, 1, 0],
+                    [1, 1, 1, 0, 0, 1]]
+    assert mask.shape == (1, 1, 3, 6) and mask.min() == torch.finfo(torch.float32).min

@@ -11,7 +11,8 @@ import torch
 from tiny_models import PREFIX, tiny_llama, tiny_llama_dir
 
 from rtchat.datasets.lines import parse_line
-from rtchat.evals.switch import EvalError, auc, evaluate, points, predict, predicted_switch, score
+from rtchat.evals.common import EvalError
+from rtchat.evals.switch import auc, evaluate, points, predict, predicted_switch, score
 
 LINE = PREFIX + " S1: how was it (0.3) the trip I mean (0.8) S2: great (0.4) really great S1: good"
 LINES = [

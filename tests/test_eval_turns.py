@@ -86,6 +86,8 @@ def test_smart_turn_v3_2_from_the_wheel_tells_a_question_from_a_fragment():
     assert model(said("what do you think")) > 0.5 > model(said("so i was thinking about the"))
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_the_command_compares_the_three_policies(tmp_path):
     out = tmp_path / "turns.json"
     r = subprocess.run([sys.executable, "-m", "rtchat.cli", "eval", "turns", "--json", str(out), "--quick"],

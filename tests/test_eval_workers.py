@@ -76,6 +76,7 @@ LINES = [
 ]
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_write_identical_csvs(tmp_path, bpe_tok):
     from rtchat.cli import main as cli
 
@@ -122,7 +123,8 @@ def test_bus_gets_progress_and_result_events(tmp_path, bpe_tok, real_bus):
     from rtchat.bus.clock import Clock
     from rtchat.bus.events import EvalProgress, EvalResult
     from rtchat.cli import main as cli
-    from rtchat.configs import dump, load, write_atomic
+    from rtchat.common.files import write_atomic
+    from rtchat.configs import dump, load
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -20,10 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def launch(tmp_path, *args: str, sigint_ignored: bool = False) -> subprocess.Popen:
+    # heartbeats every 1 s: a node is declared dead after 3 missed (3 s), which a healthy node on a
+    # busy 2-core machine does not come near (0.2 s, a 0.6 s deadline, restarted healthy nodes)
     return subprocess.Popen(
         [
             sys.executable, str(ROOT / "launcher.py"),
-            f"run.runs_dir={tmp_path}", "bus.heartbeat_interval_s=0.2", "launcher.nodes=[logger]", "launcher.ui=none",
+            f"run.runs_dir={tmp_path}", "bus.heartbeat_interval_s=1.0", "launcher.nodes=[logger]", "launcher.ui=none",
             *args,
         ],
         cwd=tmp_path,

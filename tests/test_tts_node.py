@@ -183,7 +183,7 @@ def test_espeak_engine_voices_and_speech():
 
 
 def test_a_bad_model_stops_the_node_with_the_reason(tmp_path):
-    from rtchat.bus.node import StartError
+    from rtchat.bus.core import StartError
     from rtchat.configs import load
     from rtchat.nodes.tts.node import make_core
 

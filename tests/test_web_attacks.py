@@ -457,6 +457,7 @@ def test_ten_thousand_fuzzed_frames_leave_the_server_up_the_holder_talking_and_m
     assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
 
 
+@pytest.mark.slow
 def test_the_holders_bad_frames_are_refused_and_its_good_ones_reach_the_bus_in_order(web, real_bus):  # noqa: F811
     spy = Spy(real_bus)
     frames = fuzz(seed=7, n=600, kills=False)

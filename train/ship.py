@@ -51,7 +51,7 @@ def ship(
         "weights_dtype": "float16",
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    write_sums(tmp)  # verified at every load (nodes/agent/lm.py)
+    write_sums(tmp)  # verified at every load (nodes/agent/loading.py)
     for path in (tmp, *tmp.iterdir()):  # mkdtemp makes a private folder; these are for everyone
         path.chmod(0o755 if path.is_dir() else 0o644)
     if dest.exists():

@@ -21,20 +21,20 @@ import math
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from rtchat.common.provenance import git_commit
+from rtchat.configs.models import EMBEDDED_BASE
 from rtchat.train.data import collate, data_files, read_lines, sha256_files, tokenize
 
 log = logging.getLogger(__name__)
 
 METHODS = ("full", "lora", "anchored")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
-EMBEDDED_BASE = "embedded-base"  # the converted SmolLM2 folder (nodes.agent.lm.embedded_model)
 
 
 class TrainError(RuntimeError):
@@ -190,7 +190,7 @@ def load_for_training(spec: str):
     """(model in fp32, tokenizer with pad = eos) for a hub id, a folder or embedded-base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rtchat.nodes.agent.lm import LoadError, embedded_model
+    from rtchat.nodes.agent.loading import LoadError, embedded_model
 
     source = spec
     if spec == EMBEDDED_BASE:
@@ -249,19 +249,6 @@ def compute_loss(model, anchor, batch: dict, cfg: TrainConfig) -> torch.Tensor:
         h, g = out.hidden_states[-1][:, :-1][keep].float(), ref.hidden_states[-1][:, :-1][keep].float()
         loss = loss + cfg.cosine_weight * (1 - F.cosine_similarity(h, g, dim=-1)).mean()
     return loss
-
-
-def git_commit() -> str:
-    """The commit of the code that trains (with -dirty when the tree has changes), or "unknown"."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=here, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if commit.returncode:
-        return "unknown"
-    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def _trainable_state(accelerator, model) -> dict:

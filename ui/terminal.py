@@ -8,6 +8,8 @@ Typing the word ``--reset`` starts a new conversation; ``--exit`` (or Ctrl-C) qu
     rtchat chat [--agent-name Ava --user-name Sam --summary "…" --agent-starts --opening "Hi!"]
     python launcher.py --ui terminal          (the same, with the profile's persona)
 
+(the ``chat`` command itself is ``rtchat/chat.py``: the launcher with this front-end.)
+
 In a voice session the user's recognised words (``asr.final``) appear on the user's lines too.
 
 Consumes: agent.say, agent.release, agent.pause, agent.cancel, asr.final, ctl.reset.
@@ -16,7 +18,6 @@ Produces: user.text, ctl.reset.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import termios
@@ -167,45 +168,6 @@ class TerminalFrontend:
             self.saved = None
         self.write("\n")
         self.client.close()
-
-
-def persona_overrides(args: argparse.Namespace) -> list[str]:
-    pairs = [
-        ("agent.user_name", args.user_name),
-        ("agent.user_age", args.user_age),
-        ("agent.user_sex", args.user_sex),
-        ("agent.agent_name", args.agent_name),
-        ("agent.agent_age", args.agent_age),
-        ("agent.agent_sex", args.agent_sex),
-        ("agent.summary", args.summary),
-        ("agent.opening_utterance", args.opening),
-    ]
-    out = [f"{k}={v}" for k, v in pairs if v is not None]
-    if args.agent_starts:
-        out.append("agent.agent_starts=true")
-    return out
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    from rtchat.launcher import configure as configure_run
-
-    configure_run(parser)
-    persona = parser.add_argument_group("persona (S1 is you, S2 the agent)")
-    for who in ("user", "agent"):
-        persona.add_argument(f"--{who}-name", metavar="NAME")
-        persona.add_argument(f"--{who}-age", metavar="AGE")
-        persona.add_argument(f"--{who}-sex", metavar="SEX", help="e.g. female, male, unknown")
-    persona.add_argument("--summary", metavar="TEXT", help='e.g. "S1 and S2 are talking about their weekend."')
-    persona.add_argument("--agent-starts", action="store_true", help="the agent speaks first")
-    persona.add_argument("--opening", metavar="TEXT", help="the agent's first words")
-
-
-def run(args: argparse.Namespace) -> int:
-    from rtchat.launcher import run as run_session
-
-    args.ui = "terminal"
-    args.overrides = list(args.overrides) + persona_overrides(args)
-    return run_session(args)
 
 
 def has_terminal() -> bool:

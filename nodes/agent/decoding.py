@@ -103,6 +103,30 @@ def new_cache(config):
     return cache
 
 
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The keyword the model's forward takes its KV cache by (renamed in transformers 5)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def branch_mask(visible: torch.Tensor, lengths: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """The additive attention mask (1, 1, k, n + k) for k new tokens run in one forward pass over
+    a cache of n entries as branches that do not see each other: ``visible`` (k, n, bool) says
+    which cache entries each new token sees; ``lengths`` cuts the k tokens into consecutive
+    branches, each token seeing the earlier tokens of its own branch and itself. 0 where seen,
+    the dtype's minimum elsewhere. (Contrastive candidates are k branches of one token; the evals
+    run inserted units and continuations at many points of a line as branches.) Pass positions
+    that continue each branch's context, and crop the k entries from the cache afterwards."""
+    k, n = visible.shape
+    mask = torch.full((1, 1, k, n + k), torch.finfo(dtype).min, dtype=dtype, device=visible.device)
+    mask[0, 0, :, :n].masked_fill_(visible, 0)
+    row = 0
+    for m in lengths:
+        own = torch.ones(m, m, dtype=torch.bool, device=visible.device).tril()
+        mask[0, 0, row : row + m, n + row : n + row + m].masked_fill_(own, 0)
+        row += m
+    return mask
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -116,8 +140,7 @@ class Runner:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+        self.cache_kw = cache_kwarg(model)
         self._dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         self._head = None  # the output layer once checked (see try_candidates); False: logits need more
@@ -172,7 +195,7 @@ class Runner:
         t0 = time.perf_counter_ns()
         input_ids = torch.tensor([tokens], device=self.device)
         out = self.model(
-            input_ids=input_ids, use_cache=True, output_hidden_states=True, logits_to_keep=1, **{self._cache_kw: self.cache}
+            input_ids=input_ids, use_cache=True, output_hidden_states=True, logits_to_keep=1, **{self.cache_kw: self.cache}
         )
         hidden = out.hidden_states[-1][0].float()
         self.hidden = hidden if not self.ids else torch.cat([self.hidden, hidden])
@@ -195,9 +218,7 @@ class Runner:
         output layer is a fifth of the weights)."""
         t0 = time.perf_counter_ns()
         n, k = len(self.ids), len(tokens)
-        mask = torch.full((1, 1, k, n + k), torch.finfo(self._dtype).min, dtype=self._dtype, device=self.device)
-        mask[..., :n] = 0
-        mask[0, 0, :, n:].fill_diagonal_(0)
+        mask = branch_mask(torch.ones(k, n, dtype=torch.bool, device=self.device), [1] * k, self._dtype)
         out = self.model(
             input_ids=tokens.view(1, k).to(self.device),
             attention_mask=mask,
@@ -205,7 +226,7 @@ class Runner:
             use_cache=True,
             output_hidden_states=True,
             logits_to_keep=self._no_logits if self._head else 0,
-            **{self._cache_kw: self.cache},
+            **{self.cache_kw: self.cache},
         )
         states = out.hidden_states[-1][0]
         if self._head is None:

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from rtchat.bus.node import StartError, node_main
+from rtchat.bus.core import StartError
+from rtchat.bus.node import node_main
 from rtchat.configs.schema import Config
 
 log = logging.getLogger(__name__)

@@ -74,16 +74,6 @@ def identities_of(cfg) -> dict[str, Identity]:
     }
 
 
-def clip_summary(summary: str, max_chars: int) -> tuple[str, str | None]:
-    """The summary on one line, cut at a word boundary to at most max_chars; and a warning if cut."""
-    text = _one_line(summary)
-    if len(text) <= max_chars:
-        return text, None
-    cut = text.rfind(" ", 0, max_chars + 1)
-    clipped = (text[:cut] if cut > 0 else text[:max_chars]).rstrip()
-    return clipped, f"summary cut from {len(text)} to {len(clipped)} characters (agent.max_summary_chars={max_chars})"
-
-
 # ---------------------------------------------------------------- text hygiene
 
 

@@ -39,6 +39,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rtchat.configs.devices import resolve_device
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.frames import SR_HZ
 from rtchat.nodes.asr.policy import RawWord
@@ -83,15 +84,6 @@ def compute_type(cfg: AsrConfig, device: str) -> str:
     return "int8" if device == "cpu" else "float16"
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` (when a node runs alone, without the launcher's placement) → cuda:0 or cpu."""
-    if device != "auto":
-        return device
-    from rtchat.configs.devices import auto_device, cuda_device_count
-
-    return auto_device("asr", cuda_device_count())
-
-
 def fit_frames(n_samples: int, margin_s: float, sr_hz: int = SR_HZ) -> int:
     """Mel frames the encoder sees for ``n_samples`` of audio under ``audio_ctx: fit``: the audio
     and ``margin_s`` after it, rounded up to whole seconds, at most the 30 s window. Every new
@@ -112,7 +104,7 @@ class FasterWhisper:
 
         self.language = cfg.language
         path = embedded_dir(cfg.model.removeprefix("embedded:")) if cfg.model.startswith("embedded:") else cfg.model
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device, "asr")
         kind, _, index = device.partition(":")
         try:
             self.model = WhisperModel(
@@ -160,7 +152,7 @@ class OpenAIWhisper:
         except ImportError as exc:
             raise LoadError("asr.backend openai-whisper needs the openai-whisper package: pip install openai-whisper") from exc
         self.whisper = whisper
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device, "asr")
         self.fp16 = device.startswith("cuda") and cfg.compute_type in ("auto", "float16")
         self.language = cfg.language
         if cfg.model.startswith("embedded:"):

@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import struct
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rtchat.common.files import replacing
 
 DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")  # CT2's DataType enum order
 BINARY_VERSION = 6
@@ -231,15 +231,8 @@ def convert(src: str | Path, out: str | Path) -> dict[str, int]:
     heads = alignment_heads_of(src)
     if heads:
         checkpoint["alignment_heads"] = heads
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(out) as tmp:
+        torch.save(checkpoint, tmp)
     return asdict(dims)
 
 

@@ -52,8 +52,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rtchat.bus.core import Core
 from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Event, Reset, VadEnd, VadStart, Word
-from rtchat.bus.node import Core
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.echo import EchoConfig, EchoFilter
 from rtchat.nodes.asr.frames import NS_PER_SAMPLE, SR_HZ, Chunk, FrameAssembler, samples_to_ns

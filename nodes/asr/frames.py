@@ -27,9 +27,9 @@ from typing import Literal
 
 import numpy as np
 
-SR_HZ = 16_000  # the recogniser's rate
+from rtchat.common.audio import SR_HZ, SUPPORTED_RATES_HZ  # noqa: F401 (the recogniser's rate; the rates it resamples)
+
 NS_PER_SAMPLE = 1_000_000_000 // SR_HZ  # 62_500: 16 kHz sample indices convert to ns exactly
-SUPPORTED_RATES_HZ = (8_000, 11_025, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
 CLIP_LEVEL = 32_767 / 32_768  # int16 full scale; a float sample this loud counts as clipped
 
 SampleFormat = Literal["int16", "float32"]

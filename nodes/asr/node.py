@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from rtchat.bus.node import Core, StartError, node_main
+from rtchat.bus.core import Core, StartError
+from rtchat.bus.node import node_main
 from rtchat.configs.schema import Config
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def resume_from_log(core, log_path: Path, now_ns: int) -> Core | None:
 
 
 def make_core(cfg: Config, run_dir: Path, progress):
-    from rtchat.nodes.asr.backends import LoadError, load_transcriber, resolve_device
+    from rtchat.configs.devices import resolve_device
+    from rtchat.nodes.asr.backends import LoadError, load_transcriber
     from rtchat.nodes.asr.core import AsrCore
     from rtchat.nodes.asr.vad import load_silero
 
@@ -77,7 +79,7 @@ def make_core(cfg: Config, run_dir: Path, progress):
     except Exception as exc:  # missing package or onnxruntime: the node cannot work without it
         raise StartError(f"cannot load the Silero VAD (pip install silero-vad onnxruntime): {exc}") from exc
     core = AsrCore(cfg.asr, transcribe, vad_model)
-    core.device = resolve_device(cfg.asr.device)
+    core.device = resolve_device(cfg.asr.device, "asr")
     return core
 
 

@@ -35,6 +35,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
+from rtchat.bus.core import Core, serve
 from rtchat.bus.events import (
     AsrFinal,
     AsrPartial,
@@ -48,7 +49,6 @@ from rtchat.bus.events import (
     VadStart,
     Word,
 )
-from rtchat.bus.node import Core, serve
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.frames import SR_HZ, samples_to_ns
 

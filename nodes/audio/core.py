@@ -56,8 +56,8 @@ from typing import Protocol
 import numpy as np
 import soxr
 
+from rtchat.bus.core import Core
 from rtchat.bus.events import AgentCancel, AudioEof, AudioIn, AudioPlayed, Event, Live, NodeReady, Reset, TtsAudio
-from rtchat.bus.node import Core
 from rtchat.configs.schema import AudioConfig
 from rtchat.nodes.audio.resume import AudioState, Resume
 from rtchat.nodes.audio.wavio import SessionRecorder, resample, to_int16

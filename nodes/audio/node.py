@@ -36,7 +36,8 @@ import sys
 from pathlib import Path
 
 from rtchat.bus.clock import Clock
-from rtchat.bus.node import StartError, node_main
+from rtchat.bus.core import StartError
+from rtchat.bus.node import node_main
 from rtchat.configs.schema import Config
 
 log = logging.getLogger(__name__)

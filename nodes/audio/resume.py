@@ -30,7 +30,7 @@ from pathlib import Path
 
 from rtchat.bus.eventlog import LOG_FILE_NAME, LogError, read_messages_since
 from rtchat.bus.events import AudioIn
-from rtchat.configs import write_atomic
+from rtchat.common.files import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from rtchat.configs.devices import resolve_device
 from rtchat.configs.schema import TtsConfig
 from rtchat.nodes.tts.backend import TtsLoadError
-from rtchat.nodes.tts.hf import load_failed, model_source, place, resolve_device, sentences, to_int16, with_voice
+from rtchat.nodes.tts.hf import load_failed, model_source, place, sentences, to_int16, with_voice
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def load(cfg: TtsConfig) -> BarkEngine:
     """The Bark checkpoint ``cfg.model`` names on ``cfg.device`` (fp16 on a GPU) with ``cfg.voice``;
     TtsLoadError saying what failed and what to do."""
     source = model_source(cfg.model, DEFAULT_MODEL, "Bark")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "tts")
     try:
         import torch
         from transformers import BarkModel, BarkProcessor

@@ -40,6 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rtchat.bus.core import Core
 from rtchat.bus.events import (
     AgentCancel,
     AgentPause,
@@ -52,7 +53,6 @@ from rtchat.bus.events import (
     Reset,
     TtsAudio,
 )
-from rtchat.bus.node import Core
 from rtchat.configs.schema import TtsConfig
 from rtchat.nodes.tts.backend import TtsBackend
 from rtchat.nodes.tts.sanitize import Piece, Silence, Speech, normalise, split

@@ -26,9 +26,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from rtchat.configs.devices import resolve_device
 from rtchat.configs.schema import TtsConfig
 from rtchat.nodes.tts.backend import TtsLoadError
-from rtchat.nodes.tts.hf import load_failed, model_source, place, resolve_device, sentences, to_int16, with_voice
+from rtchat.nodes.tts.hf import load_failed, model_source, place, sentences, to_int16, with_voice
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def load(cfg: TtsConfig) -> FastSpeech2Engine:
     if importlib.util.find_spec("g2p_en") is None:
         raise TtsLoadError(f"the FastSpeech2 tokenizer needs the g2p_en package: pip install g2p_en; then {NLTK_HINT}; "
                            "or use tts.backend=piper")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "tts")
     try:
         from transformers import FastSpeech2ConformerTokenizer, FastSpeech2ConformerWithHifiGan
 

@@ -69,15 +69,6 @@ def with_voice(engine, voice: str):
     return engine
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` (the node alone, without the launcher's placement) → cuda:0 where there is a GPU, else cpu."""
-    if device != "auto":
-        return device
-    from rtchat.configs.devices import auto_device, cuda_device_count
-
-    return auto_device("tts", cuda_device_count())
-
-
 def to_int16(wav: np.ndarray) -> np.ndarray:
     """Float audio in [-1, 1] (anything outside is clipped) → int16 at full scale."""
     wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)

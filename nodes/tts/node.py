@@ -21,21 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-from rtchat.bus.node import StartError, node_main
+from rtchat.bus.core import StartError
+from rtchat.bus.node import node_main
+from rtchat.configs.devices import resolve_device
 from rtchat.configs.schema import Config
 
 CPU_ENGINES = ("piper", "espeak")  # run on the CPU whatever tts.device says
 
 
-def resolve_device(backend: str, device: str) -> str:
-    """Where the engine runs: the CPU for piper and espeak; ``auto`` → cuda:0 or cpu otherwise."""
-    if backend in CPU_ENGINES:
-        return "cpu"
-    if device != "auto":
-        return device
-    from rtchat.configs.devices import auto_device, cuda_device_count
-
-    return auto_device("tts", cuda_device_count())
+def engine_device(backend: str, device: str) -> str:
+    """Where the engine runs: the CPU for piper and espeak, else the configured device resolved."""
+    return "cpu" if backend in CPU_ENGINES else resolve_device(device, "tts")
 
 
 def make_core(cfg: Config, run_dir: Path, progress):
@@ -49,7 +45,7 @@ def make_core(cfg: Config, run_dir: Path, progress):
     except TtsLoadError as exc:
         raise StartError(str(exc)) from exc
     core = TtsCore(cfg.tts, engine, timer=time.perf_counter_ns)
-    core.device = getattr(engine, "device", None) or resolve_device(cfg.tts.backend, cfg.tts.device)
+    core.device = getattr(engine, "device", None) or engine_device(cfg.tts.backend, cfg.tts.device)
     return core
 
 

@@ -33,7 +33,7 @@ from fastapi import Request, WebSocket
 from rtchat.bus.clock import Clock
 from rtchat.bus.events import ConfigChange, Reset, UserText
 from rtchat.configs.schema import Config
-from rtchat.nodes.agent.transcript import clip_summary
+from rtchat.datasets.lines import clip_summary
 from rtchat.ui.web.bridge import MAX_BACKLOG, Bridge
 from rtchat.ui.web.net import SameOrigin, foreign, listen_socket
 from rtchat.ui.web.protocol import (
@@ -53,7 +53,7 @@ from rtchat.ui.web.protocol import (
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-log = logging.getLogger("rtchat.web")
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 RESET_MIN_GAP_NS = 250_000_000  # faster resets are refused (and the page told)
@@ -91,29 +91,6 @@ COUNTERS = (
     "dropped_in",  # frames not sent to the bus: its backlog was full (bridge.MAX_BACKLOG)
 )
 BAD_FRAMES = ("bad_text", "bad_audio", "closed_too_big", "closed_bad_frame")
-
-
-def voices(cfg: Config) -> list[str]:
-    """The TTS engine's voices as ``tts.voice`` accepts them ("" = the engine's default)."""
-    tts = cfg.tts
-    try:
-        if tts.backend == "piper":
-            from rtchat.nodes.tts.piper import voice_paths
-
-            conf = json.loads(voice_paths(tts.model)[1].read_text())
-            speakers = conf.get("speaker_id_map") or {}
-            return sorted(speakers, key=speakers.get) if conf.get("num_speakers", 1) > 1 else [""]
-        if tts.backend == "bark":
-            from rtchat.nodes.tts.bark import VOICES
-
-            return ["", *VOICES]
-        if tts.backend == "espeak":
-            from rtchat.nodes.tts.espeak import voices as espeak_voices
-
-            return ["", *espeak_voices()]
-    except Exception as exc:  # the list is a convenience; the TTS node validates
-        log.warning("cannot list the %s voices: %s", tts.backend, exc)
-    return [""] + ([tts.voice] if tts.voice else [])
 
 
 class Conn:
@@ -158,7 +135,9 @@ def notice(text: str) -> str:
 class WebApp:
     """The server: the bridge, who holds the conversation, and the FastAPI + Gradio app."""
 
-    def __init__(self, cfg: Config, clock: Clock, say=None):
+    def __init__(self, cfg: Config, clock: Clock, say=None, voices: list[str] | None = None):
+        """``voices``: what the page offers for ``tts.voice`` ("" = the engine's default), listed
+        by the TTS package for the launcher; without it, the default and the configured voice."""
         self.cfg = cfg
         self.clock = clock
         self.say = say or (lambda line: print(f"[rtchat] {line}", file=sys.stderr, flush=True))
@@ -167,7 +146,7 @@ class WebApp:
         self.conns: set[Conn] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.settings = self._initial_settings()
-        self.voices = voices(cfg)
+        self.voices = list(voices) if voices is not None else [""] + ([cfg.tts.voice] if cfg.tts.voice else [])
         self.last_reset_ns = 0
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.bridge = Bridge(cfg.bus, cfg.run.id, clock, self._send, stats=self.stats)
@@ -485,8 +464,8 @@ def parse_auth(auth: str):
 class WebFrontend:
     """The launcher's front-end object: the web server and its bridge run on their own threads."""
 
-    def __init__(self, cfg: Config, clock: Clock):
-        self.web = WebApp(cfg, clock)
+    def __init__(self, cfg: Config, clock: Clock, voices: list[str] | None = None):
+        self.web = WebApp(cfg, clock, voices=voices)
         self.failed = False
 
     def start(self) -> None:

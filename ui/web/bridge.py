@@ -30,7 +30,7 @@ from rtchat.bus.wire import WireError
 from rtchat.configs.schema import BusConfig
 from rtchat.ui.web.state import PageState
 
-log = logging.getLogger("rtchat.web")
+log = logging.getLogger(__name__)
 
 TOPICS = ("agent.", "asr.", "vad.", "user.text", "audio.played", "tts.audio", "node.heartbeat", "node.restarted")
 AUDIO_HEADER = struct.Struct("<4sIIIIB3x")  # magic, turn, gen, chunk, sr_hz, last  (then int16 LE PCM)

@@ -12,9 +12,9 @@ import json
 import math
 import struct
 
-from rtchat.bus.schema import SchemaError, converter, describe, to_plain
+from rtchat.common.audio import SUPPORTED_RATES_HZ as MIC_RATES_HZ  # the rates the recogniser takes
+from rtchat.common.schema import SchemaError, converter, describe, to_plain
 from rtchat.configs.schema import Config
-from rtchat.nodes.asr.frames import SUPPORTED_RATES_HZ as MIC_RATES_HZ  # the rates the recogniser takes
 
 # the largest message a page sends is a text message of MAX_TEXT_CHARS or a setting with a long
 # summary (a 10,000-character one is about 10 KB; 4 bytes a character at worst); the WebSocket

@@ -1,0 +1,1 @@
+"""The bus: wire format, event catalogue, proxy, client, node runtime, event log, replay."""

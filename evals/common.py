@@ -1,0 +1,89 @@
+"""What the evaluations over transcript lines share (``rtchat eval switch``, ``ppl``, ``pred``,
+``all``): the error they report, the models they take by name (embedded-base, embedded, a
+folder, a hub id, an adapter folder), their common options, and the run that loads data and
+model, evaluates and writes the JSON report with its provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from rtchat.configs.models import EMBEDDED, EMBEDDED_BASE
+
+
+class EvalError(RuntimeError):
+    """The evaluation cannot run; the message says what was wrong and how to fix it."""
+
+
+def resolve_model(spec: str, device: str = "auto"):
+    """(model, tokenizer) in eval mode on ``device`` (auto: where the agent would run): embedded-base,
+    embedded (base + the project's adapter), a folder, a hub id, or a peft adapter folder (its
+    base is loaded, the adapter merged)."""
+    import torch
+
+    from rtchat.configs.devices import resolve_device
+    from rtchat.configs.models import agent_adapter_dir
+    from rtchat.nodes.agent.loading import LoadError, load_model, resolve_dtype
+
+    device = resolve_device(device, "agent")
+    dtype = resolve_dtype("auto", device) if device != "cpu" else torch.float32
+    base, adapter = spec, ""
+    if spec == EMBEDDED_BASE:
+        base = "embedded:smollm2-135m"
+    elif spec == EMBEDDED:
+        adapter_dir = agent_adapter_dir()
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise EvalError(f"model 'embedded': no project adapter at {adapter_dir}; make one with "
+                            f"'rtchat train --model embedded-base --method lora --data DATA --out {adapter_dir}', "
+                            "or use --model embedded-base")
+        base, adapter = "embedded:smollm2-135m", str(adapter_dir)
+    elif (Path(spec).expanduser() / "adapter_config.json").is_file():
+        adapter = str(Path(spec).expanduser())
+        base = json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    try:
+        model, tok = load_model(base, adapter, device, dtype)
+    except LoadError as exc:
+        raise EvalError(str(exc)) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def configure_common(parser: argparse.ArgumentParser) -> None:
+    """The options every ``rtchat eval`` over transcript lines takes (switch, ppl)."""
+    parser.add_argument("--model", required=True,
+                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
+    parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
+    parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
+    parser.add_argument("--json", required=True, help="write the report here")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--max-length", type=int, default=512,
+                        help="tokens per line, cut from the left as in training; points in the cut part are not "
+                             "scored (default 512)")
+
+
+def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[str, ...]) -> int:
+    """Load data and model, evaluate, write the JSON report (with model, seed, data hash and
+    config) atomically and print the headline figures; 1 with a message on bad data/model."""
+    from rtchat.common.files import write_atomic
+    from rtchat.train.data import DataError, data_files, read_lines, sha256_files
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        files = data_files(args.data)
+        lines = read_lines(files)
+        model, tok = resolve_model(args.model)
+        report = evaluate_fn(model, tok, lines, args.num_examples, args.seed, args.max_length)
+    except (DataError, EvalError) as exc:
+        print(f"rtchat eval {name}: {exc}")
+        return 1
+    digest = sha256_files(files)
+    report |= {"model": args.model, "seed": args.seed, "data_sha256": digest}
+    report["config"] = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
+    report["config"]["data_sha256"] = digest
+    write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in headline}))
+    return 0

@@ -1,0 +1,262 @@
+"""The agent's decision cycle and what it says: a part of ``AgentCore`` (core.py).
+
+The cycle (reference §6). The history is trimmed (§4.6). Then:
+- user's floor, lookahead on (§8): a kept prediction (cosine similarity of the predicted and the
+  actual completion ≥ ``similarity_threshold``; −1 with no usable embedding, 1 with nothing new)
+  is probed with one token; otherwise a new one is made and, if it predicts an agent reply, its
+  chunks go out as ``agent.prerender``. A switch (empty completion, or a probe returning " S")
+  to the agent releases the reply: ``agent.release`` (decision ``switch``). Else ``listen``.
+- user's floor, lookahead off: 7 tokens are generated; they count only if they start with
+  ``S2:`` (``switch``, ``agent.say``); otherwise they are discarded (``listen``).
+- agent's floor: the opening utterance, else the next cached chunk(s) (``agent.release``), else
+  7 generated tokens: words → ``agent.say`` (``continue``); ``S2:`` → a new agent utterance;
+  ``S1`` (8b), another tag, or nothing → the agent holds the floor silently: the trailing pause
+  grows by ``interval_s`` and ``agent.pause(interval)`` goes out (``wait``).
+The agent never yields by prediction; the floor passes to the user only when user words arrive.
+Generating stops as soon as the tokens so far settle the decision (``S1`` on the agent's floor,
+anything but the start of ``S2:`` on the user's, the speaker after the pauses at a barge-in):
+the decision is the one the full generation gives, and a silent cycle costs two tokens, not 7.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rtchat.bus.clock import s
+from rtchat.bus.events import AgentPause, AgentPrerender, AgentRelease, AgentSay, Event
+from rtchat.nodes.agent.lookahead import Prediction
+from rtchat.nodes.agent.playback import Playback
+from rtchat.nodes.agent.transcript import (
+    AGENT,
+    END_PAUSE_RE,
+    LEADING_PAUSE_RE,
+    NS_PER_TENTH,
+    PAUSE_RE,
+    TAG_START_RE,
+    agent_says_nothing,
+    canonical_pauses,
+    clean_output,
+    cut_after_first,
+    cut_output,
+    drop_incomplete_pause,
+    ends_in_incomplete_pause,
+    first_pause_tenths,
+    join_fragment,
+    no_switch_to_agent,
+    parse_response,
+    parse_turn,
+    pause_tenths,
+    strip_unfinished_pauses,
+)
+
+MAX_GENERATIONS = 3  # generate calls per cycle; an empty or unfinished result after these is silence
+
+
+class Cycle:
+    """The decision cycle and the speaking of ``AgentCore`` (module doc); the state is the core's."""
+
+    def _cycle_due(self) -> int:
+        interval = s(self.cfg.interval_s)
+        if self.t.speaker != AGENT:
+            interval = min(interval, s(self.cfg.listen_interval_s))
+        return self.last_cycle_ns + max(interval, self.agent_wait_ns)
+
+    def _cycle(self, now_ns: int) -> list[Event]:
+        self.counters["cycles"] += 1
+        self.last_cycle_ns = now_ns
+        self.agent_wait_ns = 0
+        self._trim()
+        if self.t.speaker == AGENT:
+            return self._agent_cycle()
+        if self.cfg.lookahead:
+            return self._lookahead_cycle()
+        return self._listen_cycle()
+
+    def _trim(self) -> None:
+        trimmed = self.t.trim(self.cfg.max_history_words, self.cfg.trim_to_words)
+        if trimmed is None:
+            return
+        self.counters["trims"] += 1
+        self._changed = True
+        self.look.follow_trim(*trimmed)
+
+    def _generate(self, context: str, settled: Callable[[str], bool] | None = None) -> str:
+        """§6 step 6, bounded: cut after the first complete pause; complete an unfinished one
+        (stop at ``)``); after MAX_GENERATIONS calls an empty or unfinished result is silence.
+        Generating stops early once ``settled(prediction so far)`` says the decision is known."""
+        text = ""
+        for _ in range(MAX_GENERATIONS):
+            done = None if settled is None else (lambda piece, before=text: settled(before + piece))
+            piece = self.model.generate(context + text, self.cfg.max_new_tokens, done).text
+            self.counters["generations"] += 1
+            if not piece.strip():
+                self.counters["empty_generations"] += 1
+            text += cut_after_first(piece, END_PAUSE_RE if text.strip() else PAUSE_RE)
+            if text.strip() and not ends_in_incomplete_pause(text):
+                return text
+        return drop_incomplete_pause(text)
+
+    def _agent_text(self, fragment: str) -> str:
+        """Model words as they may be written: one line, pauses canonical and capped; "" if empty."""
+        max_tenths = s(self.cfg.max_agent_pause_s) // NS_PER_TENTH
+        text = canonical_pauses(clean_output(fragment), self._interval_tenths, max_tenths, self.cfg.add_pause_token)
+        text = cut_output(strip_unfinished_pauses(text))
+        return "" if not text.strip() or TAG_START_RE.match(text.lstrip()) else text
+
+    def _listen_cycle(self) -> list[Event]:
+        """Lookahead off, user's floor: only a prediction starting with S2: counts (8a/8d)."""
+        prediction = self._generate(self.t.text, no_switch_to_agent)
+        speaker, words = parse_turn(prediction)
+        if speaker == AGENT:
+            text = self.opening or self._agent_text(words)
+            if text:
+                self.opening = None
+                self._switch()
+                return [self._say(text), self._cycle_event(prediction, "switch")]
+        return [self._cycle_event(prediction, "listen")]
+
+    def _lookahead_cycle(self) -> list[Event]:
+        """§8.3: keep or renew the prediction; switch when it says the agent speaks now."""
+        out: list[Event] = []
+        sim = self.look.similarity(self.t, self.model)
+        pred = self.look.prediction
+        if pred is not None and sim >= self.cfg.similarity_threshold:
+            self.counters["lookaheads_kept"] += 1
+            switch = self.model.next_is_turn_switch(self.t.text)
+            if switch and pred.speaker != AGENT:
+                # the probe says the turn ends now, but the kept prediction has the user go on (no
+                # reply to release): predict again. Without this, a prediction that the user keeps
+                # talking, kept while only the silence grows (similarity 1), left the agent mute.
+                self.counters["lookaheads_renewed"] += 1
+                pred = self._predict(out)
+                switch = pred.completion_tokens == 0
+        else:
+            pred = self._predict(out)
+            switch = pred.completion_tokens == 0
+        if switch and pred.speaker == AGENT:
+            spoken = self._reply()
+            if spoken:
+                return out + spoken + [self._cycle_event(pred.text, "switch")]
+            self.look.prediction = None
+        return out + [self._cycle_event(pred.text, "listen")]
+
+    def _predict(self, out: list[Event]) -> Prediction:
+        """A new lookahead; its agent reply, chunked, replaces the cache and is pre-rendered."""
+        self.counters["lookaheads"] += 1
+        la = self.model.lookahead(self.t.text, self.cfg.lookahead_max_tokens, self.cfg.response_max_tokens)
+        speaker, words = parse_response(la.response)
+        pred = Prediction(self.t.body, la.completion + la.response, la.completion_tokens, speaker, la.embedding)
+        reply = self._agent_text(words) if speaker == AGENT and not self.opening else ""  # an opening replaces it
+        chunks = self.look.predict(self.t, pred, reply, self.model, self.cfg.max_new_tokens)
+        if chunks:
+            self.counters["prerenders"] += 1
+            out.append(AgentPrerender(turn=self.turn, gen=self.gen, chunks=chunks))
+        return pred
+
+    def _reply(self) -> list[Event]:
+        """The agent's first words at a lookahead switch: opening, cached reply, or generated."""
+        if self.opening:
+            text, self.opening = self.opening, None
+            self.look.cache.clear()
+            self._switch()
+            return [self._say(text)]
+        if self.look.cache:
+            self._switch()
+            return [self._release()]
+        text, _ = self._continuation(self._generate(self.t.text + f" {AGENT}:"))
+        if not text:
+            return []
+        self._switch()
+        return [self._say(text)]
+
+    def _agent_cycle(self) -> list[Event]:
+        """The agent holds the floor: opening, cached chunks, or the model's next words (8a–c)."""
+        if self.opening:
+            text, self.opening = self.opening, None
+            return [self._say(text), self._cycle_event(text, "continue")]
+        if self.look.cache:
+            release = self._release()
+            return [release, self._cycle_event(release.text, "continue")]
+        prediction = self._generate(self.t.text, agent_says_nothing)
+        text, new_utterance = self._continuation(prediction)
+        if not text:
+            return self._wait(prediction)
+        if new_utterance:
+            self.t.open_turn(AGENT)
+        return [self._say(text), self._cycle_event(prediction, "continue")]
+
+    def _continuation(self, prediction: str) -> tuple[str, bool]:
+        """The agent's words in a prediction made while it speaks (8a/8c): words up to the next
+        tag; after a leading S2: (a new utterance of the agent, flag True); none after S1 (8b) or
+        any other tag."""
+        speaker, words = parse_turn(prediction)
+        if speaker is None:
+            return self._agent_text(cut_output(prediction)), False
+        return (self._agent_text(words), True) if speaker == AGENT else ("", False)
+
+    def _wait(self, prediction: str) -> list[Event]:
+        """8b: the agent holds the floor silently for one interval, written as a growing pause."""
+        interval = s(self.cfg.interval_s)
+        self._grow_pause(interval)
+        self.agent_wait_ns = interval
+        return [AgentPause(turn=self.turn, gen=self.gen, duration_ns=interval), self._cycle_event(prediction, "wait")]
+
+    # ---------------------------------------------------------------- speaking
+
+    def _switch(self) -> None:
+        """The floor passes to the agent (a new turn)."""
+        self.counters["switches"] += 1
+        self.turn += 1
+        self.playback = Playback()
+        self.look.prediction = None
+        self.look.prerendered = None
+        self.silence_ns = None
+        self.t.marks.clear()
+        self.t.open_turn(AGENT)
+        self.t.marks["turn"] = len(self.t.text) - len(f" {AGENT}:")
+
+    def _append_chunk(self, text: str, chunk: int) -> str:
+        """Append one output chunk; a pause it starts with merges into a pause the transcript
+        ends with (one growing pause, as the model was trained on). Returns the text as sent."""
+        text = join_fragment(self.t.text, text)
+        rest = text
+        lead = LEADING_PAUSE_RE.match(text)
+        if lead and self.t.trailing_pause(self._interval_tenths):
+            self._grow_pause(pause_tenths(lead.group(1), self._interval_tenths) * NS_PER_TENTH)
+            rest = text[lead.end() :]
+        self.t.marks[("chunk", chunk)] = len(self.t.text)
+        self.t.append(rest)
+        self.playback.sent(chunk, bool(PAUSE_RE.sub("", text).strip()))
+        self._changed = True
+        return text
+
+    def _after_output(self, text: str) -> None:
+        """The next cycle waits for the first pause the agent wrote (capped)."""
+        tenths = first_pause_tenths(text, self._interval_tenths)
+        if tenths is not None:
+            self.agent_wait_ns = min(tenths * NS_PER_TENTH, s(self.cfg.max_agent_pause_s))
+
+    def _say(self, text: str) -> AgentSay:
+        chunk = self.playback.next_chunk
+        self.playback.next_chunk += 1
+        text = self._append_chunk(text, chunk)
+        self._after_output(text)
+        self.counters["says"] += 1
+        return AgentSay(turn=self.turn, gen=self.gen, text=text, chunk=chunk)
+
+    def _release(self) -> AgentRelease:
+        """Cached chunks up to the first one that does not end inside a pause (§6 step 6)."""
+        first = self.playback.next_chunk
+        parts = []
+        while self.look.cache:
+            parts.append(self._append_chunk(self.look.cache.popleft(), self.playback.next_chunk))
+            self.playback.next_chunk += 1
+            if not ends_in_incomplete_pause(self.t.text):
+                break
+        if ends_in_incomplete_pause(self.t.text):  # a malformed cache: never leave a pause open
+            self.t.text = drop_incomplete_pause(self.t.text)
+            parts[-1] = drop_incomplete_pause(parts[-1])
+        text = "".join(parts)
+        self._after_output(text)
+        self.counters["releases"] += 1
+        return AgentRelease(turn=self.turn, gen=self.gen, n_chunks=len(parts), text=text, chunk=first)
