@@ -46,11 +46,12 @@ import functools
 import json
 import logging
 import random
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from rtchat.common.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +199,13 @@ def latencies(events: list[tuple[int, object]], duration_s: float, silence_ms: f
             pending = None
     first = [(t - w.end_ns) / 1e6 for t, w in commits if w.end_ns < 60e9]
     last = [(t - w.end_ns) / 1e6 for t, w in commits if w.end_ns >= (duration_s - 60) * 1e9]
-    q = statistics.quantiles(commit_ms, n=10) if len(commit_ms) >= 2 else [float("nan")] * 9
     vad_end = [(t - ev.audio_ns) / 1e6 - silence_ms for t, ev in events if isinstance(ev, VadEnd)]
     return {
-        "commit_p50_ms": statistics.median(commit_ms) if commit_ms else None,
-        "commit_p90_ms": q[8] if commit_ms else None,
-        "partial_p50_ms": statistics.median(first_partial) if first_partial else None,
-        "vad_end_p50_ms": statistics.median(vad_end) if vad_end else None,
-        "drift_ratio": (statistics.median(last) / statistics.median(first))
+        "commit_p50_ms": percentile(commit_ms, 0.5, ndigits=None),
+        "commit_p90_ms": percentile(commit_ms, 0.9, ndigits=None),
+        "partial_p50_ms": percentile(first_partial, 0.5, ndigits=None),
+        "vad_end_p50_ms": percentile(vad_end, 0.5, ndigits=None),
+        "drift_ratio": (percentile(last, 0.5, ndigits=None) / percentile(first, 0.5, ndigits=None))
         if duration_s >= 120 and first and last else None,
         "committed_words": len(commits),
         "utterances": len(first_partial),
