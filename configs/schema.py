@@ -109,8 +109,8 @@ class AgentConfig:
     model: str = "embedded:smollm2-135m"  # hub id, local folder, a .gguf file, or embedded:NAME
     adapter: str = ""  # LoRA adapter (hub id or folder; "embedded" = the project's), empty = none
     device: str = "auto"  # cpu | cuda:N | auto
-    # auto = float32 on cpu, float16 on cuda; int8 = int8 linear weights (CPU only, ~1.4x faster decoding)
-    dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
+    # auto = float32 on cpu, float16 on cuda; int8 / int4 = quantised linear weights (CPU only; nodes/agent/quant.py)
+    dtype: Literal["auto", "float32", "float16", "bfloat16", "int8", "int4"] = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     seed: int = 0  # seeds sampling; the same seed and inputs give the same words
     # the conversation
@@ -127,6 +127,7 @@ class AgentConfig:
     # timing
     interval_s: float = 0.8  # decision interval while the agent speaks
     listen_interval_s: float = 0.4  # decision interval while the agent listens (min with interval_s)
+    switch_threshold: float = 0.5  # the agent takes the turn when P(its tag comes next) reaches this
     user_pause_step_s: float = 0.1  # user silence is written in steps of this
     max_agent_pause_s: float = 10.0  # cap on the wait after a pause the agent wrote
     max_history_words: int = 100  # transcript words kept after the prefix (trimmed at a speaker tag)
@@ -164,6 +165,7 @@ class AgentConfig:
         _check(0 <= self.top_p <= 1, "agent.top_p", f"got {self.top_p}; allowed: 0 … 1")
         _check(0 < self.typical_p <= 1, "agent.typical_p", f"got {self.typical_p}; allowed: > 0 … 1")
         _check(-1 <= self.similarity_threshold <= 1, "agent.similarity_threshold", "allowed: -1 … 1")
+        _check(0 < self.switch_threshold <= 1, "agent.switch_threshold", f"got {self.switch_threshold}; allowed: > 0 … 1")
         _check(
             0 <= self.min_penalty_alpha <= self.max_penalty_alpha <= 1,
             "agent.min_penalty_alpha",

@@ -36,7 +36,7 @@ from rtchat.bus.events import (
 from rtchat.configs.schema import AgentConfig
 from rtchat.nodes.agent.core import AgentCore
 from rtchat.nodes.agent.protocol import Generation, Lookahead
-from rtchat.nodes.agent.transcript import PAUSE_RE
+from rtchat.nodes.agent.transcript import PAUSE_RE, parse_turn
 
 # ---------------------------------------------------------------- models
 
@@ -86,7 +86,17 @@ class ScriptedModel:
         return self.defaults[kind]
 
     def generate(self, text, max_new_tokens, done=None):
-        out = settled_prefix(self._answer("generate", text), done)
+        tag = re.search(r" (S\d+:)$", text)
+        if tag and self._peek("generate", text) is None:
+            # the words after a tag the core wrote: the scripted answer for the text before it,
+            # from after that tag (as a model continues what it was given)
+            answer = self._answer("generate", text[: tag.start()])
+            speaker, words = parse_turn(answer)
+            if speaker == tag.group(1)[:-1]:
+                answer = words
+        else:
+            answer = self._answer("generate", text)
+        out = settled_prefix(answer, done)
         return Generation(text=out, n_tokens=len(out.split()))
 
     def lookahead(self, text, max_new_tokens, max_response_tokens):
@@ -97,8 +107,29 @@ class ScriptedModel:
         self.calls.append(("embed", continuation))
         return bag_of_words(continuation)
 
-    def next_is_turn_switch(self, text):
-        return self._answer("switch", text)
+    def next_speaker_prob(self, text, tag):
+        """A switch rule decides where one matches; else 1.0 where the scripted generation (lookahead
+        off) or lookahead (completion "", reply after the tag) has the tag come next, else 0.0."""
+        for pattern, answer in self.rules["switch"]:
+            if re.search(pattern, text):
+                self.calls.append(("switch", text))
+                return float(answer)
+        self.calls.append(("switch", text))
+        look = self._peek("lookahead", text)
+        if look is not None:
+            completion, response = look
+            return float(not completion.strip() and parse_turn(response)[0] == tag.strip()[:-1])
+        answer = self._peek("generate", text)
+        return float(parse_turn(self.defaults["generate"] if answer is None else answer)[0] == tag.strip()[:-1])
+
+    def _peek(self, kind: str, text: str):
+        """The answer the next call of this kind would get, without using it up; None: no rule matches."""
+        for pattern, answer in self.rules[kind]:
+            if re.search(pattern, text):
+                if isinstance(answer, list):
+                    return answer[min(self.used.get(id(answer), -1) + 1, len(answer) - 1)]
+                return answer
+        return None
 
     def split_tokens(self, text, n):
         words = text.split()
@@ -165,8 +196,8 @@ class ChaosModel(ScriptedModel):
     def embed_continuation(self, context, continuation):
         return np.array([self.rng.random() for _ in range(8)]) if self.rng.random() < 0.9 else None
 
-    def next_is_turn_switch(self, text):
-        return self.rng.random() < 0.3
+    def next_speaker_prob(self, text, tag):
+        return self.rng.random()
 
 
 # ---------------------------------------------------------------- the timeline driver
@@ -238,6 +269,7 @@ class Timeline:
 
     def run(self, until_s: float) -> Timeline:
         until = s(until_s)
+        stalled = None
         for _ in range(100_000):
             deadline = self.core.deadline_ns()
             t_in = self.queue[0][0] if self.queue else until + 1
@@ -251,7 +283,10 @@ class Timeline:
                 out = self.core.on_event(ev, t)
             else:
                 ev, out = None, self.core.on_tick(t)
-                assert self.core.deadline_ns() > t, "a tick left the core due at once (no progress)"
+                # a decision may leave one more tick due at once (a lookahead renewal), never two
+                again = self.core.deadline_ns() <= t
+                assert not (again and stalled == t), "two ticks left the core due at once (no progress)"
+                stalled = t if again else None
             self.now = t
             self.steps.append(Step(t, ev, out, before, self.core.floor))
             self._audio(t, out)

@@ -203,9 +203,9 @@ class InputSeededChaos(ChaosModel):
         self._reseed("embed", context, continuation)
         return super().embed_continuation(context, continuation)
 
-    def next_is_turn_switch(self, text):
+    def next_speaker_prob(self, text, tag):
         self._reseed("switch", text)
-        return super().next_is_turn_switch(text)
+        return super().next_speaker_prob(text, tag)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -261,13 +261,13 @@ def test_every_cycle_records_its_input_prediction_decision_and_timings():
         turn=0,
         gen=0,
         input_text="~hello there how are you *hello there how are you",
-        prediction=" (0.2)",
+        prediction="P(S2:)=0.000",
         decision="listen",
         timings_ns={"model": 1000},
         forwards={"model": 1},
     )
     assert (cycles[s(2.0)].input_text, cycles[s(2.4)].input_text) == ("~hello there how are", "")
-    assert (cycles[s(3.2)].prediction, cycles[s(3.2)].decision) == (" S2: I'm good, thanks. S1:", "switch")
+    assert (cycles[s(3.2)].prediction, cycles[s(3.2)].decision) == ("P(S2:)=1.000", "switch")
 
 
 def test_listening_cycles_every_0_4_s_discard_predictions_not_starting_with_s2():
@@ -367,9 +367,10 @@ def test_switch_with_lookahead_prerenders_and_releases_the_reply():
     ]
     releases = [e for _, e in tl.events if isinstance(e, AgentRelease)]
     assert [(r.turn, r.gen, r.chunk) for r in releases] == [(1, 0, 0), (1, 0, 1)]
-    # a new prediction at every cycle whose context was rewritten; at 3.2 the prediction made at
-    # 2.8 on "you (0.3)" is kept (only its pause grew) and a one-token probe says " S"
-    assert (model.count("lookahead"), model.count("switch"), model.count("embed")) == (7, 1, 1)
+    # every listening cycle is one probe; a new prediction after every cycle whose context was
+    # rewritten; at 3.2 the prediction made at 2.8 on "you (0.3)" is kept (only its pause grew)
+    # and the probe says the agent's tag comes next
+    assert (model.count("lookahead"), model.count("switch"), model.count("embed")) == (7, 8, 1)
 
 
 def test_lookahead_keeps_a_prediction_the_actual_words_confirm():
@@ -380,15 +381,15 @@ def test_lookahead_keeps_a_prediction_the_actual_words_confirm():
     assert tl.state_at(0.8) == " S1: (0.3) how are (0.2) you (0.1) S2: fine"
 
 
-def test_a_kept_prediction_that_the_user_goes_on_is_renewed_when_the_probe_says_the_turn_ends():
+def test_a_kept_prediction_without_a_reply_gets_one_generated_when_the_probe_says_the_turn_ends():
     # the prediction made on "so" has the user pause and go on (no reply); only silence follows,
-    # which the prediction matched (kept); once the probe sees " S" after the grown pause, a new
-    # prediction gives the reply, released at once
-    model = ScriptedModel(lookahead=[(r"so$", (" (0.2)", "")), (r"so \(\d\.\d\)$", ("", " S2: go on S"))],
-                          switch=[(r"so \((0\.[5-9]|1\.\d)\)$", True)])
+    # which the prediction matched (kept, no new lookahead); once the probe says the agent's tag
+    # comes next after the grown pause, the reply is generated after the tag and said at once
+    model = ScriptedModel(lookahead=[(r"so$", (" (0.2)", ""))], switch=[(r"so \((0\.[5-9]|1\.\d)\)$", True)],
+                          generate=[(r"so \(\d\.\d\)$", " S2: go on")])
     tl = Timeline(agent(model)).at(0.35, UserText(text="so")).run(1.3)
-    assert tl.story("prerender", "release", "cycle") == ["1.2 prerender [' go on']", "1.2 release 1 ' go on'", "1.2 cycle switch"]
-    assert tl.core.counters["lookaheads_renewed"] == 1 and model.count("lookahead") == 2 and model.count("switch") == 2
+    assert tl.story("prerender", "release", "say", "cycle") == ["0.8 say ' go on'", "0.8 cycle switch"]
+    assert model.count("lookahead") == 1 and model.count("switch") == 2 and tl.core.counters["lookaheads_kept"] == 1
 
 
 def test_a_rewrite_of_the_predicted_context_forces_a_new_prediction():
@@ -693,10 +694,19 @@ def test_empty_generations_terminate_and_count_as_silence():
 
 
 def test_empty_generations_while_listening_just_listen():
-    model = ScriptedModel(default_generate="")
+    model = ScriptedModel(default_generate="", switch=[(".", True)])  # the probe says switch; the reply is empty
     tl = Timeline(agent(model, lookahead=False)).run(1.0)
     assert tl.story("listen") == ["0.4 listen listen", "0.8 listen listen"]
     assert model.count("generate") == 2 * MAX_GENERATIONS
+
+
+def test_a_listening_cycle_generates_nothing_unless_the_probe_says_switch():
+    """Issue 19: deciding to listen costs one look at the probability, not generated tokens."""
+    model = ScriptedModel(default_generate=" S2: hi")
+    model.rules["switch"] = [(r"\(0\.[0-7]\)$", False)]  # the agent's tag is unlikely until 0.8 s of silence
+    tl = Timeline(agent(model, lookahead=False)).at(0.1, UserText(text="well")).run(1.3)
+    assert tl.story("say", "cycle") == ["1.2 say ' hi'", "1.2 cycle switch"]
+    assert model.count("generate") == 1 and model.count("switch") == 3
 
 
 @pytest.mark.parametrize(

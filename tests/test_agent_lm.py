@@ -15,13 +15,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from tiny_models import PREFIX, tiny_llama
+from tiny_models import PREFIX, TRANSCRIPTS, tiny_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from rtchat.configs.schema import AgentConfig, Config
+from rtchat.nodes.agent import decoding, loading, quant
 from rtchat.nodes.agent import lm as lm_module
-from rtchat.nodes.agent import loading
 from rtchat.nodes.agent.lm import AgentLM, CompletionAndResponse, load_lm
 from rtchat.nodes.agent.loading import LoadError, convert_once
 
@@ -29,17 +29,6 @@ from rtchat.nodes.agent.loading import LoadError, convert_once
 def agent(tok, decoding="greedy", model=None, **over) -> AgentLM:
     cfg = dataclasses.replace(AgentConfig(), decoding=decoding, device="cpu", **over)
     return AgentLM(model or tiny_llama(len(tok)), tok, cfg)
-
-
-TRANSCRIPTS = [  # append, rewrite the tail (a revised partial), a pause that grows, a turn switch
-    PREFIX + " S1: hello there how",
-    PREFIX + " S1: hello there how are you",
-    PREFIX + " S1: hello there what about",
-    PREFIX + " S1: hello there what about the weather (0.3)",
-    PREFIX + " S1: hello there what about the weather (0.4)",
-    PREFIX + " S1: hello there what about the weather (0.4) S2:",
-    PREFIX + " S1: hello there what about the weather (0.4) S2: sure maybe later",
-]
 
 
 # -------------------------------------------------------------------- the cache across calls
@@ -202,12 +191,25 @@ def test_completion_and_response_rule():
     assert [rule(t) for t in (9, 4, 9)] == [False, False, True]
 
 
-def test_next_is_turn_switch_is_one_step_of_the_decoding(scripted, bpe_tok):
-    lm, _ = scripted
-    lm.strategy = Scripted(ids_of(bpe_tok, " S2:"))
-    assert lm.next_is_turn_switch(TRANSCRIPTS[1])
-    lm.strategy = Scripted(ids_of(bpe_tok, " hello"))
-    assert not lm.next_is_turn_switch(TRANSCRIPTS[1])
+@pytest.mark.parametrize("fast", [True, False])
+def test_next_speaker_prob_is_the_tags_probability_from_one_forward_over_the_new_tokens(bpe_tok, fast):
+    """P(" S") after the transcript × P(the tag's second token | transcript + " S"), each from a
+    plain uncached forward pass; the probe runs one forward over the new tokens and the " S"
+    token, and leaves the cache holding exactly the transcript."""
+    lm = agent(bpe_tok, prevent_special_tokens=False)
+    lm.runner = decoding.Runner(lm.runner.model, fast=fast)
+    tag = ids_of(bpe_tok, " S2:")
+    for text in TRANSCRIPTS[:5]:  # grows, is rewritten, its pause grows
+        ids = bpe_tok(text)["input_ids"]
+        with torch.no_grad():
+            p_s = torch.softmax(lm.runner.model(torch.tensor([ids])).logits[0, -1], -1)[tag[0]]
+            p_2 = torch.softmax(lm.runner.model(torch.tensor([ids + tag[:1]])).logits[0, -1], -1)[tag[1]]
+        lm.forwards()
+        got = lm.next_speaker_prob(text, " S2:")
+        assert got == pytest.approx(float(p_s * p_2), rel=1e-4)
+        assert lm.runner.ids == ids and lm.forwards() == {"prefill": 1}
+    with pytest.raises(ValueError, match="turn-switch"):
+        lm.next_speaker_prob(TRANSCRIPTS[0], " hello")
 
 
 # -------------------------------------------------------------------- tokeniser quirks
@@ -323,10 +325,10 @@ def test_int8_linears_stay_close_to_float32_and_load_with_dtype_int8(tmp_path, b
     ids = torch.tensor([bpe_tok(TRANSCRIPTS[1])["input_ids"]])
     with torch.no_grad():
         want = model(ids).logits
-        loading.quantize_linears(model)
+        quant.quantize_linears(model)
         got = model(ids).logits  # prefill: the bf16 path; one token: the int8 kernel
         one = model(ids[:, :1]).logits
-    assert isinstance(model.lm_head, loading.Int8Linear)
+    assert isinstance(model.lm_head, quant.Int8Linear)
     assert float((got - want).abs().mean() / want.abs().mean()) < 0.08  # a wrong layer would be ~1
     assert float((got.argmax(-1) == want.argmax(-1)).float().mean()) > 0.8
     assert float((one[0, 0] - want[0, 0]).abs().mean() / want[0, 0].abs().mean()) < 0.08
@@ -341,12 +343,12 @@ def test_int8_prefill_matmuls_see_a_fixed_set_of_row_counts_and_give_the_rows_re
     made a long session's agent grow by ~1 MB per new length. Whatever the length, the bf16
     matmul must see only the fixed row counts, and each row must come out as a plain matmul's."""
     torch.manual_seed(0)
-    layer = loading.Int8Linear(torch.nn.Linear(64, 48, bias=True))
+    layer = quant.Int8Linear(torch.nn.Linear(64, 48, bias=True))
     x = torch.randn(400, 64)
     weight = layer.qweight.to(torch.bfloat16) * layer.scale[:, None]
     want = torch.nn.functional.linear(x.to(torch.bfloat16), weight).float() + layer.bias
     seen, linear = set(), torch.nn.functional.linear
-    monkeypatch.setattr(loading.F, "linear", lambda a, w: seen.add(a.shape[0]) or linear(a, w))
+    monkeypatch.setattr(quant.F, "linear", lambda a, w: seen.add(a.shape[0]) or linear(a, w))
     for n in [*range(17, 300, 7), 399, 400]:
         got = layer(x[:n].reshape(1, n, 64))
         assert got.shape == (1, n, 48)

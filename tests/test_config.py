@@ -137,7 +137,7 @@ def test_wrong_type_names_the_key_and_the_expected_type(override, expected):
 
 def test_bad_literal_choice_lists_the_choices():
     message = config_error(overrides=("agent.dtype=float64",))
-    assert message == "agent.dtype: got str 'float64'; allowed: 'auto', 'float32', 'float16', 'bfloat16', 'int8'"
+    assert message == "agent.dtype: got str 'float64'; allowed: 'auto', 'float32', 'float16', 'bfloat16', 'int8', 'int4'"
 
 
 def test_bad_ui_choice_lists_the_front_ends():

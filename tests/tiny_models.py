@@ -17,6 +17,17 @@ PREFIX = (
 )
 
 
+TRANSCRIPTS = [  # append, rewrite the tail (a revised partial), a pause that grows, a turn switch
+    PREFIX + " S1: hello there how",
+    PREFIX + " S1: hello there how are you",
+    PREFIX + " S1: hello there what about",
+    PREFIX + " S1: hello there what about the weather (0.3)",
+    PREFIX + " S1: hello there what about the weather (0.4)",
+    PREFIX + " S1: hello there what about the weather (0.4) S2:",
+    PREFIX + " S1: hello there what about the weather (0.4) S2: sure maybe later",
+]
+
+
 def corpus() -> list[str]:
     rng = random.Random(0)
     lines = []
@@ -61,12 +72,12 @@ def make_sp_tok():
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_llama(vocab: int, seed: int = 0, max_positions: int = 512) -> LlamaForCausalLM:
+def tiny_llama(vocab: int, seed: int = 0, max_positions: int = 512, hidden: int = 48) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=48,
-        intermediate_size=96,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -148,11 +148,18 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
             if self.t.speaker == USER and self.silence_ns is None:
                 self.silence_ns = self._silence_start(now_ns, self.spoken_until_ns)
         self._grow_user_pause(now_ns)
-        out = self._cycle(now_ns) if now_ns >= self._cycle_due() else []
+        if now_ns >= self._cycle_due():
+            out = self._cycle(now_ns)
+        elif self._renew_due:
+            out = self._renew()
+        else:
+            out = []
         return out + self._state()
 
     def deadline_ns(self) -> int:
         due = self._cycle_due()
+        if self._renew_due:
+            due = min(due, self.last_cycle_ns)  # at once, after what arrived meanwhile (cycle.py)
         if self.silence_ns is not None:
             due = min(due, self.silence_ns + s(self.cfg.user_pause_step_s))
         if self.vad_open:
@@ -206,6 +213,8 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
         self.look = Predictor()
         self.playback = Playback()
         self.last_cycle_ns = now_ns
+        self._renew_due = False  # a stale lookahead prediction to renew after the decision (cycle.py)
+        self.p_switch = 0.0  # the last listening decision's P(the agent's tag next)
         self.agent_wait_ns = 0
         self.silence_ns = now_ns if self.t.speaker == USER else None
         self._pause_memo: tuple[str, int] | None = None

@@ -1,21 +1,25 @@
 """The agent's decision cycle and what it says: a part of ``AgentCore`` (core.py).
 
 The cycle (reference §6). The history is trimmed (§4.6). Then:
-- user's floor, lookahead on (§8): a kept prediction (cosine similarity of the predicted and the
-  actual completion ≥ ``similarity_threshold``; −1 with no usable embedding, 1 with nothing new)
-  is probed with one token; otherwise a new one is made and, if it predicts an agent reply, its
-  chunks go out as ``agent.prerender``. A switch (empty completion, or a probe returning " S")
-  to the agent releases the reply: ``agent.release`` (decision ``switch``). Else ``listen``.
-- user's floor, lookahead off: 7 tokens are generated; they count only if they start with
-  ``S2:`` (``switch``, ``agent.say``); otherwise they are discarded (``listen``).
+- user's floor: the listening decision is one look at the model's probability that the agent's
+  tag comes next (``model.next_speaker_prob``: one forward pass over the words that are new, no
+  tokens generated). Below ``switch_threshold``: ``listen``. At or above it: ``switch`` — the
+  agent's reply goes out: the opening, else the cached lookahead reply while its prediction is
+  kept (``agent.release``), else words generated after the agent's tag (``agent.say``); none
+  (an empty reply) is ``listen``.
+- lookahead on (§8): while listening, a kept prediction (cosine similarity of the predicted and
+  the actual completion ≥ ``similarity_threshold``; −1 with no usable embedding, 1 with nothing
+  new) stays; a stale one is renewed right after the decision went out — a tick of its own
+  (``_renew_due``), so the decision never waits for the lookahead's tokens and words that
+  arrived meanwhile are read first. A renewed prediction that has the agent reply sends its
+  chunks as ``agent.prerender``.
 - agent's floor: the opening utterance, else the next cached chunk(s) (``agent.release``), else
   7 generated tokens: words → ``agent.say`` (``continue``); ``S2:`` → a new agent utterance;
   ``S1`` (8b), another tag, or nothing → the agent holds the floor silently: the trailing pause
   grows by ``interval_s`` and ``agent.pause(interval)`` goes out (``wait``).
 The agent never yields by prediction; the floor passes to the user only when user words arrive.
 Generating stops as soon as the tokens so far settle the decision (``S1`` on the agent's floor,
-anything but the start of ``S2:`` on the user's, the speaker after the pauses at a barge-in):
-the decision is the one the full generation gives, and a silent cycle costs two tokens, not 7.
+the speaker after the pauses at a barge-in): the decision is the one the full generation gives.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from rtchat.nodes.agent.transcript import (
     ends_in_incomplete_pause,
     first_pause_tenths,
     join_fragment,
-    no_switch_to_agent,
     parse_response,
     parse_turn,
     pause_tenths,
@@ -103,42 +106,50 @@ class Cycle:
         text = cut_output(strip_unfinished_pauses(text))
         return "" if not text.strip() or TAG_START_RE.match(text.lstrip()) else text
 
-    def _listen_cycle(self) -> list[Event]:
-        """Lookahead off, user's floor: only a prediction starting with S2: counts (8a/8d)."""
-        prediction = self._generate(self.t.text, no_switch_to_agent)
-        speaker, words = parse_turn(prediction)
-        if speaker == AGENT:
-            text = self.opening or self._agent_text(words)
-            if text:
-                self.opening = None
-                self._switch()
-                return [self._say(text), self._cycle_event(prediction, "switch")]
-        return [self._cycle_event(prediction, "listen")]
+    def _switch_now(self) -> bool:
+        """The listening decision: P(the agent's tag comes next) ≥ switch_threshold."""
+        self.counters["floor_probes"] += 1
+        self.p_switch = self.model.next_speaker_prob(self.t.text, f" {AGENT}:")
+        return self.p_switch >= self.cfg.switch_threshold
 
-    def _lookahead_cycle(self) -> list[Event]:
-        """§8.3: keep or renew the prediction; switch when it says the agent speaks now."""
-        out: list[Event] = []
-        sim = self.look.similarity(self.t, self.model)
-        pred = self.look.prediction
-        if pred is not None and sim >= self.cfg.similarity_threshold:
-            self.counters["lookaheads_kept"] += 1
-            switch = self.model.next_is_turn_switch(self.t.text)
-            if switch and pred.speaker != AGENT:
-                # the probe says the turn ends now, but the kept prediction has the user go on (no
-                # reply to release): predict again. Without this, a prediction that the user keeps
-                # talking, kept while only the silence grows (similarity 1), left the agent mute.
-                self.counters["lookaheads_renewed"] += 1
-                pred = self._predict(out)
-                switch = pred.completion_tokens == 0
-        else:
-            pred = self._predict(out)
-            switch = pred.completion_tokens == 0
-        if switch and pred.speaker == AGENT:
+    def _probed(self) -> str:
+        """What a listening cycle's ``agent.cycle`` records as its prediction: the probability it decided on."""
+        return f"P({AGENT}:)={self.p_switch:.3f}"
+
+    def _listen_cycle(self) -> list[Event]:
+        """Lookahead off, user's floor: words are generated only when the probe says switch."""
+        if self._switch_now():
             spoken = self._reply()
             if spoken:
-                return out + spoken + [self._cycle_event(pred.text, "switch")]
+                return spoken + [self._cycle_event(self._probed(), "switch")]
+        return [self._cycle_event(self._probed(), "listen")]
+
+    def _lookahead_cycle(self) -> list[Event]:
+        """§8.3 with the probe deciding: release the kept reply at a switch; renew a stale prediction after."""
+        pred = self.look.prediction
+        kept = pred is not None and self.look.similarity(self.t, self.model) >= self.cfg.similarity_threshold
+        if kept:
+            self.counters["lookaheads_kept"] += 1
+        elif self.look.cache:
+            self.look.cache.clear()  # a reply predicted for words the user did not say
+            self.counters["lookaheads_dropped"] += 1
+        if self._switch_now():
+            spoken = self._reply()
+            if spoken:
+                return spoken + [self._cycle_event(self._probed(), "switch")]
             self.look.prediction = None
-        return out + [self._cycle_event(pred.text, "listen")]
+            kept = False
+        self._renew_due = not kept
+        return [self._cycle_event(self._probed(), "listen")]
+
+    def _renew(self) -> list[Event]:
+        """The stale prediction's renewal, a tick after the decision that found it stale."""
+        self._renew_due = False
+        if self.t.speaker == AGENT or not self.cfg.lookahead:
+            return []
+        out: list[Event] = []
+        self._predict(out)
+        return out
 
     def _predict(self, out: list[Event]) -> Prediction:
         """A new lookahead; its agent reply, chunked, replaces the cache and is pre-rendered."""

@@ -38,6 +38,8 @@ from typing import Protocol
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from rtchat.nodes.agent.fastpath import FastLlama
+
 
 class GrowingLayer(DynamicLayer):
     """A KV cache layer whose keys and values are views into buffers with room to spare.
@@ -138,12 +140,15 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class Runner:
     """A causal LM and one KV cache over ``ids``; counts the tokens it runs and the time it takes."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, fast: bool = True):
         self.model = model
         self.cache_kw = cache_kwarg(model)
         self._dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         self._head = None  # the output layer once checked (see try_candidates); False: logits need more
+        self.fast = FastLlama(model) if fast and FastLlama.unsupported(model) is None else None  # fastpath.py
+        if self.fast is not None:
+            self._head = self.fast.head
         self._no_logits = torch.empty(0, dtype=torch.long, device=self.device)  # logits_to_keep: none
         if self.device.type == "cpu":
             # Candidates run with an attention mask, and transformers then repeats the key/value
@@ -179,6 +184,25 @@ class Runner:
     def feed(self, token: int) -> None:
         self._forward([token], "decode")
 
+    def peek(self, ids: Sequence[int], token: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits after ``ids``, logits after ``ids`` + [token]) with one forward pass over the
+        tokens not yet cached and ``token``; the cache then holds exactly ``ids`` again."""
+        if not ids:
+            raise ValueError("cannot run the model on an empty token sequence")
+        keep = common_prefix(self.ids, ids)
+        if keep == len(ids) == len(self.ids) and self.logits is not None:
+            new = [token]  # the logits after ids are known: run the extra token alone
+        else:
+            keep = min(keep, len(ids) - 1)
+            self.crop(keep)
+            new = [*ids[keep:], token]
+        before = self.logits
+        self._forward(new, "prefill", logits_rows=2)
+        after = self.logits
+        self.crop(len(ids))
+        self.logits = before if len(new) == 1 else self._peeked
+        return self.logits, after
+
     def crop(self, n: int) -> None:
         """Forget every token after the first n."""
         if n >= len(self.ids):
@@ -191,16 +215,26 @@ class Runner:
         self.hidden = self.hidden[:n]
         self.logits = None
 
-    def _forward(self, tokens: list[int], kind: str) -> None:
+    def _forward(self, tokens: list[int], kind: str, logits_rows: int = 1) -> None:
+        """Run tokens after the cache; ``logits`` = what follows the last; with logits_rows 2,
+        ``_peeked`` = what follows the one before it."""
         t0 = time.perf_counter_ns()
-        input_ids = torch.tensor([tokens], device=self.device)
-        out = self.model(
-            input_ids=input_ids, use_cache=True, output_hidden_states=True, logits_to_keep=1, **{self.cache_kw: self.cache}
-        )
-        hidden = out.hidden_states[-1][0].float()
+        rows = min(logits_rows, len(tokens))
+        if self.fast is not None:
+            n = len(self.ids)
+            positions = torch.arange(n, n + len(tokens))
+            hidden, logits = self.fast(torch.tensor(tokens), positions, self.cache, None, rows)
+        else:
+            input_ids = torch.tensor([tokens], device=self.device)
+            out = self.model(
+                input_ids=input_ids, use_cache=True, output_hidden_states=True, logits_to_keep=rows, **{self.cache_kw: self.cache}
+            )
+            hidden, logits = out.hidden_states[-1][0], out.logits[0]
+        hidden = hidden.float()
         self.hidden = hidden if not self.ids else torch.cat([self.hidden, hidden])
         self.ids.extend(tokens)
-        self.logits = out.logits[0, -1].float()
+        self.logits = logits[-1].float()
+        self._peeked = logits[-2].float() if rows > 1 else None
         self.tokens_run += len(tokens)
         self.n_forwards[kind] += 1
         self.elapsed_ns[kind] += time.perf_counter_ns() - t0
@@ -219,19 +253,23 @@ class Runner:
         t0 = time.perf_counter_ns()
         n, k = len(self.ids), len(tokens)
         mask = branch_mask(torch.ones(k, n, dtype=torch.bool, device=self.device), [1] * k, self._dtype)
-        out = self.model(
-            input_ids=tokens.view(1, k).to(self.device),
-            attention_mask=mask,
-            position_ids=torch.full((1, k), n, device=self.device),
-            use_cache=True,
-            output_hidden_states=True,
-            logits_to_keep=self._no_logits if self._head else 0,
-            **{self.cache_kw: self.cache},
-        )
-        states = out.hidden_states[-1][0]
-        if self._head is None:
-            self._head = self._check_head(states, out.logits[0])
-        self._candidates = (tokens.tolist(), states, None if self._head else out.logits[0])
+        if self.fast is not None:
+            states, _ = self.fast(tokens.view(k), torch.full((k,), n), self.cache, mask, 0)
+            self._candidates = (tokens.tolist(), states, None)
+        else:
+            out = self.model(
+                input_ids=tokens.view(1, k).to(self.device),
+                attention_mask=mask,
+                position_ids=torch.full((1, k), n, device=self.device),
+                use_cache=True,
+                output_hidden_states=True,
+                logits_to_keep=self._no_logits if self._head else 0,
+                **{self.cache_kw: self.cache},
+            )
+            states = out.hidden_states[-1][0]
+            if self._head is None:
+                self._head = self._check_head(states, out.logits[0])
+            self._candidates = (tokens.tolist(), states, None if self._head else out.logits[0])
         self.tokens_run += k
         self.n_forwards["decode"] += 1
         self.elapsed_ns["decode"] += time.perf_counter_ns() - t0

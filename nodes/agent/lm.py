@@ -31,8 +31,9 @@ import torch
 from rtchat.configs.devices import resolve_device
 from rtchat.configs.schema import AgentConfig
 from rtchat.nodes.agent import decoding
-from rtchat.nodes.agent.loading import LoadError, load_model, quantize_linears, resolve_dtype
+from rtchat.nodes.agent.loading import LoadError, load_model, resolve_dtype
 from rtchat.nodes.agent.protocol import Generation, Lookahead
+from rtchat.nodes.agent.quant import quantize_linears
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ def load_lm(cfg: AgentConfig) -> AgentLM:
     device = resolve_device(cfg.device, "agent")
     t0 = time.perf_counter()
     model, tok = load_model(cfg.model, cfg.adapter, device, resolve_dtype(cfg.dtype, device))
-    if cfg.dtype == "int8":
+    if cfg.dtype in ("int8", "int4"):
         if device != "cpu":
-            raise LoadError(f"{cfg.model}: dtype int8 is a CPU option; use float16 or bfloat16 on {device}")
-        quantize_linears(model)
+            raise LoadError(f"{cfg.model}: dtype {cfg.dtype} is a CPU option; use float16 or bfloat16 on {device}")
+        quantize_linears(model, cfg.dtype)
     log.info("loaded %s on %s (%s) in %.1f s", cfg.model, device, cfg.dtype, time.perf_counter() - t0)
     return AgentLM(model, tok, cfg, name=cfg.model)
 
@@ -188,9 +189,22 @@ class AgentLM:
         tokens, _ = self._decode(text, max_new_tokens, stop)
         return Generation(text=self.decode_text(tokens), n_tokens=len(tokens))
 
-    def next_is_turn_switch(self, text: str) -> bool:
-        tokens, _ = self._decode(text, 1)
-        return tokens[0] == self.s_id
+    def next_speaker_prob(self, text: str, tag: str) -> float:
+        """P(the next tokens are ``tag``'s first two, e.g. " S" "2") from one forward pass over
+        the new tokens and the " S" token (``Runner.peek``); eos, newlines and banned prefix
+        words are masked out as in generation. A one-token tag: P(" S")."""
+        tag_ids = encode_fragment(self.tok, tag)
+        if not tag_ids or tag_ids[0] != self.s_id:
+            raise ValueError(f"{tag!r} does not start with the turn-switch token {TURN_SWITCH!r}")
+        ids = self._prompt_ids(text, room=2)
+        with torch.inference_mode():
+            first, second = self.runner.peek(ids, self.s_id)
+            if self.bans:
+                first = self.bans.apply(first, ids)
+            p = float(torch.softmax(first, dim=-1)[self.s_id])
+            if len(tag_ids) > 1:
+                p *= float(torch.softmax(second, dim=-1)[tag_ids[1]])
+        return p
 
     def lookahead(self, text: str, max_new_tokens: int, max_response_tokens: int) -> Lookahead:
         stop = CompletionAndResponse(self.s_id, max_response_tokens)

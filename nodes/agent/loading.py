@@ -1,5 +1,5 @@
 """Loading the agent's language model: device dtype, the model cache, embedded and converted
-models, LoRA adapters merged once, checksums, and int8 weights for the CPU.
+models, LoRA adapters merged once, and checksums (int8/int4 weights for the CPU: quant.py).
 
 ``load_model(spec, adapter, device, dtype)`` returns (model, tokenizer) for a hub id, a local
 folder, a ``.gguf`` file, a LoRA adapter on top (merged into the weights, once, into the cache),
@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from rtchat.configs import models as model_paths
 from rtchat.configs.checksums import ChecksumError, verify_sums, write_sums
@@ -38,10 +37,10 @@ class LoadError(Exception):
 
 
 def resolve_dtype(dtype: str, device: str):
-    """auto = float32 on the CPU and float16 on CUDA; int8 = float32 with int8 linear weights (Int8Linear)."""
+    """auto = float32 on the CPU and float16 on CUDA; int8/int4 = float32 with quantised linear weights (quant.py)."""
     if dtype == "auto":
         return torch.float32 if device == "cpu" else torch.float16
-    if dtype == "int8":
+    if dtype in ("int8", "int4"):
         return torch.float32  # everything but the linear layers' weights
     return getattr(torch, dtype)
 
@@ -223,65 +222,3 @@ def _apply_adapter(model, tok, adapter: str):
     if (path / "tokenizer_config.json").is_file():  # an adapter trained with added tokens ships its tokenizer
         tok = AutoTokenizer.from_pretrained(str(path))
     return model, tok
-
-
-# -------------------------------------------------------------------- int8 weights
-
-
-class Int8Linear(torch.nn.Module):
-    """A linear layer with int8 weights and one bf16 scale per output row (weight-only).
-
-    Decoding reads every weight once per token, so on a CPU it is bound by memory bandwidth, and
-    a quarter of fp32's bytes makes it faster. Up to SMALL rows (decoding, candidates, a few new
-    words) use torch's int8 × bf16 kernel; longer inputs (a prefill) dequantise to bf16 and use
-    the bf16 matmul, which is faster there. Activations go in and out in the model's dtype.
-
-    The bf16 matmul runs on row counts from a fixed set only: CHUNK rows at a time, the rest
-    padded with zero rows to a multiple of ROWS. oneDNN compiles and caches kernels for every
-    (rows, weight) shape it meets, and prefills of every length made the agent's memory grow
-    without end in long sessions (memray: 169 MB of JIT kernels in 150 s, soaks +12 % in 10 min).
-    With the fixed set there are CHUNK / ROWS row counts, compiled once. A row's result does not
-    depend on the rows beside it, so padding changes nothing but the work (< ROWS rows)."""
-
-    SMALL = 16
-    ROWS = 32
-    CHUNK = 128
-
-    def __init__(self, linear: torch.nn.Linear):
-        super().__init__()
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
-        self.register_buffer("qweight", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.bias = linear.bias
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if flat.shape[0] <= self.SMALL:
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale)
-        else:
-            y = self._dense(flat)
-        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
-
-    def _dense(self, flat: torch.Tensor) -> torch.Tensor:
-        """bf16 matmul over row counts from the fixed set (class doc)."""
-        weight = self.qweight.to(torch.bfloat16) * self.scale[:, None]
-        parts = []
-        for start in range(0, flat.shape[0], self.CHUNK):
-            part = flat[start : start + self.CHUNK]
-            rows = part.shape[0]
-            pad = -rows % self.ROWS
-            if pad:
-                part = F.pad(part, (0, 0, 0, pad))
-            parts.append(F.linear(part, weight)[:rows])
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-def quantize_linears(model: torch.nn.Module) -> None:
-    """Replace every nn.Linear by an ``Int8Linear``, in place (dtype int8, CPU)."""
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(module, name, Int8Linear(child))

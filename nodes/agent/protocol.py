@@ -42,8 +42,9 @@ class LanguageModel(Protocol):
     def embed_continuation(self, context: str, continuation: str) -> np.ndarray | None:
         """Mean last-layer hidden state over ``continuation``'s tokens when it follows ``context``."""
 
-    def next_is_turn_switch(self, text: str) -> bool:
-        """Whether the next token (one step of the configured decoding) is the " S" tag token."""
+    def next_speaker_prob(self, text: str, tag: str) -> float:
+        """The probability that ``text`` continues with the speaker tag ``tag`` (e.g. " S2:") now:
+        the listening decision, one forward pass over what is new (issue 19)."""
 
     def split_tokens(self, text: str, n: int) -> list[str]:
         """Re-tokenise ``text`` and split it into pieces of n tokens, each decoded with its leading space."""

@@ -1,0 +1,150 @@
+"""The agent's forward pass on the CPU: a Llama decoder run directly on its weights (issue 19).
+
+transformers' ``LlamaForCausalLM.forward`` is general — masks built per call, outputs recorded by
+hooks, every projection its own module call — and for a 135M model decoding one token on 2 CPU
+cores that generality costs more than the matmuls: ~13 of ~29 ms per token (torch profiler,
+int8). ``FastLlama`` computes the same thing with the same operations in the same order on the
+same modules' weights, with two changes that leave each output unchanged: q, k and v run as one
+projection, gate and up as another (``quant.fuse``: every output row keeps its weights), and
+logits are computed only for the rows the caller asks for.
+
+What it takes: token ids, their positions, the ``Runner``'s KV cache (the same layers the plain
+path writes, so both paths can take turns on one cache), and an additive attention mask or None
+(None: each new token sees the cache and the new tokens before it). What it returns: the
+last-layer states after the final norm (the plain path's ``hidden_states[-1]``) and the logits
+of the last ``logits_rows`` tokens.
+
+``FastLlama.unsupported(model)`` says why a model cannot take this path (another architecture,
+rope scaling, biases, an output layer that is not a plain projection, not on the CPU); the
+``Runner`` then uses the model's own forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rtchat.nodes.agent.quant import fuse
+
+
+class FastLlama:
+    def __init__(self, model):
+        reason = self.unsupported(model)
+        if reason:
+            raise ValueError(f"FastLlama: {reason}")
+        cfg = model.config
+        inner = model.model
+        self.embed = inner.embed_tokens
+        self.norm = inner.norm
+        self.head = model.get_output_embeddings()
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        rotary = inner.rotary_emb
+        self.inv_freq = rotary.inv_freq.float()
+        self.rope_scaling = rotary.attention_scaling
+        self.layers = [_Layer(layer, self.n_heads * self.head_dim, self.n_kv * self.head_dim) for layer in inner.layers]
+        self.dtype = self.embed.weight.dtype
+
+    @staticmethod
+    def unsupported(model) -> str | None:
+        cfg = getattr(model, "config", None)
+        if getattr(cfg, "model_type", None) != "llama":
+            return f"model type {getattr(cfg, 'model_type', None)!r}, not llama"
+        if next(model.parameters()).device.type != "cpu":
+            return "not on the CPU"
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        if rope.get("rope_type", "default") != "default":
+            return f"rope type {rope.get('rope_type')!r}"
+        if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+            return "projections with biases"
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            return f"activation {cfg.hidden_act!r}"
+        if getattr(cfg, "pretraining_tp", 1) != 1:
+            return "pretraining_tp > 1"
+        if getattr(cfg, "final_logit_softcapping", None):
+            return "soft-capped logits"
+        return None
+
+    def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[:, None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.rope_scaling).to(self.dtype), (emb.sin() * self.rope_scaling).to(self.dtype)
+
+    def __call__(
+        self, ids: torch.Tensor, positions: torch.Tensor, cache, mask: torch.Tensor | None, logits_rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ids (m,), positions (m,), mask (1, 1, m, n + m) additive or None → (states (m, d), logits (rows, vocab) or None)."""
+        m = ids.shape[0]
+        past = cache.layers[0].get_seq_length() if cache.layers[0].is_initialized else 0
+        cos, sin = self._rotary(positions)
+        causal = False
+        if mask is None and m > 1:
+            if past:
+                mask = torch.ones(m, past + m, dtype=torch.bool).tril(diagonal=past)[None, None]
+            else:
+                causal = True
+        x = self.embed(ids)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache.layers[i], mask, causal, self)
+        x = _rms(x, self.norm)
+        logits = self.head(x[m - logits_rows :]) if logits_rows else None
+        return x, logits
+
+
+def _rms(x: torch.Tensor, norm) -> torch.Tensor:
+    """LlamaRMSNorm's forward as one fused op (float32 inside, as LlamaRMSNorm computes it)."""
+    if x.dtype != torch.float32:
+        return norm(x)
+    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x (heads, m, head_dim), as transformers' apply_rotary_pos_emb."""
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+
+
+class _Layer:
+    """One decoder layer's weights: fused q/k/v and gate/up where ``quant.fuse`` can join them."""
+
+    def __init__(self, layer, q_size: int, kv_size: int):
+        attn, mlp = layer.self_attn, layer.mlp
+        self.ln1, self.ln2 = layer.input_layernorm, layer.post_attention_layernorm
+        self.qkv = fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.parts = (attn.q_proj, attn.k_proj, attn.v_proj)
+        self.o = attn.o_proj
+        self.gate_up = fuse([mlp.gate_proj, mlp.up_proj])
+        self.gate, self.up, self.down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        self.q_size, self.kv_size = q_size, kv_size
+
+    def __call__(self, x, cos, sin, cache_layer, mask, causal, model: FastLlama):
+        m = x.shape[0]
+        h = _rms(x, self.ln1)
+        qkv = self.qkv(h) if self.qkv is not None else torch.cat([proj(h) for proj in self.parts], dim=-1)
+        heads = model.n_heads + model.n_kv  # q and k rotate together: one rotary op per layer
+        qk = _rotate(qkv[:, : self.q_size + self.kv_size].view(m, heads, model.head_dim).transpose(0, 1), cos, sin)
+        q, k = qk[: model.n_heads], qk[model.n_heads :]
+        v = qkv[:, self.q_size + self.kv_size :].view(m, model.n_kv, model.head_dim).transpose(0, 1)
+        keys, values = cache_layer.update(k[None], v[None])
+        if m == 1 and mask is None:
+            # one query: its heads grouped under their key/value head, as queries of that head
+            # (transformers' pack_gqa), so each key/value head is read once; two matmuls and a
+            # softmax, which on the CPU take about half the time of the fused attention kernel
+            q = q.reshape(model.n_kv, model.n_heads // model.n_kv, model.head_dim)
+            scores = torch.matmul(q, keys[0].transpose(1, 2)).mul_(model.scaling)
+            out = torch.matmul(torch.softmax(scores, dim=-1), values[0]).reshape(1, self.q_size)
+        else:
+            grouped = model.n_kv != model.n_heads
+            out = F.scaled_dot_product_attention(
+                q[None], keys, values, attn_mask=mask, is_causal=causal, scale=model.scaling, enable_gqa=grouped
+            )
+            out = out[0].transpose(0, 1).reshape(m, self.q_size)
+        x = x + self.o(out)
+        h = _rms(x, self.ln2)
+        if self.gate_up is not None:
+            gate, up = self.gate_up(h).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate(h), self.up(h)
+        return x + self.down(F.silu(gate) * up)
