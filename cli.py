@@ -24,7 +24,7 @@ COMMANDS = (
     ("data", "rtchat.datasets.cli", "build training data: data synthetic, data talkbank"),
     ("train", "rtchat.train.cli", "fine-tune a causal LM on transcript lines (full, LoRA, anchored)"),
     ("eval", "rtchat.evals.cli", "turn-taking evaluations: eval switch, eval ppl"),
-    ("analyze", "rtchat.evals.analyze", "a session from its log: floor transfers, overlaps, stage latencies, timeline"),
+    ("analyze", "rtchat.evals.analyze", "a session from its log: floor transfers, latencies, Full-Duplex-Bench v1.0, timeline"),
     ("simulate-user", "rtchat.evals.simulate_user", "make a user recording from a timed text script ([0.5] hello [pause 1.2] …)"),
     ("models", "rtchat.models", "embedded models: models install, models list"),
     ("keys", "rtchat.bus.keys", "create CURVE keys for a bus that spans hosts"),
