@@ -18,7 +18,7 @@ COMMANDS = (
     ("run", "rtchat.launcher", "start a voice session: proxy, logger, nodes, front-end (same as python launcher.py)"),
     ("chat", "rtchat.chat", "talk to the agent in this terminal (same as run --ui terminal)"),
     ("config", "rtchat.configs.cli", "show the resolved configuration of a profile with overrides"),
-    ("log", "rtchat.bus.logcli", "inspect an event log: info, dump"),
+    ("log", "rtchat.evals.logcmd", "inspect or export an event log: info, dump, export (TextGrid, EAF, CHAT, JSONL, MCAP)"),
     ("replay", "rtchat.bus.replay", "republish a recorded log onto a live bus"),
     ("bench", "rtchat.evals.bench", "benchmarks that write JSON (bench bus, bench agent)"),
     ("data", "rtchat.datasets.cli", "build training data: data synthetic, data talkbank"),

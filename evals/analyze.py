@@ -114,7 +114,8 @@ class AudioClock:
         return None if self.offset_ns is None else audio_ns + self.offset_ns
 
 
-def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
+def vad_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
+    """User speech as the VAD saw it: ``vad.start``/``vad.end`` pairs on the bus clock."""
     spans: list[Span] = []
     open_start = None
     for e in events:
@@ -126,6 +127,11 @@ def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
             open_start = None
     if open_start is not None:  # speech still going when the log ended
         spans.append(Span(open_start, max(open_start, events[-1].t_ns)))
+    return spans
+
+
+def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
+    spans = vad_spans(events, clock)
     finals = [e for e in events if isinstance(e.event, AsrFinal)]
     if spans:
         for f in finals:

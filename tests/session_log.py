@@ -35,9 +35,14 @@ def audio_s(seconds: float) -> int:
 
 
 def write(path, timed: list[tuple[float, object]]) -> None:
+    write_ns(path, [(at(t), ev) for t, ev in timed])
+
+
+def write_ns(path, timed: list[tuple[int, object]]) -> None:
+    """Events at bus times in ns, in time order (a stable sort: same-time events keep their order)."""
     w = LogWriter(path, {"run": "test"})
     for seq, (t, ev) in enumerate(sorted(timed, key=lambda x: x[0])):
-        w.append(at(t) + 1000, encode(ev, Envelope(v=1, src="test", seq=seq, t_ns=at(t), session="r")))
+        w.append(t + 1000, encode(ev, Envelope(v=1, src="test", seq=seq, t_ns=t, session="r")))
     w.close()
 
 
