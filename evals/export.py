@@ -174,7 +174,7 @@ def tiers(run: str | os.PathLike, events: list[Timed]) -> Tiers:
     words = user_words(events, clock)
     played = [Span(c.start_ns, c.end_ns, " ".join(w.text for w in spread_words([c]))) for c in chunks]
     speech = merge(vad_spans(events, clock), 0)
-    last = max([s.end_ns for s in words + played + speech] + [e.t_ns for e in events[-1:]])
+    last = max([s.end_ns for s in words + played + speech] + [e.t_ns for e in events[-1:]], default=origin)
     states = [e.event.sequence for e in events if isinstance(e.event, AgentState)]
     identities = next((ids for seq in reversed(states) if (ids := _identities(seq))), {})
     return Tiers(

@@ -230,6 +230,27 @@ def test_mcap_holds_every_event_on_its_topic_and_the_recording(run, tmp_path):
     assert pcm == soundfile.read(str(run / "session.wav"), dtype="int16")[0].tobytes()
 
 
+@pytest.mark.parametrize("fmt", ["textgrid", "eaf", "cha", "jsonl", "mcap"])
+def test_a_log_with_nothing_decodable_exports_empty_and_says_what_it_left_out(tmp_path, fmt):
+    from rtchat.bus.eventlog import LogWriter
+
+    w = LogWriter(tmp_path / "events.rtlog", {"run": "test"})
+    w.append(T0, [b"no.such.topic", b"\x80", b""])
+    w.close()
+    r = rtchat("log", "export", str(tmp_path), "--to", fmt, "--out", str(tmp_path / f"s.{fmt}"))
+    assert r.returncode == 0, r.stderr
+    assert "1 undecodable record(s) left out" in r.stdout
+    if fmt == "jsonl":
+        assert (tmp_path / "s.jsonl").read_text() == ""
+    elif fmt == "textgrid":
+        from praatio import textgrid
+
+        tg = textgrid.openTextgrid(str(tmp_path / "s.textgrid"), includeEmptyIntervals=False)
+        assert len(tg.tierNames) == 5 and all(not tg.getTier(n).entries for n in tg.tierNames)
+    elif fmt == "cha":
+        assert not [line for line in (tmp_path / "s.cha").read_text().splitlines() if line.startswith("*")]
+
+
 # ---------------------------------------------------------------- refusals
 
 
