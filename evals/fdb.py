@@ -4,7 +4,8 @@ Definitions: Full-Duplex-Bench v1.0 — Lin, Lian, Li, Wang, Anumanchipalli, Liu
 Bench: A Benchmark to Evaluate Full-Duplex Spoken Dialogue Models on Turn-Taking Capabilities",
 arXiv:2503.04721 (2025) — as its authors' evaluation scripts compute them
 (``evaluation/eval_{pause_handling,smooth_turn_taking,user_interruption,backchannel}.py`` of
-DanielLin94144/Full-Duplex-Bench, v1.0; docs/full-duplex-bench.md). The benchmark scores one
+DanielLin94144/Full-Duplex-Bench v1.0, read in the fork abePclWaseda/Full-Duplex-Bench at d951c42;
+docs/full-duplex-bench.md). The benchmark scores one
 agent reply per prepared user recording; here the same rules are applied to every place in a
 session where the situation arises.
 
