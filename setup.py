@@ -52,6 +52,9 @@ setup(
         "accelerate>=1.0",
         "peft>=0.13",  # LoRA adapters (the reference's Llama-2 checkpoint)
         "pylangacq>=0.19",  # TalkBank CHAT transcripts
+        "praatio>=6.2",  # rtchat log export --to textgrid (Praat)
+        "pympi-ling>=1.70",  # rtchat log export --to eaf (ELAN)
+        "mcap>=1.2",  # rtchat log export --to mcap (Foxglove)
         "chitchat-dataset>=0.9",  # typed dialogues for the synthetic spoken corpus
         "tqdm>=4.66",
         "soxr>=0.5",  # streaming resampling of incoming audio to the recogniser's 16 kHz

@@ -1,4 +1,6 @@
 """``rtchat log info|dump LOG``: inspect an event log (a ``.rtlog`` file or a run directory).
+(``rtchat log export``, which needs the analysis and the CHAT writer, is ``evals/export.py``;
+``evals/logcmd.py`` puts the three together.)
 
 ``info`` summarises: records, time span, events per topic, per-publisher sequence gaps (lost
 events), records that fail strict decoding, and where reading stopped if the file is damaged.
@@ -7,7 +9,6 @@ events), records that fail strict decoding, and where reading stopped if the fil
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
@@ -96,8 +97,8 @@ def dump(reader: LogReader, topics: tuple[str, ...], limit: int | None) -> None:
             break
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="log_cmd", metavar="ACTION", required=True)
+def add_actions(sub) -> None:
+    """``info`` and ``dump`` on the sub-parsers of ``rtchat log`` (``evals/logcmd.py``, which adds ``export``)."""
     info = sub.add_parser("info", help="summary: records, topics, lost events, damage")
     info.add_argument("log", help="a .rtlog file or a run directory")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -107,7 +108,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--limit", type=int, default=None, help="stop after N events")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args) -> int:
     try:
         reader = LogReader(args.log)
         if args.log_cmd == "info":

@@ -22,6 +22,10 @@ Stage latencies (p50 per stage, ms), each measured where the log shows both ends
 opens an agent turn − the last user event before it: asr.*, user.text, vad.end), ``tts_first_audio``
 (first ``tts.audio`` piece of a chunk − the ``agent.say``/``agent.release`` that asked for it),
 ``played`` (the chunk's first sample played − its first tts.audio piece).
+
+Full-Duplex-Bench v1.0 metrics (``fdb_*``: take-over rates in user pauses, after turn ends and after
+interruptions, their latencies, the backchannel rate) are computed from the same spans by
+``fdb.py``, whose docstring defines them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from rtchat.bus.events import (
 )
 from rtchat.common.files import replacing
 from rtchat.common.stats import percentile
+from rtchat.evals import fdb
+from rtchat.nodes.agent.transcript import PAUSE_RE
 
 MERGE_GAP_NS = 300_000_000  # agent chunks closer than this are one IPU
 YIELD_WINDOW_NS = 2_000_000_000  # an agent.cancel this soon after a user onset over agent speech = yielded
@@ -108,7 +114,8 @@ class AudioClock:
         return None if self.offset_ns is None else audio_ns + self.offset_ns
 
 
-def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
+def vad_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
+    """User speech as the VAD saw it: ``vad.start``/``vad.end`` pairs on the bus clock."""
     spans: list[Span] = []
     open_start = None
     for e in events:
@@ -120,6 +127,11 @@ def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
             open_start = None
     if open_start is not None:  # speech still going when the log ended
         spans.append(Span(open_start, max(open_start, events[-1].t_ns)))
+    return spans
+
+
+def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
+    spans = vad_spans(events, clock)
     finals = [e for e in events if isinstance(e.event, AsrFinal)]
     if spans:
         for f in finals:
@@ -172,6 +184,17 @@ def agent_chunks(events: list[Timed]) -> list[tuple[Span, AudioPlayed]]:
             continue  # a chunk that only held silence, or was cut before it made a sound
         out.append((Span(start, end, ev.text.strip()), ev))
     return sorted(out, key=lambda c: c[0].start_ns)
+
+
+def spread_words(chunks: list[Span]) -> list[Span]:
+    """The words of each agent chunk (pause tokens left out), spread evenly over its audible span:
+    the log says when a chunk sounded, not when each of its words did."""
+    out = []
+    for c in chunks:
+        words = PAUSE_RE.sub(" ", c.text).split()
+        step = (c.end_ns - c.start_ns) / max(1, len(words))
+        out += [Span(c.start_ns + round(i * step), c.start_ns + round((i + 1) * step), w) for i, w in enumerate(words)]
+    return out
 
 
 def merge(spans: list[Span], gap_ns: int) -> list[Span]:
@@ -304,6 +327,7 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
     turns = user_turns(user, agent, int(turn_gap_s * 1e9))
     inter = interruptions(events, user, agent)
     stages = stage_latencies(events, clock, transfers)
+    fdb_samples = fdb.samples(user, agent, spread_words([c[0] for c in chunks]), int(turn_gap_s * 1e9))
     fto = [t["fto_ms"] for t in transfers]
     agent_pauses = [e.event.duration_ns / 1e9 for e in events if isinstance(e.event, AgentPause)]
     origin = min([s.start_ns for s in user + agent] or [events[0].t_ns if events else 0])
@@ -323,6 +347,10 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
         "agent_pause_s_total": round(sum(agent_pauses), 2),
         "stage_latency_ms": {k: percentile(v, 0.5) for k, v in stages.items()},
         "stage_latency_n": {k: len(v) for k, v in stages.items()},
+        **fdb.summarize([fdb_samples]),
+        "fdb_samples": {k: v for k, v in dataclasses.asdict(fdb_samples).items() if k != "backchannel_at"},
+        "fdb_backchannels": [{"at_s": round((b["at_ns"] - origin) / 1e9, 3), "into_turn_s": b["into_turn_s"], "text": b["text"]}
+                             for b in fdb_samples.backchannel_at],
         "transfers": [{**t, "user_end_s": round((t.pop("user_end_ns") - origin) / 1e9, 3),
                        "agent_start_s": round((t.pop("agent_start_ns") - origin) / 1e9, 3)} for t in transfers],
         "interruption_list": [{**i, "at_s": round((i.pop("at_ns") - origin) / 1e9, 3)} for i in inter],
@@ -360,18 +388,22 @@ def timeline_png(report: dict, path: Path, title: str = "") -> None:
     ax.set_xlabel("seconds")
     p50 = report["fto_p50_ms"]
     ax.set_title(title or f"{report['turns']} floor transfers to the agent, FTO p50 {p50} ms")
+    if "fdb_n" in report:
+        ax.text(1.01, 1.0, fdb.legend(report), transform=ax.transAxes, ha="left", va="top", fontsize=7,
+                family="monospace", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85})
     fig.tight_layout()
     with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # the text box stands right of the axes
     plt.close(fig)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN_DIR", help="a run directory (runs/<id>) or an events.rtlog file")
     parser.add_argument("--json", metavar="OUT", help="write the report here (default: print it)")
-    parser.add_argument("--png", metavar="OUT.png", help="also draw the timeline picture")
+    parser.add_argument("--png", metavar="OUT.png", help="also draw the timeline picture (with the Full-Duplex-Bench figures)")
     parser.add_argument("--turn-gap", type=float, default=1.0, metavar="S",
-                        help="user speech closer than this with no agent speech between is one turn (default 1.0)")
+                        help="user speech closer than this with no agent speech between is one turn; for the "
+                        "Full-Duplex-Bench metrics, closer than this is one turn whatever the agent did (default 1.0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -394,4 +426,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"turns {report['turns']}, FTO p50 {report['fto_p50_ms']} ms, p90 {report['fto_p90_ms']} ms, "
           f"overlaps {report['overlaps']}, user turns answered {report['user_turns_answered']}/{report['user_turns']}",
           file=sys.stderr)
+    print(fdb.legend(report).replace("\n", "; "), file=sys.stderr)
     return 0

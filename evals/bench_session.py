@@ -16,6 +16,9 @@ Keys (per policy under ``policies``; the default policy's figures also at the to
 - ``gap_p50_ms``: p50 of the offsets of the transfers that started after the user stopped (a
   p50 over all of them mixes gaps and overlaps, and can be negative);
 - ``gap_p50_ratio_vs_no_lookahead``: ``gap_p50_ms`` default / baseline;
+- ``fdb_pause_tor``, ``fdb_smooth_tor``, ``fdb_smooth_latency_ms``, ``fdb_interruption_tor``,
+  ``fdb_interruption_latency_ms``, ``fdb_backchannel_rate``: Full-Duplex-Bench v1.0 metrics
+  (``evals/fdb.py``) over the samples of all sessions pooled, and ``fdb_n``, how many there were;
 - ``tts_ttfa_ms`` / ``tts_rtf``: per TTS backend, from ``rtchat bench tts`` run in the same benchmark.
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 from rtchat.common.audio import SR_HZ
 from rtchat.common.provenance import machine
 from rtchat.common.stats import percentile
+from rtchat.evals import fdb
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ USERS = {
     ],
 }
 POLICIES = {"lookahead": [], "no_lookahead": ["agent.lookahead=false"]}
+FDB_KEYS = ("fdb_pause_tor", "fdb_smooth_tor", "fdb_smooth_latency_ms", "fdb_interruption_tor",
+            "fdb_interruption_latency_ms", "fdb_backchannel_rate", "fdb_n")
 
 
 def script_turns(lines: list[str]) -> list[int]:
@@ -100,7 +106,7 @@ def measure(run_dir: Path, segments: list[list], per_turn: list[int]) -> dict:
         answered += any(s < a < nxt for a in agent_starts)
     return {"run": str(run_dir), "fto_ms": report["fto_ms"], "turns": report["turns"],
             "agent_started_in_overlap": report["agent_started_in_overlap"], "user_turns": len(starts),
-            "answered": answered, "stage_latency_ms": report["stage_latency_ms"]}
+            "answered": answered, "stage_latency_ms": report["stage_latency_ms"], "fdb_samples": report["fdb_samples"]}
 
 
 def summarize(sessions: list[dict]) -> dict:
@@ -116,6 +122,7 @@ def summarize(sessions: list[dict]) -> dict:
         "overlap_start_rate": round(sum(s["agent_started_in_overlap"] for s in sessions) / turns, 3) if turns else None,
         "transfers": turns,
         "stage_latency_ms": stages,
+        **fdb.summarize([fdb.Samples(**s["fdb_samples"]) for s in sessions]),
     }
 
 
@@ -165,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     engines = {k: v for k, v in tts.items() if isinstance(v, dict) and "tts_ttfa_ms" in v}
     main, base = summary["lookahead"], summary["no_lookahead"]
     report = {
-        **{k: main[k] for k in ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate", "gap_p50_ms")},
+        **{k: main[k] for k in ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate", "gap_p50_ms", *FDB_KEYS)},
         "gap_p50_ratio_vs_no_lookahead": round(main["gap_p50_ms"] / base["gap_p50_ms"], 3)
         if main["gap_p50_ms"] and base["gap_p50_ms"] else None,
         "tts_ttfa_ms": {k: v["tts_ttfa_ms"] for k, v in engines.items()},
@@ -180,5 +187,6 @@ def run(args: argparse.Namespace) -> int:
     }
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate",
-                                              "gap_p50_ms", "gap_p50_ratio_vs_no_lookahead", "tts_ttfa_ms", "tts_rtf")}))
+                                              "gap_p50_ms", "gap_p50_ratio_vs_no_lookahead", *FDB_KEYS[:-1],
+                                              "tts_ttfa_ms", "tts_rtf")}))
     return 0
