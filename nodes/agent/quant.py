@@ -36,6 +36,8 @@ GROUP = 32  # Int4Linear's group size along the input: GGUF's Q4_1 block
 class QuantLinear(torch.nn.Module):
     """What the weight-only layers share: the small/dense split and the fixed-shape bf16 matmul."""
 
+    PREFILL_ONLY: tuple[str, ...] = ()  # buffers a decoding step does not read (benchmarks' weight bytes)
+
     SMALL = 16
     ROWS = 32
     CHUNK = 128
@@ -122,7 +124,11 @@ class Int8Linear(QuantLinear):
 
 class Int4Linear(QuantLinear):
     """A linear layer with 4-bit weights, a bf16 scale and zero per GROUP inputs (module doc):
-    weight = (code − 8) · scale + zero, code in 0…15 (torch's int4 kernel's convention)."""
+    weight = (code − 8) · scale + zero, code in 0…15 (torch's int4 kernel's convention). The
+    weight dequantised to bf16 is kept for prefills (``dense``): 2 bytes a weight in memory that
+    decoding never reads."""
+
+    PREFILL_ONLY = ("dense",)
 
     def __init__(self, linear: torch.nn.Linear | None = None):
         super().__init__()
@@ -138,9 +144,9 @@ class Int4Linear(QuantLinear):
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
         # (k / GROUP, n, 2): scale and zero per group and output, as the kernel takes them
         self.register_buffer("scale_zero", torch.stack([scale[..., 0].t(), zero[..., 0].t()], -1).contiguous().to(torch.bfloat16))
-        self.register_buffer("codes", codes.to(torch.uint8))  # for the dense path: unpacking the kernel's layout is not public
         self.bias = linear.bias
         self.in_features, self.out_features = k, n
+        self.register_buffer("dense", self._dequantize(codes, self.scale_zero))
 
     @staticmethod
     def fits(linear: torch.nn.Linear) -> bool:
@@ -149,19 +155,31 @@ class Int4Linear(QuantLinear):
     def _small(self, flat):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scale_zero)
 
+    @staticmethod
+    def _dequantize(codes: torch.Tensor, scale_zero: torch.Tensor) -> torch.Tensor:
+        """The weight the codes stand for, in bf16 (kept: dequantising at every prefill took longer than the matmuls)."""
+        sz = scale_zero.float()  # (k / GROUP, n, 2)
+        n, k = codes.shape
+        groups = codes.reshape(n, k // GROUP, GROUP).float() - 8
+        return (groups * sz[..., 0].t()[..., None] + sz[..., 1].t()[..., None]).reshape(n, k).to(torch.bfloat16)
+
     def dequantized(self):
-        sz = self.scale_zero.float()  # (k / GROUP, n, 2)
-        n, k = self.out_features, self.in_features
-        codes = self.codes.reshape(n, k // GROUP, GROUP).float() - 8
-        return (codes * sz[..., 0].t()[..., None] + sz[..., 1].t()[..., None]).reshape(n, k).to(torch.bfloat16)
+        return self.dense
+
+    def _codes(self) -> torch.Tensor:
+        """The 4-bit codes (int32, 0…15) of the dense weight."""
+        sz = self.scale_zero.float()
+        n, k = self.dense.shape
+        groups = self.dense.float().reshape(n, k // GROUP, GROUP) - sz[..., 1].t()[..., None]
+        return (torch.round(groups / sz[..., 0].t()[..., None]) + 8).clamp(0, 15).to(torch.int32).reshape(n, k)
 
     @classmethod
     def joined(cls, layers: list[Int4Linear]) -> Int4Linear:
         out = cls()
-        codes = torch.cat([layer.codes for layer in layers])  # the kernel's layout is blocked across outputs: pack anew
-        out.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1))
+        out.register_buffer("dense", torch.cat([layer.dense for layer in layers]))
         out.register_buffer("scale_zero", torch.cat([layer.scale_zero for layer in layers], dim=1))
-        out.register_buffer("codes", codes)
+        # the kernel's layout is blocked across outputs: pack the codes anew (recovered exactly from the dense weight)
+        out.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(out._codes(), 1))
         out._join(layers)
         return out
 
