@@ -1,7 +1,8 @@
 """What the evaluations over transcript lines share (``rtchat eval switch``, ``ppl``, ``pred``,
-``all``): the error they report, the models they take by name (embedded-base, embedded, a
-folder, a hub id, an adapter folder), their common options, and the run that loads data and
-model, evaluates and writes the JSON report with its provenance.
+``all``, ``relevance``): the error they report, the models they take by name (embedded-base,
+embedded, a folder, a hub id, an adapter folder), their common options, the run that loads data
+and model, evaluates and writes the JSON report with its provenance, and sharding (``--shard
+K/N`` parts, joined by ``--merge``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 from rtchat.configs.models import EMBEDDED, EMBEDDED_BASE
@@ -87,3 +89,41 @@ def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[s
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in headline}))
     return 0
+
+
+# -------------------------------------------------------------------- shards
+
+
+def parse_shard(text: str) -> tuple[int, int] | None:
+    """``K/N`` (this is part K of N, from 0), ``env`` (torchrun's RANK/WORLD_SIZE), or "" (None)."""
+    if not text:
+        return None
+    if text == "env":
+        text = f"{os.environ.get('RANK', '')}/{os.environ.get('WORLD_SIZE', '')}"
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise EvalError(f"--shard: got {text!r}; allowed: K/N with 0 <= K < N, or env (RANK and WORLD_SIZE set)")
+    return int(k), int(n)
+
+
+def load_parts(paths: list[str]) -> tuple[dict, dict[int, dict]]:
+    """(setting, unit index → result) from the part files of one sharded run (lines, dialogues), checked
+    complete."""
+    setting, results, seen = None, {}, set()
+    for path in paths:
+        try:
+            part = json.loads(Path(path).read_text(encoding="utf-8"))
+            shard, part_setting, part_results = tuple(part["shard"]), part["setting"], part["results"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EvalError(f"--merge {path}: not a part written by 'rtchat eval … --shard' ({exc})") from None
+        if setting is None:
+            setting = part_setting
+        elif part_setting != setting:
+            raise EvalError(f"--merge {path}: made with other settings than {paths[0]}; parts merge only within one run")
+        seen.add(shard)
+        results |= {int(k): v for k, v in part_results.items()}
+    n = next(iter(seen))[1]
+    missing = sorted(set(range(n)) - {k for k, _ in seen})
+    if missing:
+        raise EvalError(f"--merge: parts {missing} of {n} are missing; nothing was written")
+    return setting, results
