@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from rtchat.configs.models import EMBEDDED, EMBEDDED_BASE
+from rtchat.configs.models import AGENT_BASE, EMBEDDED, EMBEDDED_BASE, EMBEDDED_V1
 
 
 class EvalError(RuntimeError):
@@ -22,8 +22,8 @@ class EvalError(RuntimeError):
 
 def resolve_model(spec: str, device: str = "auto"):
     """(model, tokenizer) in eval mode on ``device`` (auto: where the agent would run): embedded-base,
-    embedded (base + the project's adapter), a folder, a hub id, or a peft adapter folder (its
-    base is loaded, the adapter merged)."""
+    embedded (base + the project's adapter), embedded-v1 (base + the first shipped adapter, pinned),
+    a folder, a hub id, or a peft adapter folder (its base is loaded, the adapter merged)."""
     import torch
 
     from rtchat.configs.devices import resolve_device
@@ -34,14 +34,16 @@ def resolve_model(spec: str, device: str = "auto"):
     dtype = resolve_dtype("auto", device) if device != "cpu" else torch.float32
     base, adapter = spec, ""
     if spec == EMBEDDED_BASE:
-        base = "embedded:smollm2-135m"
+        base = AGENT_BASE
+    elif spec == EMBEDDED_V1:
+        base, adapter = AGENT_BASE, EMBEDDED_V1
     elif spec == EMBEDDED:
         adapter_dir = agent_adapter_dir()
         if not (adapter_dir / "adapter_config.json").is_file():
             raise EvalError(f"model 'embedded': no project adapter at {adapter_dir}; make one with "
                             f"'rtchat train --model embedded-base --method lora --data DATA --out {adapter_dir}', "
                             "or use --model embedded-base")
-        base, adapter = "embedded:smollm2-135m", str(adapter_dir)
+        base, adapter = AGENT_BASE, str(adapter_dir)
     elif (Path(spec).expanduser() / "adapter_config.json").is_file():
         adapter = str(Path(spec).expanduser())
         base = json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
@@ -57,7 +59,8 @@ def resolve_model(spec: str, device: str = "auto"):
 def configure_common(parser: argparse.ArgumentParser) -> None:
     """The options every ``rtchat eval`` over transcript lines takes (switch, ppl)."""
     parser.add_argument("--model", required=True,
-                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
+                        help="embedded-base, embedded (+ project adapter), embedded-v1 (+ the first adapter), folder, "
+                             "hub id or adapter folder")
     parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
     parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
     parser.add_argument("--json", required=True, help="write the report here")

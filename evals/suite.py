@@ -187,7 +187,8 @@ def _cuda() -> bool:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
+                        help="embedded-base, embedded (+ project adapter), embedded-v1 (+ the first adapter), folder, "
+                             "hub id or adapter folder")
     parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
     parser.add_argument("--num-examples", type=int, default=-1, help="lines sampled (default -1: all; the reference used 150)")
     parser.add_argument("--data-random-state", type=int, default=42, help="seed of the line sample (default 42)")
