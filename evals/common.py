@@ -11,9 +11,10 @@ import argparse
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
-from rtchat.configs.models import AGENT_BASE, EMBEDDED, EMBEDDED_BASE, EMBEDDED_V1
+from rtchat.configs.models import AGENT_BASE, EMBEDDED, EMBEDDED_BASE, EMBEDDED_V1, MODEL_NAMES
 
 
 class EvalError(RuntimeError):
@@ -54,6 +55,27 @@ def resolve_model(spec: str, device: str = "auto"):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_model(spec: str) -> str:
+    """``--model`` as argparse checks it (an error exits 2): a model name, an existing folder or
+    file, or a hub id ``owner/name``."""
+    if spec in MODEL_NAMES or Path(spec).expanduser().exists() or HUB_ID_RE.fullmatch(spec):
+        return spec
+    raise argparse.ArgumentTypeError(f"{spec!r} is no model rtchat knows; allowed: {', '.join(MODEL_NAMES)}, a model or "
+                                     "adapter folder, a .gguf file, or a hub id owner/name")
+
+
+def check_data(path: str) -> str:
+    """``--data`` as argparse checks it: a file or folder that exists."""
+    if Path(path).expanduser().exists():
+        return path
+    raise argparse.ArgumentTypeError(f"{path}: no such file or folder; allowed: a file of transcript lines or a folder "
+                                     "of *.txt (the held-out split: 'rtchat data synthetic --out data/syn' writes "
+                                     "data/syn/dataset_test.txt)")
 
 
 def configure_common(parser: argparse.ArgumentParser) -> None:
