@@ -11,8 +11,10 @@ with the same header whose bodies overlap are one dialogue (``dialogue_ids``).
 
 **Contexts.** ``--num-examples N`` dialogues are drawn (``random.Random(seed).sample``), and in
 each up to ``--per-dialogue`` agent turns (also drawn): a turn of the agent (``S2``) that answers
-the user's (``S1``) turn and is followed by another tag (the window's last turn may be cut), with
-at least ``MIN_WORDS`` words — backchannels (``mm-hmm``) have nothing to select. A turn found in
+a turn of the user (``S1``) and is followed by another tag (the window's last turn may be cut);
+both turns have at least ``MIN_WORDS`` words — a backchannel (``mm-hmm``) has nothing to select,
+and an agent turn after the user's backchannel goes on with what the agent was saying instead of
+answering. A turn found in
 two overlapping windows counts once, in the window where more precedes it. The context is the
 line up to and including the agent's tag (``… (0.3) S2:``), tokenised unit by unit as the other
 evals do (``evals.tree``) and cut from the left to ``--max-length`` tokens, as in training.
@@ -99,18 +101,18 @@ def dialogue_ids(lines: list[str]) -> list[int]:
 
 
 def agent_turns(line: str, index: int) -> list[Turn]:
-    """The agent turns of one line that answer the user and are followed by another tag."""
+    """The agent turns of one line that answer a user turn (not a backchannel: ``MIN_WORDS`` words
+    or more) and are followed by another tag."""
     units = line.partition("Transcript:")[2].split()
-    out, speaker, previous, start = [], None, None, None
-    for i, unit in enumerate(units):
-        tag = TAG_RE.fullmatch(unit)
-        if not tag:
+    tags = [i for i, u in enumerate(units) if TAG_RE.fullmatch(u)]
+    out = []
+    for before, tag, after in zip(tags, tags[1:], tags[2:], strict=False):
+        if units[before] != f"S{USER}:" or units[tag] != f"S{AGENT}:":
             continue
-        if speaker == AGENT and previous == USER and start is not None:
-            words = [u for u in units[start:i] if not PAUSE_RE.fullmatch(u)][:MAX_WORDS]
-            if len(words) >= MIN_WORDS:
-                out.append(Turn(index, start, " ".join(words)))
-        previous, speaker, start = speaker, tag.group(1), i + 1
+        asked = [u for u in units[before + 1 : tag] if not PAUSE_RE.fullmatch(u)]
+        words = [u for u in units[tag + 1 : after] if not PAUSE_RE.fullmatch(u)][:MAX_WORDS]
+        if len(asked) >= MIN_WORDS and len(words) >= MIN_WORDS:
+            out.append(Turn(index, tag + 1, " ".join(words)))
     return out
 
 

@@ -53,20 +53,22 @@ def corpus(n: int = 12, seed: int = 0) -> list[str]:
 
 
 def test_agent_turns_answer_the_user_drop_pauses_and_need_a_following_tag():
-    line = header("Anna") + (" S1: hi there (0.3) S2: hello how (0.2) are you (0.4) S1: fine thanks and you (0.5)"
-                             " S2: mm-hmm S1: sure S2: it is nice S2: the weather it is nice S1: ok S2: what about you")
+    line = header("Anna") + (" S1: hi there you (0.3) S2: hello how (0.2) are you (0.4) S1: fine thanks and you (0.5)"
+                             " S2: mm-hmm S1: what about you S2: it is nice S2: the weather it is nice S1: ok"
+                             " S2: what about you S1: sure S2: what about you")
     parse_line(line)
     turns = agent_turns(line, 7)
-    # "mm-hmm" is too short, "the weather …" follows S2 not S1, the last turn has no tag after it
+    # "mm-hmm" is too short, "the weather …" follows S2 not S1, "what about you" after "ok" goes on after a
+    # backchannel, the last turn has no tag after it
     assert [(t.line, t.text) for t in turns] == [(7, "hello how are you"), (7, "it is nice")]
     units = line.partition("Transcript:")[2].split()
     assert units[turns[0].unit - 1] == "S2:" and units[turns[0].unit] == "hello"
     c = Context(line, turns[0], ("hello how are you",), False)
-    assert c.text().endswith("Transcript: S1: hi there (0.3) S2:")
+    assert c.text().endswith("Transcript: S1: hi there you (0.3) S2:")
 
 
 def test_long_turns_are_cut_to_max_words():
-    line = header("Anna") + " S1: hi S2: " + " ".join(["word"] * 30) + " S1: ok"
+    line = header("Anna") + " S1: hi there you S2: " + " ".join(["word"] * 30) + " S1: ok"
     assert agent_turns(line, 0)[0].text == " ".join(["word"] * 24)
 
 
