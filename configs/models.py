@@ -14,6 +14,13 @@ ADAPTER_NAME = "smollm2-135m-rtchat-lora"  # the project's LoRA adapter folder u
 SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "train" / "embedded" / ADAPTER_NAME  # carried by the repo
 EMBEDDED_BASE = "embedded-base"  # what rtchat train and rtchat eval call the converted SmolLM2 base (embedded_dir)
 EMBEDDED = "embedded"  # ... and that base with the project's adapter (rtchat eval)
+EMBEDDED_V1 = "embedded-v1"  # ... and with the adapter shipped first (2026-11-26), pinned, so later runs can compare
+MODEL_NAMES = (EMBEDDED, EMBEDDED_V1, EMBEDDED_BASE)  # the agent models rtchat eval takes by name
+AGENT_BASE = "embedded:smollm2-135m"  # the base all three share (agent.model of the cpu profile)
+# embedded-v1's adapter: today the shipped one. A new default adapter ships into a folder of its
+# own; these files stay, and the sha256 of their SHA256SUMS pins them (checked at load).
+V1_ADAPTER = SHIPPED_ADAPTER
+V1_SUMS_SHA256 = "192cbf40117bf63403a5ad6b654518e226b38fa652e373d806f03602f8425b07"
 WHISPER_PT = "models/whisper-tiny.en.pt"  # the default `rtchat models convert-whisper` output, under the cache root
 
 

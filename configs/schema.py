@@ -107,7 +107,7 @@ DECODINGS = ("greedy", "nucleus", "typical", "contrastive", "dynamic_contrastive
 class AgentConfig:
     # the model
     model: str = "embedded:smollm2-135m"  # hub id, local folder, a .gguf file, or embedded:NAME
-    adapter: str = ""  # LoRA adapter (hub id or folder; "embedded" = the project's), empty = none
+    adapter: str = ""  # LoRA adapter (hub id or folder; "embedded" = the project's, "embedded-v1" = the first), empty = none
     device: str = "auto"  # cpu | cuda:N | auto
     # auto = float32 on cpu, float16 on cuda; int8 / int4 = quantised linear weights (CPU only; nodes/agent/quant.py)
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8", "int4"] = "auto"

@@ -18,6 +18,8 @@ EVALS = (
                                             "decoding method"),
     ("all", "rtchat.evals.suite", "the reference's tables 4 and 5 as its CSVs (evals_output_ppl_all.csv, "
                                   "evals_output_pred_all_all.csv)"),
+    ("relevance", "rtchat.evals.relevance", "response selection on held-out dialogues: the true next agent turn vs 9 "
+                                            "from other dialogues, recall@1 of 10 and MRR with bootstrap intervals"),
     ("turns", "rtchat.evals.turns", "the agent vs a 700 ms silence endpointer vs Smart Turn v3.2 on scripted users"),
 )
 

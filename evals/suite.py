@@ -28,13 +28,12 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
 
 from rtchat.evals import compat, ppl, pred
-from rtchat.evals.common import EvalError
+from rtchat.evals.common import EvalError, load_parts, parse_shard
 from rtchat.evals.workers import Shard, WorkerError, default_workers, run_shards
 
 log = logging.getLogger(__name__)
@@ -111,18 +110,6 @@ def csv_text(rows: list[dict], columns: tuple[str, ...], index: list[str] | None
     return buf.getvalue()
 
 
-def parse_shard(text: str) -> tuple[int, int] | None:
-    """``K/N`` (this is part K of N, from 0), ``env`` (torchrun's RANK/WORLD_SIZE), or "" (None)."""
-    if not text:
-        return None
-    if text == "env":
-        text = f"{os.environ.get('RANK', '')}/{os.environ.get('WORLD_SIZE', '')}"
-    k, _, n = text.partition("/")
-    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
-        raise EvalError(f"--shard: got {text!r}; allowed: K/N with 0 <= K < N, or env (RANK and WORLD_SIZE set)")
-    return int(k), int(n)
-
-
 def _setting(args, with_ppl: bool, data_sha: str) -> dict:
     """Everything a part's results depend on; parts merge only when it is the same."""
     gpu = _cuda()
@@ -136,28 +123,6 @@ def _setting(args, with_ppl: bool, data_sha: str) -> dict:
         "negatives": args.negatives if args.negatives is not None else (0 if gpu else CPU_NEGATIVES),
         "max_length": args.max_length,
     }
-
-
-def load_parts(paths: list[str]) -> tuple[dict, dict[int, dict]]:
-    """(setting, line index → result) from the part files of one sharded run, checked complete."""
-    setting, results, seen = None, {}, set()
-    for path in paths:
-        try:
-            part = json.loads(Path(path).read_text(encoding="utf-8"))
-            shard, part_setting, part_results = tuple(part["shard"]), part["setting"], part["results"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EvalError(f"--merge {path}: not a part written by 'rtchat eval … --shard' ({exc})") from None
-        if setting is None:
-            setting = part_setting
-        elif part_setting != setting:
-            raise EvalError(f"--merge {path}: made with other settings than {paths[0]}; parts merge only within one run")
-        seen.add(shard)
-        results |= {int(k): v for k, v in part_results.items()}
-    n = next(iter(seen))[1]
-    missing = sorted(set(range(n)) - {k for k, _ in seen})
-    if missing:
-        raise EvalError(f"--merge: parts {missing} of {n} are missing; nothing was written")
-    return setting, results
 
 
 def evaluate(args: argparse.Namespace, lines: list[str], with_ppl: bool, progress=None, setting: dict | None = None,
@@ -222,7 +187,8 @@ def _cuda() -> bool:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="embedded-base, embedded (+ project adapter), folder, hub id or adapter folder")
+                        help="embedded-base, embedded (+ project adapter), embedded-v1 (+ the first adapter), folder, "
+                             "hub id or adapter folder")
     parser.add_argument("--data", required=True, help="a file (or folder of *.txt) of transcript lines")
     parser.add_argument("--num-examples", type=int, default=-1, help="lines sampled (default -1: all; the reference used 150)")
     parser.add_argument("--data-random-state", type=int, default=42, help="seed of the line sample (default 42)")

@@ -30,8 +30,8 @@ import dataclasses
 import logging
 import random
 import re
-from collections.abc import Callable
 
+from rtchat.common.stats import BOOTSTRAP_RESAMPLES, bootstrap
 from rtchat.datasets.synthetic import FILLERS, FUNCTION_WORDS
 from rtchat.evals.common import EvalError, configure_common, resolve_model, run_eval
 
@@ -201,28 +201,8 @@ def predict(model, tok, line: str, pts: list[Point], max_length: int) -> list[tu
     return out
 
 
-BOOTSTRAP_RESAMPLES = 1000
-
-
 def _f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
-
-def bootstrap(counts: list[tuple[int, ...]], stat: Callable[[list[int]], float], seed: int = 0,
-              resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
-    """95 % interval of ``stat`` (of the summed count vector) over resamples of lines drawn with
-    replacement: the points of one line move together, since they share a conversation."""
-    rng = random.Random(seed)
-    n, width = len(counts), len(counts[0])
-    values = []
-    for _ in range(resamples):
-        total = [0] * width
-        for _ in range(n):
-            for k, c in enumerate(counts[rng.randrange(n)]):
-                total[k] += c
-        values.append(stat(total))
-    values.sort()
-    return [values[int(0.025 * (resamples - 1))], values[int(0.975 * (resamples - 1))]]
 
 
 def bootstrap_f1(counts: list[tuple[int, int, int]], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:

@@ -77,27 +77,4 @@ class LineScorer:
         """For each branch b (the tokens ``tokens[b]`` placed at token index ``points[b]``, i.e.
         continuing ``ids[:points[b]]``), the log-probabilities (len(tokens[b]), V) after each of
         its tokens. One forward pass over the cached line; the cache is left holding the line."""
-        n = len(self.ids)
-        flat = [t for ts in tokens for t in ts]
-        if not flat:
-            return [torch.empty(0) for _ in tokens]
-        k = len(flat)
-        visible = torch.zeros((k, n), dtype=torch.bool, device=self.device)
-        positions = torch.empty((1, k), dtype=torch.long, device=self.device)
-        row = 0
-        for p, ts in zip(points, tokens, strict=True):
-            m = len(ts)
-            visible[row : row + m, :p] = True
-            positions[0, row : row + m] = torch.arange(p, p + m, device=self.device)
-            row += m
-        mask = decoding.branch_mask(visible, [len(ts) for ts in tokens], self.dtype)
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([flat], device=self.device), attention_mask=mask,
-                             position_ids=positions, use_cache=True, **{self.cache_kw: self.cache})
-        self.cache.crop(-k)
-        logp = torch.log_softmax(out.logits[0].float(), -1)
-        result, row = [], 0
-        for ts in tokens:
-            result.append(logp[row : row + len(ts)])
-            row += len(ts)
-        return result
+        return decoding.run_branches(self.model, self.cache, self.cache_kw, points, tokens)

@@ -62,3 +62,18 @@ def test_the_cpu_profile_agent_loads_base_plus_shipped_adapter_and_talks():
         7,
     )
     assert 1 <= out.n_tokens <= 7 and out.text.strip()
+
+
+def test_embedded_v1_is_the_pinned_first_adapter_and_refuses_other_files(tmp_path, monkeypatch):
+    import shutil
+
+    from rtchat.configs import models as model_paths
+    from rtchat.configs.checksums import verify_sums
+    from rtchat.nodes.agent.loading import LoadError, v1_adapter
+
+    assert v1_adapter() == model_paths.V1_ADAPTER and verify_sums(v1_adapter(), fix="")
+    other = shutil.copytree(model_paths.V1_ADAPTER, tmp_path / "retrained")
+    (other / "SHA256SUMS").write_text((other / "SHA256SUMS").read_text().replace("d86ce", "00000"))
+    monkeypatch.setattr(model_paths, "V1_ADAPTER", other)
+    with pytest.raises(LoadError, match="embedded-v1: .* no longer holds the pinned adapter"):
+        v1_adapter()

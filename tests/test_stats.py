@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -39,3 +40,21 @@ def test_welch_p_value_by_hand():
     assert betainc(3, 0.5, 6 / (6 + 2.446912**2)) == pytest.approx(0.05, abs=1e-6)  # t table, df 6
     assert welch_p([1.0, 1.0], [1.0, 1.0]) != welch_p([1.0, 1.0], [1.0, 1.0])  # NaN
     assert math.isnan(welch_p([1.0], [1.0, 2.0]))
+
+
+def test_bootstrap_resamples_whole_units_and_is_deterministic_for_a_seed():
+    from rtchat.common.stats import bootstrap
+
+    def share(c):
+        return c[1] / c[0]
+
+    assert bootstrap([(2, 1)] * 10, share) == [0.5, 0.5]  # every unit alike: no spread
+    rng = random.Random(0)
+    units = [(n := rng.randint(1, 4), rng.randint(0, n)) for _ in range(30)]
+    lo, hi = bootstrap(units, share, seed=3)
+    pooled = share([sum(c) for c in zip(*units, strict=True)])
+    assert 0.0 <= lo < pooled < hi <= 1.0
+    assert bootstrap(units, share, seed=3) == [lo, hi]  # the same seed, the same interval
+    assert bootstrap(units, share, seed=4) != [lo, hi]
+    with pytest.raises(ValueError, match="no units"):
+        bootstrap([], share)

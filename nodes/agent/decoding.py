@@ -129,6 +129,39 @@ def branch_mask(visible: torch.Tensor, lengths: Sequence[int], dtype: torch.dtyp
     return mask
 
 
+def run_branches(model, cache, cache_kw: str, points: Sequence[int], tokens: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """For each branch b — the tokens ``tokens[b]`` continuing the first ``points[b]`` entries of
+    ``cache`` — the log-probabilities (len(tokens[b]), V), float32, after each of its tokens. One
+    forward pass over the cache (``branch_mask``, positions continuing each branch's point); the
+    cache is cropped back to what it held. (The evals score inserted units and continuations at
+    many points of a line so, and candidate replies after one context.)"""
+    device = next(model.parameters()).device
+    n = cache.get_seq_length()
+    flat = [t for ts in tokens for t in ts]
+    if not flat:
+        return [torch.empty(0) for _ in tokens]
+    k = len(flat)
+    visible = torch.zeros((k, n), dtype=torch.bool, device=device)
+    positions = torch.empty((1, k), dtype=torch.long, device=device)
+    row = 0
+    for p, ts in zip(points, tokens, strict=True):
+        m = len(ts)
+        visible[row : row + m, :p] = True
+        positions[0, row : row + m] = torch.arange(p, p + m, device=device)
+        row += m
+    mask = branch_mask(visible, [len(ts) for ts in tokens], next(model.parameters()).dtype)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([flat], device=device), attention_mask=mask, position_ids=positions,
+                    use_cache=True, **{cache_kw: cache})
+    cache.crop(n - cache.get_seq_length())
+    logp = torch.log_softmax(out.logits[0].float(), -1)
+    result, row = [], 0
+    for ts in tokens:
+        result.append(logp[row : row + len(ts)])
+        row += len(ts)
+    return result
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from rtchat.configs import models as model_paths
-from rtchat.configs.checksums import ChecksumError, verify_sums, write_sums
+from rtchat.configs.checksums import ChecksumError, sha256_file, verify_sums, write_sums
 from rtchat.configs.models import agent_adapter_dir, cache_root, embedded_dir
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ def load_model(spec: str, adapter: str, device: str, dtype):
         spec = str(embedded_model(spec.removeprefix("embedded:")))
     if adapter == "embedded":  # the project's adapter for the embedded base (rtchat models list)
         adapter = str(agent_adapter_dir())
+    elif adapter == model_paths.EMBEDDED_V1:
+        adapter = str(v1_adapter())
     base, lora = Path(spec).expanduser(), Path(adapter).expanduser()
     if adapter and lora.is_dir():
         verified(lora)  # before merging it into a new folder
@@ -191,6 +193,18 @@ def merged_once(base: Path, adapter: Path) -> Path:
         tok.save_pretrained(out)
 
     return convert_once(target, merge)
+
+
+def v1_adapter() -> Path:
+    """The adapter of ``embedded-v1``, checked to be the pinned files (``configs/models.py``)."""
+    folder = model_paths.V1_ADAPTER
+    sums = folder / "SHA256SUMS"
+    found = sha256_file(sums) if sums.is_file() else "no SHA256SUMS"
+    if found != model_paths.V1_SUMS_SHA256:
+        raise LoadError(f"embedded-v1: {folder} no longer holds the pinned adapter (sha256 of SHA256SUMS: {found[:16]}…, "
+                        f"pinned {model_paths.V1_SUMS_SHA256[:16]}…); restore it from git (commit 8fb8c0f) and ship "
+                        "new adapters into a folder of their own")
+    return folder
 
 
 def verified(folder: Path) -> Path:
