@@ -293,9 +293,16 @@ def measure_dtype(dtype: str, decoding: str, plan: Plan, bandwidth: dict) -> dic
     return out
 
 
+UNDER_LOAD_THREADS = (1, 2)  # agent threads measured under load; the profile's count gives the headline keys
+
+
 def measure_under_load(dtype: str, decoding: str, plan: Plan) -> dict:
     """The 400-word cached cycles and speak calls and the decode steps again, while
-    ``SessionLoad`` runs the recogniser's calls and the voice's syntheses in other processes."""
+    ``SessionLoad`` runs the recogniser's calls and the voice's syntheses in other processes —
+    once per agent thread count in UNDER_LOAD_THREADS; the headline keys are for the ``cpu``
+    profile's ``agent.threads`` (what a live session runs), ``under_load_by_threads`` has all."""
+    import torch
+
     from rtchat.evals.under_load import SessionLoad
     from rtchat.nodes.agent.lm import load_lm
 
@@ -303,19 +310,28 @@ def measure_under_load(dtype: str, decoding: str, plan: Plan) -> dict:
     size = SIZES[-1]
     texts = cycle_texts(transcript(size), plan.cycles)
     ids = lm.tok(transcript(size))["input_ids"]
-    with SessionLoad() as load:
-        cycles = time_calls(lm, texts, listen)
-        spoken = time_calls(lm, texts, speak)
-        steps, _ = time_decode_steps(lm.runner, ids, plan.decode_steps)
-        counts = load.counts
-    return {
-        f"cycle_p50_ms_cached_{size}_under_load": ms(cycles["ns"], 0.5),
-        f"cycle_p90_ms_cached_{size}_under_load": ms(cycles["ns"], 0.9),
-        f"prefill_p50_ms_cached_{size}_under_load": ms([k.get("prefill", 0) for k in cycles["kinds"]], 0.5),
-        f"speak_p50_ms_cached_{size}_under_load": ms(spoken["ns"], 0.5),
-        "decode_token_p50_ms_under_load": ms(steps, 0.5),
-        "under_load": counts,
-    }
+    saved, by_threads = torch.get_num_threads(), {}
+    try:
+        for threads in UNDER_LOAD_THREADS:
+            torch.set_num_threads(threads)
+            with SessionLoad() as load:
+                cycles = time_calls(lm, texts, listen)
+                spoken = time_calls(lm, texts, speak)
+                steps, _ = time_decode_steps(lm.runner, ids, plan.decode_steps)
+                counts = load.counts
+            by_threads[threads] = {
+                f"cycle_p50_ms_cached_{size}_under_load": ms(cycles["ns"], 0.5),
+                f"cycle_p90_ms_cached_{size}_under_load": ms(cycles["ns"], 0.9),
+                f"prefill_p50_ms_cached_{size}_under_load": ms([k.get("prefill", 0) for k in cycles["kinds"]], 0.5),
+                f"speak_p50_ms_cached_{size}_under_load": ms(spoken["ns"], 0.5),
+                "decode_token_p50_ms_under_load": ms(steps, 0.5),
+                "under_load": counts,
+            }
+    finally:
+        torch.set_num_threads(saved)
+    threads = profile_agent().threads or saved
+    return {**by_threads.get(threads, by_threads[UNDER_LOAD_THREADS[-1]]), "under_load_threads": threads,
+            "under_load_by_threads": by_threads}
 
 
 def measure(plan: Plan, headline: str, decoding: str) -> dict:
@@ -378,7 +394,9 @@ def definitions(plan: Plan) -> dict:
         "transcript_nll_400": "mean next-token negative log-likelihood (nats) over the 400-word transcript",
         "*_under_load": "(--under-load) the same keys measured again while the recogniser (the profile's "
         "asr: one call on a 3 s utterance every asr.hop_s) and the voice (the profile's tts: a 13-word reply "
-        "every 3 s) run in two other processes (evals/under_load.py SessionLoad); under_load: their counts",
+        "every 3 s) run in two other processes (evals/under_load.py SessionLoad); under_load: their counts; "
+        "under_load_by_threads: the same with 1 and with 2 agent threads; the headline keys are for the cpu "
+        "profile's agent.threads (under_load_threads)",
         "dtype": "float32; int8 = Int8Linear (int8 weights, one bf16 scale per row); int4 = Int4Linear (4-bit weights, "
         "a bf16 scale and zero per 32 inputs); bf16 activations in their matmuls, float32 elsewhere",
     }
@@ -415,7 +433,8 @@ def summary(r: dict) -> str:
         lines.append(f"vs float32: greedy cycles identical {same}; transcript NLL {nll}")
     if "under_load" in r:
         lines.append(
-            f"under load ({r['under_load']}): cycle p50/p90 at {n} {r[f'cycle_p50_ms_cached_{n}_under_load']}/"
+            f"under load ({r['under_load']}, {r['under_load_threads']} agent threads): cycle p50/p90 at {n} "
+            f"{r[f'cycle_p50_ms_cached_{n}_under_load']}/"
             f"{r[f'cycle_p90_ms_cached_{n}_under_load']} ms, speak {r[f'speak_p50_ms_cached_{n}_under_load']} ms, "
             f"decode step {r['decode_token_p50_ms_under_load']} ms"
         )
@@ -444,10 +463,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def profile_dtype() -> str:
+def profile_agent() -> AgentConfig:
+    """The ``cpu`` profile's agent settings (what a live session on this machine runs)."""
     from rtchat.configs import load
 
-    return load("cpu", []).agent.dtype
+    return load("cpu", []).agent
 
 
 def run(args: argparse.Namespace) -> int:
@@ -462,7 +482,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     plan = QUICK if args.quick else FULL
-    dtype = args.dtype or profile_dtype()
+    dtype = args.dtype or profile_agent().dtype
     start = time.perf_counter()
     try:
         result = measure(plan, dtype, args.decoding)

@@ -21,17 +21,21 @@ class EvalError(RuntimeError):
     """The evaluation cannot run; the message says what was wrong and how to fix it."""
 
 
-def resolve_model(spec: str, device: str = "auto"):
+def resolve_model(spec: str, device: str = "auto", weights: str = "auto"):
     """(model, tokenizer) in eval mode on ``device`` (auto: where the agent would run): embedded-base,
     embedded (base + the project's adapter), embedded-v1 (base + the first shipped adapter, pinned),
-    a folder, a hub id, or a peft adapter folder (its base is loaded, the adapter merged)."""
+    a folder, a hub id, or a peft adapter folder (its base is loaded, the adapter merged).
+    ``weights``: auto (float32 on the CPU, float16 on CUDA), or the agent's CPU int8 / int4 linears."""
     import torch
 
     from rtchat.configs.devices import resolve_device
     from rtchat.configs.models import agent_adapter_dir
     from rtchat.nodes.agent.loading import LoadError, load_model, resolve_dtype
+    from rtchat.nodes.agent.quant import QUANTISED, quantize_linears
 
     device = resolve_device(device, "agent")
+    if weights in QUANTISED and device != "cpu":
+        raise EvalError(f"--weights {weights} is a CPU option; the model resolved to {device}")
     dtype = resolve_dtype("auto", device) if device != "cpu" else torch.float32
     base, adapter = spec, ""
     if spec == EMBEDDED_BASE:
@@ -52,6 +56,8 @@ def resolve_model(spec: str, device: str = "auto"):
         model, tok = load_model(base, adapter, device, dtype)
     except LoadError as exc:
         raise EvalError(str(exc)) from None
+    if weights in QUANTISED:
+        quantize_linears(model, weights)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -87,6 +93,9 @@ def configure_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-examples", type=int, default=50, help="lines sampled (default 50)")
     parser.add_argument("--json", required=True, help="write the report here")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--weights", choices=("auto", "int8", "int4"), default="auto",
+                        help="auto: float32 on the CPU (float16 on CUDA); int8 / int4: the agent's quantised CPU linears "
+                             "(agent.dtype), applied to --model and --baseline")
     parser.add_argument("--max-length", type=int, default=512,
                         help="tokens per line, cut from the left as in training; points in the cut part are not "
                              "scored (default 512)")
@@ -102,7 +111,7 @@ def run_eval(args: argparse.Namespace, name: str, evaluate_fn, headline: tuple[s
     try:
         files = data_files(args.data)
         lines = read_lines(files)
-        model, tok = resolve_model(args.model)
+        model, tok = resolve_model(args.model, weights=args.weights)
         report = evaluate_fn(model, tok, lines, args.num_examples, args.seed, args.max_length)
     except (DataError, EvalError) as exc:
         print(f"rtchat eval {name}: {exc}")

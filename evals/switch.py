@@ -338,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         return run_eval(args, "switch", evaluate, headline)
 
     def paired(model, tok, lines, num_examples, seed, max_length):
-        base_model, base_tok = resolve_model(args.baseline)
+        base_model, base_tok = resolve_model(args.baseline, weights=args.weights)
         return evaluate(model, tok, lines, num_examples, seed, max_length, (args.baseline, base_model, base_tok))
 
     return run_eval(args, "switch", paired, (*headline, "gain"))

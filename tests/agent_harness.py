@@ -67,7 +67,7 @@ class ScriptedModel:
     in the transcript; an answer list is used in turn and its last answer repeats.
 
     generate: [(regex, text | [texts])]; lookahead: [(regex, (completion, response))];
-    switch: [(regex, bool)] for next_is_turn_switch. Unmatched calls get the defaults."""
+    switch: [(regex, bool)] for next_speaker_prob (1.0 / 0.0; see there). Unmatched calls get the defaults."""
 
     def __init__(self, generate=(), lookahead=(), switch=(), default_generate=" (0.2)", default_lookahead=("", "")):
         self.rules = {"generate": list(generate), "lookahead": list(lookahead), "switch": list(switch)}

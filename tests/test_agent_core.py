@@ -797,3 +797,21 @@ def test_typed_words_count_silence_from_their_arrival_even_after_voice():
     core.on_event(UserText(text="and you"), ms(5000))
     core.on_tick(ms(5300))
     assert core.t.body.endswith("and you (0.3)")  # not from the old word's end
+
+
+def test_a_stale_prediction_is_renewed_after_the_decision_went_out_and_after_words_that_arrived_meanwhile():
+    """Issue 19/20: the listening decision never waits for the lookahead's tokens. The cycle that
+    finds the prediction stale decides and returns; the renewal is due at once, and words that
+    arrive before it are read first, so it predicts from them."""
+    model = ScriptedModel(lookahead=[(r"hello there$", (" how are you", " S2: fine S"))])
+    core = agent(model)
+    core.on_event(UserText(text="hello"), s(0.1))
+    out = core.on_tick(s(0.4))  # the cycle: one probe, no lookahead yet
+    assert [e.decision for e in out if isinstance(e, AgentCycle)] == ["listen"]
+    assert [kind for kind, _ in model.calls] == ["switch"] and core.deadline_ns() == s(0.4)
+    core.on_event(UserText(text="hello there"), s(0.4))  # arrived while the decision went out
+    out = core.on_tick(s(0.4))  # the renewal
+    assert [kind for kind, _ in model.calls] == ["switch", "lookahead"]
+    assert model.calls[-1][1].endswith("S1: hello (0.3) hello there")
+    assert [list(e.chunks) for e in out if isinstance(e, AgentPrerender)] == [[" fine"]]
+    assert not any(isinstance(e, AgentCycle) for e in out) and core.deadline_ns() > s(0.4)

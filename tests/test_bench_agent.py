@@ -13,7 +13,8 @@ import pytest
 
 from rtchat.evals import bench, bench_agent
 
-HEADLINE = ("cycle_p50_ms_cached_400", "cycle_p50_ms_full_400", "speedup_400", "decode_token_p50_ms", "decode_token_floor_ms")
+HEADLINE = ("cycle_p50_ms_cached_400", "cycle_p50_ms_full_400", "speedup_400", "decode_token_p50_ms", "decode_token_floor_ms",
+            "speak_p50_ms_cached_400", "speak_p50_ms_cached_400_greedy", "decode_token_p50_ms_plain")
 
 
 def test_transcripts_have_the_asked_words_and_cycles_add_words_then_grow_a_pause():
@@ -44,7 +45,16 @@ def test_quick_bench_writes_complete_json(tmp_path, capsys):
             assert result[f"prefill_p50_ms_{path}_{n}"] >= 0
         assert result[f"tokens_run_per_cycle_cached_{n}"] < result[f"tokens_run_per_cycle_full_{n}"]  # the cache is reused
         assert isinstance(result[f"speedup_{n}"], float)
-    assert result["dtype"] == "int8" and set(result["by_dtype"]) == {"int8"}
+    for n in bench_agent.SIZES:
+        assert 0 < result[f"speak_p50_ms_cached_{n}"] <= result[f"speak_p90_ms_cached_{n}"]
+    for calls in ("cycle", "speak"):
+        shares = result[f"share_{calls}_400"]
+        assert set(shares) == {"prefill", "decode", "tokenize", "sampling_and_python"}
+        assert sum(shares.values()) == pytest.approx(1, abs=0.01)
+    assert result["share_cycle_400"]["decode"] == 0  # a listening decision generates nothing
+    assert result["fast_path"] is True and result["fast_path_identical"] == "2/2"
+    dtype = bench_agent.profile_agent().dtype
+    assert result["dtype"] == dtype and set(result["by_dtype"]) == {dtype}
     assert set(result["met"]) == set(result["targets"]) == set(bench_agent.TARGETS)
     assert {"cycle", "speedup_N", "decode_token_floor_ms"} <= set(result["definitions"])
     assert {"cpu_count", "torch", "transformers", "torch_threads", "date"} <= set(result["machine"])

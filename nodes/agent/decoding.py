@@ -197,6 +197,7 @@ class Runner:
         self.cache = new_cache(self.model.config)
         self.ids: list[int] = []
         self.hidden = torch.empty(0, 0)  # (len(ids), d) last-layer states, float32, on the model's device
+        self._hidden_room = self.hidden  # hidden is a view of its first rows (``_append_hidden``)
         self.logits: torch.Tensor | None = None  # (vocab,) float32: the next token after ids
 
     # ---------------------------------------------------------------- feeding tokens
@@ -263,8 +264,7 @@ class Runner:
                 input_ids=input_ids, use_cache=True, output_hidden_states=True, logits_to_keep=rows, **{self.cache_kw: self.cache}
             )
             hidden, logits = out.hidden_states[-1][0], out.logits[0]
-        hidden = hidden.float()
-        self.hidden = hidden if not self.ids else torch.cat([self.hidden, hidden])
+        self._append_hidden(hidden.float())
         self.ids.extend(tokens)
         self.logits = logits[-1].float()
         self._peeked = logits[-2].float() if rows > 1 else None
@@ -326,9 +326,22 @@ class Runner:
         if k > 1:
             self.cache.crop(-(k - 1))
         self.ids.append(tokens[i])
-        self.hidden = torch.cat([self.hidden, states[i : i + 1].float()])
+        self._append_hidden(states[i : i + 1].float())
         self.logits = (self._head(states[i]) if logits is None else logits[i]).float()
         del self._candidates
+
+    def _append_hidden(self, rows: torch.Tensor) -> None:
+        """hidden += rows, written into room kept after it (doubling when full): a decoding step
+        copied the whole (n, d) matrix with torch.cat, 1.6 MB at 700 tokens for SmolLM2."""
+        n, end = len(self.hidden), len(self.hidden) + len(rows)
+        room = self._hidden_room
+        if room.dim() != 2 or end > room.shape[0] or room.shape[1] != rows.shape[1]:
+            room = torch.empty(max(2 * end, 256), rows.shape[1], dtype=rows.dtype, device=rows.device)
+            if n:
+                room[:n] = self.hidden
+            self._hidden_room = room
+        room[n:end] = rows
+        self.hidden = room[:end]
 
     def take_elapsed_ns(self) -> dict[str, int]:
         out = dict(self.elapsed_ns)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rtchat.nodes.agent.quant import fuse
+from rtchat.nodes.agent.quant import QuantLinear, fuse
 
 
 class FastLlama:
@@ -37,6 +37,7 @@ class FastLlama:
         self.embed = inner.embed_tokens
         self.norm = inner.norm
         self.head = model.get_output_embeddings()
+        self._head = _projection(self.head)
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -68,9 +69,12 @@ class FastLlama:
         return None
 
     def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) as transformers' rotary embedding makes them, sin's first half negated (``_rotate``)."""
         freqs = positions[:, None].float() * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        return (emb.cos() * self.rope_scaling).to(self.dtype), (emb.sin() * self.rope_scaling).to(self.dtype)
+        cos, sin = (emb.cos() * self.rope_scaling).to(self.dtype), (emb.sin() * self.rope_scaling).to(self.dtype)
+        half = sin.shape[-1] // 2
+        return cos, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
     def __call__(
         self, ids: torch.Tensor, positions: torch.Tensor, cache, mask: torch.Tensor | None, logits_rows: int
@@ -89,7 +93,7 @@ class FastLlama:
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.layers[i], mask, causal, self)
         x = _rms(x, self.norm)
-        logits = self.head(x[m - logits_rows :]) if logits_rows else None
+        logits = self._head(x[m - logits_rows :]) if logits_rows else None
         return x, logits
 
 
@@ -100,10 +104,25 @@ def _rms(x: torch.Tensor, norm) -> torch.Tensor:
     return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of x (heads, m, head_dim), as transformers' apply_rotary_pos_emb."""
-    half = x.shape[-1] // 2
-    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x (heads, m, head_dim), as transformers' apply_rotary_pos_emb:
+    x·cos + rotate_half(x)·sin, where rotate_half(x)·sin = (−x₂·s, x₁·s) = roll(x)·(−s, s)
+    exactly (a sign moves between factors without rounding)."""
+    return (x * cos) + (x.roll(x.shape[-1] // 2, dims=-1) * signed_sin)
+
+
+def _projection(layer):
+    """``layer``'s forward, calling a quantised layer's kernel directly for a few rows (the layer's
+    own forward does the same with more steps: bias, reshapes)."""
+    if not isinstance(layer, QuantLinear) or layer.bias is not None:
+        return layer
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > layer.SMALL:
+            return layer(x)
+        return layer._small(x.to(torch.bfloat16)).to(x.dtype)
+
+    return project
 
 
 class _Layer:
@@ -112,11 +131,13 @@ class _Layer:
     def __init__(self, layer, q_size: int, kv_size: int):
         attn, mlp = layer.self_attn, layer.mlp
         self.ln1, self.ln2 = layer.input_layernorm, layer.post_attention_layernorm
-        self.qkv = fuse([attn.q_proj, attn.k_proj, attn.v_proj])
-        self.parts = (attn.q_proj, attn.k_proj, attn.v_proj)
-        self.o = attn.o_proj
-        self.gate_up = fuse([mlp.gate_proj, mlp.up_proj])
-        self.gate, self.up, self.down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        qkv = fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.qkv = _projection(qkv) if qkv is not None else None
+        self.parts = tuple(_projection(p) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        self.o = _projection(attn.o_proj)
+        gate_up = fuse([mlp.gate_proj, mlp.up_proj])
+        self.gate_up = _projection(gate_up) if gate_up is not None else None
+        self.gate, self.up, self.down = (_projection(p) for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
         self.q_size, self.kv_size = q_size, kv_size
 
     def __call__(self, x, cos, sin, cache_layer, mask, causal, model: FastLlama):
