@@ -91,7 +91,7 @@ USERS = {
         "[0.5] i had a funny day yesterday",
         "[6.0] so we [pause 0.8] um [pause 0.6] we took the train to the coast",
         "[15.0] and then i [pause 0.9] i went swimming in the sea",
-        "[24.0] yeah",
+        "[24.0] okay",
         "[27.0] the water was [pause 0.7] really [pause 0.5] really cold",
     ],
     "plans": [
