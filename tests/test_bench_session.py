@@ -3,10 +3,12 @@ user, with and without lookahead, through full sessions on the embedded models).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from session_log import at, chunk, pcm, write
 
@@ -102,6 +104,30 @@ def test_turn_taking_is_measured_on_the_script_times(tmp_path):
 def test_every_user_speaks_in_every_voice_and_quick_takes_turns():
     assert user_voices(["a", "b", "c"], list(ENGINES), quick=False) == {n: ["piper", "espeak"] for n in "abc"}
     assert user_voices(["a", "b", "c"], list(ENGINES), quick=True) == {"a": ["piper"], "b": ["espeak"], "c": ["piper"]}
+
+
+def test_the_report_has_every_user_in_each_voice_and_the_new_keys(tmp_path, monkeypatch):
+    """run() with the sessions, the voices and the TTS benchmark faked: its shape, not its figures."""
+    from rtchat.evals import bench_session
+
+    runs = iter(range(100))
+    def synth(text):
+        return np.full(1600 * len(text.split()), 3000, np.int16), 16_000  # 0.1 s per word
+
+    monkeypatch.setattr(bench_session, "engine_synth", lambda voice: synth)
+    monkeypatch.setattr(bench_session, "run_session", lambda *a: agent_log(tmp_path / f"run{next(runs)}"))
+    monkeypatch.setattr(bench_session, "bench_tts", lambda quick: {})
+    out = tmp_path / "session.json"
+    args = argparse.Namespace(json=str(out), quick=False, users=["trip", "story"], voices=None, tail=1.0,
+                              keep=str(tmp_path / "keep"), overrides=[])
+    assert bench_session.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["voices"] == {"trip": ["piper", "espeak"], "story": ["piper", "espeak"]}
+    for sessions in report["sessions"].values():
+        assert [(s["user"], s["voice"]) for s in sessions] == [("trip", "piper"), ("trip", "espeak"), ("story", "piper"),
+                                                               ("story", "espeak")]
+    for key in ("cut_in_rate", "backchannel_rate", "gap_p50_ms", "gap_p90_ms"):
+        assert key in report and key in report["policies"]["no_lookahead"] and f"``{key}``" in report["definitions"]
 
 
 def test_users_hesitate_inside_clauses():
