@@ -57,7 +57,7 @@ from rtchat.common.provenance import machine
 from rtchat.common.stats import percentile
 from rtchat.datasets.synthetic import BACKCHANNELS
 from rtchat.evals import fdb
-from rtchat.evals.analyze import Span
+from rtchat.evals.analyze import MERGE_GAP_NS, AudioClock, Span, agent_chunks, analyze, merge, read_events
 from rtchat.evals.simulate_user import ENGINES, Say, engine_synth, parse, render, write_wav
 from rtchat.nodes.agent.transcript import PAUSE_RE
 
@@ -188,8 +188,6 @@ def run_session(user_wav: Path, runs_dir: Path, overrides: list[str], tail_s: fl
 
 def measure(run_dir: Path, segments: list[list], per_turn: list[int]) -> dict:
     """Analysis of one session, the script's turns answered, and its turn-taking on the script's times."""
-    from rtchat.evals.analyze import MERGE_GAP_NS, AudioClock, agent_chunks, analyze, merge, read_events
-
     events, _ = read_events(run_dir)
     report = analyze(events)
     offset = AudioClock(events).offset_ns or 0
