@@ -23,6 +23,16 @@ opens an agent turn − the last user event before it: asr.*, user.text, vad.end
 (first ``tts.audio`` piece of a chunk − the ``agent.say``/``agent.release`` that asked for it),
 ``played`` (the chunk's first sample played − its first tts.audio piece).
 
+The signals of each transfer (``transfers[i].signals_ms``, ms after the end of the user's speech —
+the transfer's user IPU end —, negative when before it; None where the log lacks one), and their
+p50 over the transfers (``signal_p50_ms``, with ``signal_n`` counting them): ``vad_end`` (the
+``vad.end`` that closed that IPU), ``partial`` (the last ``asr.partial`` after the IPU began, up to
+the agent's first sound), ``final`` (the ``asr.final`` with the IPU's last words: the latest one
+whose last word lies in or nearest that IPU), ``decision`` (the last ``agent.cycle`` deciding to take
+the floor — ``TAKE_FLOOR``: ``switch`` — since the agent's previous IPU began, up to its first
+sound), ``audio`` (the ``audio.played`` start of the chunk that opened the agent's IPU: its first
+sample, leading silence included). The timeline picture marks them between the lanes.
+
 Full-Duplex-Bench v1.0 metrics (``fdb_*``: take-over rates in user pauses, after turn ends and after
 interruptions, their latencies, the backchannel rate) are computed from the same spans by
 ``fdb.py``, whose docstring defines them.
@@ -60,6 +70,10 @@ from rtchat.nodes.agent.transcript import PAUSE_RE
 MERGE_GAP_NS = 300_000_000  # agent chunks closer than this are one IPU
 YIELD_WINDOW_NS = 2_000_000_000  # an agent.cancel this soon after a user onset over agent speech = yielded
 TYPED_SPAN_NS = 1  # a typed message is an instant
+TAKE_FLOOR = ("switch",)  # the agent.cycle decisions that take the floor from the user
+SIGNALS = ("vad_end", "partial", "final", "decision", "audio")  # a transfer's signals, in their usual order
+SIGNAL_MARKERS = {"vad_end": ("v", "tab:blue"), "partial": ("|", "tab:green"), "final": ("s", "tab:green"),
+                  "decision": ("D", "tab:red"), "audio": ("^", "tab:orange")}  # the timeline picture's
 
 
 @dataclasses.dataclass
@@ -130,14 +144,18 @@ def vad_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
     return spans
 
 
+def nearest(spans: list[Span], t_ns: int) -> Span:
+    """The span holding ``t_ns``, else the closest one."""
+    return min(spans, key=lambda s: max(s.start_ns - t_ns, t_ns - s.end_ns, 0))
+
+
 def user_spans(events: list[Timed], clock: AudioClock) -> list[Span]:
     spans = vad_spans(events, clock)
     finals = [e for e in events if isinstance(e.event, AsrFinal)]
     if spans:
         for f in finals:
             for w in f.event.words:
-                mid = clock((w.start_ns + w.end_ns) // 2)
-                target = min(spans, key=lambda s, m=mid: max(s.start_ns - m, m - s.end_ns, 0))
+                target = nearest(spans, clock((w.start_ns + w.end_ns) // 2))
                 target.text = f"{target.text} {w.text.strip()}".strip()
     elif clock.offset_ns is not None:  # no VAD events: one span per final, from its word times
         for f in finals:
@@ -317,6 +335,32 @@ def stage_latencies(events: list[Timed], clock: AudioClock, transfers: list[dict
     return stages
 
 
+def transfer_signals(events: list[Timed], clock: AudioClock, user: list[Span], agent: list[Span],
+                     chunks: list[tuple[Span, AudioPlayed]], transfers: list[dict]) -> list[dict[str, float | None]]:
+    """Per transfer, when each signal arrived (ms after the user's speech end; None: not in the log)."""
+    vad_ends = [(e.t_ns, clock(e.event.audio_ns)) for e in events if isinstance(e.event, VadEnd)]
+    partials = [e.t_ns for e in events if isinstance(e.event, AsrPartial)]
+    finals = [e for e in events if isinstance(e.event, AsrFinal) and e.event.words]
+    decisions = [e.t_ns for e in events if isinstance(e.event, AgentCycle) and e.event.decision in TAKE_FLOOR]
+    played = {span.start_ns: ev.start_ns for span, ev in chunks}
+    out = []
+    for tr in transfers:
+        end, start = tr["user_end_ns"], tr["agent_start_ns"]
+        last = max((u for u in user if u.end_ns == end and u.start_ns < start), key=lambda u: u.start_ns)
+        since = max((a.start_ns for a in agent if a.start_ns < start), default=None)
+        own = [f.t_ns for f in finals if clock.offset_ns is not None
+               and nearest(user, clock((f.event.words[-1].start_ns + f.event.words[-1].end_ns) // 2)) is last]
+        signals = {
+            "vad_end": next((t for t, audio_end in vad_ends if audio_end == end), None),
+            "partial": max((t for t in partials if last.start_ns < t <= start), default=None),
+            "final": max(own, default=None),
+            "decision": max((t for t in decisions if (since is None or since < t) and t <= start), default=None),
+            "audio": played.get(start),
+        }
+        out.append({k: None if t is None else round(_ms(t - end), 1) for k, t in signals.items()})
+    return out
+
+
 def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
     clock = AudioClock(events)
     user = merge(user_spans(events, clock), 0)
@@ -327,6 +371,8 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
     turns = user_turns(user, agent, int(turn_gap_s * 1e9))
     inter = interruptions(events, user, agent)
     stages = stage_latencies(events, clock, transfers)
+    for tr, signals in zip(transfers, transfer_signals(events, clock, user, agent, chunks, transfers), strict=True):
+        tr["signals_ms"] = signals
     fdb_samples = fdb.samples(user, agent, spread_words([c[0] for c in chunks]), int(turn_gap_s * 1e9))
     fto = [t["fto_ms"] for t in transfers]
     agent_pauses = [e.event.duration_ns / 1e9 for e in events if isinstance(e.event, AgentPause)]
@@ -347,6 +393,9 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
         "agent_pause_s_total": round(sum(agent_pauses), 2),
         "stage_latency_ms": {k: percentile(v, 0.5) for k, v in stages.items()},
         "stage_latency_n": {k: len(v) for k, v in stages.items()},
+        "signal_p50_ms": {k: percentile([t["signals_ms"][k] for t in transfers if t["signals_ms"][k] is not None], 0.5)
+                          for k in SIGNALS},
+        "signal_n": {k: sum(t["signals_ms"][k] is not None for t in transfers) for k in SIGNALS},
         **fdb.summarize([fdb_samples]),
         "fdb_samples": {k: v for k, v in dataclasses.asdict(fdb_samples).items() if k != "backchannel_at"},
         "fdb_backchannels": [{"at_s": round((b["at_ns"] - origin) / 1e9, 3), "into_turn_s": b["into_turn_s"], "text": b["text"]}
@@ -362,7 +411,7 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
 
 
 def timeline_png(report: dict, path: Path, title: str = "") -> None:
-    """Who spoke when, with the words: user lane above, agent lane below."""
+    """Who spoke when, with the words: user lane above, agent lane below, each transfer's signals between."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,6 +431,19 @@ def timeline_png(report: dict, path: Path, title: str = "") -> None:
     for t in report["transfers"]:
         ax.annotate("", xy=(t["agent_start_s"], 0.3), xytext=(t["user_end_s"], 0.7),
                     arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.8})
+    drawn = set()
+    for t in report["transfers"]:  # when each signal of the transfer arrived, between the lanes
+        for name in SIGNALS:
+            ms = t.get("signals_ms", {}).get(name)
+            if ms is not None:
+                marker, color = SIGNAL_MARKERS[name]
+                ax.plot(t["user_end_s"] + ms / 1000, 0.5, marker=marker, color=color, ms=5, ls="none",
+                        label="_nolegend_" if name in drawn else name.replace("_", " "))
+                drawn.add(name)
+    if drawn:
+        handles = sorted(zip(*ax.get_legend_handles_labels(), strict=True), key=lambda h: SIGNALS.index(h[1].replace(" ", "_")))
+        ax.legend(*zip(*handles, strict=True), loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=7, title="signals",
+                  title_fontsize=7)
     ax.set_yticks([1, 0], ["user", "agent"])
     ax.set_ylim(-1.1, 2.1)
     ax.set_xlim(0, end + 0.5)

@@ -45,6 +45,7 @@ node, both latency_drift_pct < 10, lost_events 0), ``machine``, ``commit`` (the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
@@ -87,6 +88,7 @@ def soak_recording(seconds: float, rng: random.Random, synth) -> tuple[np.ndarra
     from rtchat.evals.simulate_user import parse, render
 
     pool, rendered = line_pool(), {}
+    synth = functools.cache(synth)  # an utterance several lines share ("um") is rendered once too
     parts, segments, order, length, previous = [], [], [], 0, None
     while length < seconds * SR_HZ:
         line = rng.choice([p for p in pool if p != previous])

@@ -32,6 +32,7 @@ import numpy as np
 from rtchat.common.audio import SR_HZ
 from rtchat.common.files import replacing
 
+ENGINES = ("piper", "espeak")  # the voices: the embedded Piper joe, espeak-ng en-us
 TRIM_DBFS = -45.0  # trimmed edges: 10 ms windows quieter than this
 TOKEN_RE = re.compile(r"\[([^\]]*)\]|([^\[\]]+)")
 
@@ -161,7 +162,7 @@ def write_wav(path: Path, pcm: np.ndarray, sr: int = SR_HZ) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", metavar="SCRIPT", help="a script file, or - for stdin (syntax: rtchat simulate-user --help)")
     parser.add_argument("--out", required=True, metavar="USER.wav", help="the recording to write (16 kHz mono)")
-    parser.add_argument("--engine", default="piper", choices=("piper", "espeak"), help="the voice (default: piper, embedded joe)")
+    parser.add_argument("--engine", default="piper", choices=ENGINES, help="the voice (default: piper, embedded joe)")
     parser.add_argument("--tail", type=float, default=1.0, metavar="S", help="silence after the last words (default 1.0)")
     parser.add_argument("--segments", metavar="OUT.json", help="also write the utterances' true [start_s, end_s, text]")
     parser.epilog = "Script: [T] starts the next words at T s; [pause S] adds S s of silence; # comments."

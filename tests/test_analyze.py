@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from session_log import barge_in_session, chunk, write
+from session_log import at, audio_s, barge_in_session, chunk, pcm, write
 
-from rtchat.bus.events import UserText
+from rtchat.bus.events import AgentCycle, AsrFinal, AsrPartial, AudioIn, UserText, VadEnd, VadStart, Word
 from rtchat.evals.analyze import analyze, read_events, timeline_png
 
 
@@ -45,6 +45,53 @@ def test_stage_latencies_come_from_event_times_and_audio_times(session):
     assert stages["agent_decision"] == pytest.approx(225.0)  # p50 of 50 (say 2.35 - final 2.3) and 400 (3.9 - 3.5)
 
 
+def cycle(decision: str) -> AgentCycle:
+    return AgentCycle(turn=0, gen=0, input_text="", prediction="", decision=decision)
+
+
+def words(*spans: tuple[str, float, float]) -> tuple[Word, ...]:
+    return tuple(Word(text=f" {w}", start_ns=audio_s(a), end_ns=audio_s(b)) for w, a, b in spans)
+
+
+def test_each_transfer_says_when_its_signals_arrived(tmp_path):
+    """Two transfers, every signal at a known time after the user's speech end."""
+    data, n = pcm(0.02, 16_000)
+    write(tmp_path / "events.rtlog", [
+        (0.0, AudioIn(pcm=data, sr_hz=16_000, n_samples=n, stream_pos=0, t_capture_ns=at(0.0))),
+        # 1: the user speaks 1.0–2.0 s
+        (1.1, VadStart(stream_pos=16_000, audio_ns=audio_s(1.0))),
+        (1.6, AsrPartial(text=" hello", rev=0, utterance=0, words=words(("hello", 1.0, 1.4)))),
+        (2.1, cycle("listen")),
+        (2.2, AsrPartial(text=" hello there", rev=1, utterance=0, words=words(("hello", 1.0, 1.4), ("there", 1.5, 1.9)))),
+        (2.4, AsrFinal(text=" hello there", utterance=0, words=words(("hello", 1.0, 1.4), ("there", 1.5, 1.9)))),
+        (2.45, cycle("switch")),
+        (2.5, VadEnd(stream_pos=32_000, audio_ns=audio_s(2.0))),
+        *chunk(1, 0, 2.45, [("", 0.2), (" hi there", 0.6)], start=2.6),  # first sample 2.6 s, first sound 2.8 s
+        (3.0, AsrPartial(text=" hi", rev=0, utterance=1, words=())),  # after the agent's first sound: not this transfer's
+        (3.1, cycle("continue")),
+        # 2: the user speaks 4.0–5.0 s; no partial
+        (4.1, VadStart(stream_pos=64_000, audio_ns=audio_s(4.0))),
+        (5.3, AsrFinal(text=" how are you", utterance=2, words=words(("how", 4.1, 4.3), ("are", 4.3, 4.5), ("you", 4.5, 4.9)))),
+        (5.5, cycle("switch")),
+        (5.9, VadEnd(stream_pos=80_000, audio_ns=audio_s(5.0))),
+        *chunk(2, 0, 5.5, [(" fine", 0.5)], start=5.6),
+    ])
+    report = analyze(read_events(tmp_path)[0])
+    assert report["fto_ms"] == [800.0, 600.0]  # 2.8 - 2.0; 5.6 - 5.0
+    # 1: vad.end 2.5 - 2.0; the last partial before 2.8 is 2.2's; final 2.4; the switch 2.45 (not
+    #    the listen at 2.1); the chunk's first sample 2.6
+    assert report["transfers"][0]["signals_ms"] == {"vad_end": 500.0, "partial": 200.0, "final": 400.0, "decision": 450.0,
+                                                    "audio": 600.0}
+    # 2: vad.end 5.9 - 5.0; no partial; final 5.3; the switch 5.5 (not 2.45's, before the agent's
+    #    previous IPU began at 2.8); first sample 5.6
+    assert report["transfers"][1]["signals_ms"] == {"vad_end": 900.0, "partial": None, "final": 300.0, "decision": 500.0,
+                                                    "audio": 600.0}
+    assert report["signal_p50_ms"] == {"vad_end": 700.0, "partial": 200.0, "final": 350.0, "decision": 475.0, "audio": 600.0}
+    assert report["signal_n"] == {"vad_end": 2, "partial": 1, "final": 2, "decision": 2, "audio": 2}
+    timeline_png(report, tmp_path / "t.png")  # the markers draw
+    assert (tmp_path / "t.png").stat().st_size > 5000
+
+
 def test_a_typed_session_counts_typed_turns(tmp_path):
     events = [(1.0, UserText(text="hello")), *chunk(1, 0, 1.6, [(" hi", 0.4)], start=1.7)]
     write(tmp_path / "events.rtlog", events)
@@ -64,7 +111,7 @@ def test_cli_writes_json_and_a_timeline_picture(session, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
-    for key in ("turns", "fto_ms", "fto_p50_ms", "fto_p90_ms", "overlaps", "stage_latency_ms"):
+    for key in ("turns", "fto_ms", "fto_p50_ms", "fto_p90_ms", "overlaps", "stage_latency_ms", "signal_p50_ms"):
         assert key in report
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
