@@ -126,7 +126,7 @@ class AgentConfig:
     opening_utterance: str = ""  # the agent's first words, used at its first turn
     # timing
     interval_s: float = 0.8  # decision interval while the agent speaks
-    listen_interval_s: float = 0.4  # decision interval while the agent listens (min with interval_s)
+    listen_interval_s: float = 0.1  # decision interval while the agent listens (min with interval_s): the pause step
     switch_threshold: float = 0.5  # the agent takes the turn when P(its tag comes next) reaches this
     user_pause_step_s: float = 0.1  # user silence is written in steps of this
     max_agent_pause_s: float = 10.0  # cap on the wait after a pause the agent wrote

@@ -38,6 +38,7 @@ from rtchat.bus.events import (
 )
 from rtchat.bus.wire import decode, encode
 from rtchat.configs.schema import AgentConfig
+from rtchat.nodes.agent.core import AgentCore
 from rtchat.nodes.agent.cycle import MAX_GENERATIONS
 from rtchat.nodes.agent.silence import VAD_STALE_NS
 from rtchat.nodes.agent.transcript import PAUSE_RE, grammar_errors
@@ -639,9 +640,10 @@ def test_bad_config_changes_are_rejected_whole():
     core = agent(ScriptedModel())
     with pytest.raises(ValueError, match="unknown agent config keys \\['nope'\\]; allowed: "):
         core.on_event(ConfigChange(changes={"agent.nope": 1, "agent.user_name": "x"}), 0)
+    before = core.cfg
     with pytest.raises(ValueError, match="interval_s"):
         core.on_event(ConfigChange(changes={"agent.interval_s": -1}), 0)
-    assert core.cfg == AgentConfig()
+    assert core.cfg == before
 
 
 def test_decoding_changes_go_to_the_model_timing_changes_apply_next_cycle():
@@ -815,3 +817,16 @@ def test_a_stale_prediction_is_renewed_after_the_decision_went_out_and_after_wor
     assert model.calls[-1][1].endswith("S1: hello (0.3) hello there")
     assert [list(e.chunks) for e in out if isinstance(e, AgentPrerender)] == [[" fine"]]
     assert not any(isinstance(e, AgentCycle) for e in out) and core.deadline_ns() > s(0.4)
+
+
+def test_by_default_a_listening_agent_decides_every_pause_step_and_never_over_the_users_voice():
+    """Issue 20: the decision's resolution is the pause step (0.1 s), not a 0.4 s grid; while the
+    VAD hears the user, nothing is probed and the turn is not taken."""
+    model = ScriptedModel(switch=[(r"\(0\.[6-9]\)$", True), (".", False)], generate=[(r"\(0\.\d\)$", " S2: sure")])
+    core = AgentCore(AgentConfig(), model, 0)
+    tl = Timeline(core).at(0.05, VadStart(stream_pos=0, audio_ns=0, at_ns=s(0.05)))
+    tl.at(0.3, AsrPartial(text="so yes", rev=0, utterance=0)).at(0.5, VadEnd(stream_pos=0, audio_ns=0, at_ns=s(0.5))).run(1.3)
+    probes = [text[-6:].strip() for kind, text in model.calls if kind == "switch"]
+    assert probes == ["so yes"] + [f"({x / 10:.1f})" for x in range(1, 7)]  # every 0.1 s from the speech end
+    assert tl.story("say", "cycle") == ["1.1 say ' sure'", "1.1 cycle switch"]
+    assert core.counters["switch_held_by_vad"] == 4  # the cycles at 0.1 … 0.4 s, while the VAD was open

@@ -107,7 +107,13 @@ class Cycle:
         return "" if not text.strip() or TAG_START_RE.match(text.lstrip()) else text
 
     def _switch_now(self) -> bool:
-        """The listening decision: P(the agent's tag comes next) ≥ switch_threshold."""
+        """The listening decision: P(the agent's tag comes next) ≥ switch_threshold — asked only
+        while the VAD does not hear the user speak: the agent never takes the turn over the
+        user's voice (issue 20), and the probe's time goes to the silence, when it matters."""
+        if self.vad_open:
+            self.counters["switch_held_by_vad"] += 1
+            self.p_switch = 0.0
+            return False
         self.counters["floor_probes"] += 1
         self.p_switch = self.model.next_speaker_prob(self.t.text, f" {AGENT}:")
         return self.p_switch >= self.cfg.switch_threshold
@@ -139,7 +145,9 @@ class Cycle:
                 return spoken + [self._cycle_event(self._probed(), "switch")]
             self.look.prediction = None
             kept = False
-        self._renew_due = not kept
+        # a stale prediction is renewed while the user speaks (or when no VAD is heard of, typed
+        # input): in a silence the VAD heard, the decisions every pause step come first
+        self._renew_due = not kept and (self.vad_open or not self.counters["vad_events"])
         return [self._cycle_event(self._probed(), "listen")]
 
     def _renew(self) -> list[Event]:

@@ -127,12 +127,14 @@ class AgentLM:
         self.strategy = decoding.make_strategy(cfg)
         self.generator = torch.Generator()  # sampling runs on the CPU: the same seed gives the same words anywhere
         self._tokenize_ns = 0
+        self._probed: tuple[tuple[str, str], float] | None = None  # the last next_speaker_prob call and its answer
 
     def configure(self, cfg: AgentConfig) -> None:
         """Apply changed decoding settings (``ctl.config``); model, device and dtype stay as loaded."""
         self.cfg = cfg
         self.strategy = decoding.make_strategy(cfg)
         self.bans = decoding.TokenBans(*prefix_word_bans(self.tok, self.eos_ids)) if cfg.prevent_special_tokens else None
+        self._probed = None
 
     @staticmethod
     def _max_length(model, tok) -> int:
@@ -193,6 +195,8 @@ class AgentLM:
         """P(the next tokens are ``tag``'s first two, e.g. " S" "2") from one forward pass over
         the new tokens and the " S" token (``Runner.peek``); eos, newlines and banned prefix
         words are masked out as in generation. A one-token tag: P(" S")."""
+        if self._probed is not None and self._probed[0] == (text, tag):
+            return self._probed[1]  # nothing changed since the last probe
         tag_ids = encode_fragment(self.tok, tag)
         if not tag_ids or tag_ids[0] != self.s_id:
             raise ValueError(f"{tag!r} does not start with the turn-switch token {TURN_SWITCH!r}")
@@ -204,6 +208,7 @@ class AgentLM:
             p = float(torch.softmax(first, dim=-1)[self.s_id])
             if len(tag_ids) > 1:
                 p *= float(torch.softmax(second, dim=-1)[tag_ids[1]])
+        self._probed = ((text, tag), p)
         return p
 
     def lookahead(self, text: str, max_new_tokens: int, max_response_tokens: int) -> Lookahead:
