@@ -244,6 +244,7 @@ def write_eaf(t: Tiers, out: Path) -> None:
         eaf.add_annotation(TIERS[-1], ms, ms + 1, label)
     eaf.remove_tier("default")
     with replacing(out) as tmp:
+        tmp.unlink()  # pympi keeps an existing file as a .bak beside it: write where nothing is
         eaf.to_file(str(tmp))
 
 

@@ -87,8 +87,11 @@ def test_a_state_file_moves_time_zero_to_the_recordings_origin(run, tmp_path):
 def test_eaf_holds_the_same_tiers_in_ms_and_links_the_recording(run, tmp_path):
     from pympi.Elan import Eaf
 
-    export(run, "eaf", tmp_path / "s.eaf")
-    eaf = Eaf(str(tmp_path / "s.eaf"))
+    out = tmp_path / "out" / "s.eaf"
+    export(run, "eaf", out)
+    export(run, "eaf", out)  # again, over the first: nothing is left beside it (pympi keeps .bak files)
+    assert [p.name for p in out.parent.iterdir()] == ["s.eaf"]
+    eaf = Eaf(str(out))
     assert set(eaf.get_tier_names()) == {"user words", "agent words", "user speech", "floor", "agent decisions"}
 
     def ms(spans):
