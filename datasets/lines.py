@@ -24,6 +24,17 @@ class LineError(ValueError):
     """A line is not a transcript line; the message says what is missing."""
 
 
+NON_WORD_RE = re.compile(r"[^\w'\-]+|_")
+
+
+def corpus_words(text: str) -> str:
+    """Words in the training corpus's form: lower case, no punctuation but apostrophes and hyphens,
+    single spaces (``"Hello there. How's it going?"`` → ``"hello there how's it going"``). The
+    synthetic corpus is written so, and the agent writes the user's words so: a recogniser's
+    "about." must not read as a finished sentence the model never saw in training."""
+    return " ".join(NON_WORD_RE.sub(" ", text.lower()).split())
+
+
 def one_line(text: str) -> str:
     """Control characters become spaces; whitespace runs collapse to one space; stripped."""
     text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in str(text))

@@ -78,7 +78,7 @@ import sys
 import time
 from pathlib import Path
 
-from rtchat.datasets.lines import Identity, format_line
+from rtchat.datasets.lines import Identity, corpus_words, format_line
 from rtchat.datasets.splits import EmptyDatasetError, split_dialogues, windows, write_splits
 
 MIN_TURNS = 4
@@ -153,7 +153,6 @@ MALE_NAMES = (
     "Jim",
 )
 
-NON_WORD_RE = re.compile(r"[^\w'\-]+|_")
 CLAUSE_RE = re.compile(r"([,;.!?…]+)")  # the delimiter is kept: it tells an inner boundary from a completion
 INNER, COMPLETION = "inner", "completion"
 
@@ -169,8 +168,6 @@ class Segment:
     backchannel: bool = False
 
 
-def clean(text: str) -> str:
-    return " ".join(NON_WORD_RE.sub(" ", text.lower()).split())
 
 
 def clauses(messages: list[str]) -> list[tuple[list[str], str]]:
@@ -181,7 +178,7 @@ def clauses(messages: list[str]) -> list[tuple[list[str], str]]:
         parts = CLAUSE_RE.split(message)
         found = []
         for k in range(0, len(parts), 2):
-            words = clean(parts[k]).split()
+            words = corpus_words(parts[k]).split()
             delimiter = parts[k + 1] if k + 1 < len(parts) else ""
             if words:
                 found.append((words, INNER if delimiter and set(delimiter) <= {",", ";"} else COMPLETION))
@@ -291,7 +288,7 @@ def identities(rng: random.Random) -> dict[str, Identity]:
 
 def to_turns(conversation: dict) -> tuple[list[tuple[str, list[str]]], bool]:
     """(speaker tag, messages) per turn, and whether it was repaired by turn parity."""
-    raw = [[m for m in turn if clean(m.get("text", ""))] for turn in conversation.get("messages", [])]
+    raw = [[m for m in turn if corpus_words(m.get("text", ""))] for turn in conversation.get("messages", [])]
     raw = [turn for turn in raw if turn]
     senders = {m["sender"] for turn in raw for m in turn}
     if len(senders) == 1:

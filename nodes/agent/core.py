@@ -76,7 +76,7 @@ from rtchat.bus.events import (
     VadStart,
 )
 from rtchat.configs.schema import AgentConfig
-from rtchat.datasets.lines import build_prefix, clip_summary
+from rtchat.datasets.lines import build_prefix, clip_summary, corpus_words
 from rtchat.nodes.agent.cycle import Cycle
 from rtchat.nodes.agent.lookahead import Predictor
 from rtchat.nodes.agent.playback import BargeIn, Playback
@@ -252,7 +252,8 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
     # ---------------------------------------------------------------- input
 
     def _input(self, text: str, partial: bool, typed: bool, now_ns: int) -> list[Event]:
-        words = clean_words(text)
+        # in the form the model was trained on: "About." would read as a finished sentence
+        words = corpus_words(clean_words(text))
         if typed and not words:
             return []
         self.counters["inputs"] += 1
