@@ -6,8 +6,9 @@ benchmark, each in both of its voices (``simulate_user.ENGINES``: the embedded P
 espeak-ng; ``--quick``: one voice per user, taking turns), and played in real time into full
 sessions (``rtchat run --ui none --in USER.wav``: proxy, logger, audio, asr, agent, tts), each
 analysed from its log by ``rtchat analyze``. Every recording runs twice in the same benchmark: with
-the agent's predictive lookahead (the default) and, as the baseline, without it
-(``agent.lookahead=false``), so the ratio holds on a noisy machine.
+the agent's predictive lookahead (``agent.lookahead=true``, the agent's default; the ``cpu``
+profile turns it off) and, as the baseline, without it (``agent.lookahead=false``), so the ratio
+holds on a noisy machine.
 
 Keys (per policy under ``policies``; the default policy's figures also at the top level):
 - ``fto_p50_ms`` / ``fto_p90_ms``: floor-transfer offsets to the agent over all sessions
@@ -102,7 +103,7 @@ USERS = {
         "[27.0] maybe we could [pause 0.6] um [pause 0.5] go for a walk by the river",
     ],
 }
-POLICIES = {"lookahead": [], "no_lookahead": ["agent.lookahead=false"]}
+POLICIES = {"lookahead": ["agent.lookahead=true"], "no_lookahead": ["agent.lookahead=false"]}
 BACKCHANNEL_MAX_WORDS = 2
 BACKCHANNEL_PHRASES = frozenset(BACKCHANNELS) | {"i see", "uh huh", "mm hmm", "mhm", "ok"}  # the corpus's, and spellings
 KEYS = ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate", "cut_in_rate", "backchannel_rate",
