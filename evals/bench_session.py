@@ -6,9 +6,8 @@ benchmark, each in both of its voices (``simulate_user.ENGINES``: the embedded P
 espeak-ng; ``--quick``: one voice per user, taking turns), and played in real time into full
 sessions (``rtchat run --ui none --in USER.wav``: proxy, logger, audio, asr, agent, tts), each
 analysed from its log by ``rtchat analyze``. Every recording runs twice in the same benchmark: with
-the agent's predictive lookahead (``agent.lookahead=true``, the agent's default; the ``cpu``
-profile turns it off) and, as the baseline, without it (``agent.lookahead=false``), so the ratio
-holds on a noisy machine.
+the agent's predictive lookahead (``agent.lookahead=true``, the default) and, as the baseline,
+without it (``agent.lookahead=false``), so the ratio holds on a noisy machine.
 
 Keys (per policy under ``policies``; the default policy's figures also at the top level):
 - ``fto_p50_ms`` / ``fto_p90_ms``: floor-transfer offsets to the agent over all sessions
