@@ -195,13 +195,6 @@ def agent_says_nothing(prefix: str) -> bool:
     return speaker is not None and speaker != AGENT
 
 
-def no_switch_to_agent(prefix: str) -> bool:
-    """8a/8d (the user's floor, lookahead off), settled: the prediction can no longer start with
-    the agent's tag. An unfinished pause is generated to its end first (it would be continued)."""
-    p = prefix.lstrip()
-    return bool(p) and p != "S" and parse_turn(p)[0] != AGENT and not ends_in_incomplete_pause(prefix)
-
-
 def speaker_after_pauses_known(prefix: str) -> bool:
     """Barge-in, settled: past its complete pauses the prefix shows a word or a whole tag."""
     q = PAUSE_RE.sub("", prefix).lstrip()
