@@ -17,7 +17,8 @@ Virtual time: no clock reads, sleeps or randomness here; ``now_ns`` comes with e
   pause, capped at ``max_agent_pause_s``.
 Input events are applied when they arrive (§5, ``rewrite.py``); a flood of words between cycles
 simply accumulates. User words are written in the training corpus's form (lower case, no
-punctuation: ``datasets.lines.corpus_words``), not as the recogniser wrote them. ``turn`` increments at every floor change; ``gen`` at every cancel.
+punctuation: ``datasets.lines.corpus_words``), not as the recogniser wrote them. ``turn``
+increments at every floor change; ``gen`` at every cancel.
 
 The core is one class in four modules, each with the rules it implements: this one (the Core
 interface, input, control, restart), ``cycle.py`` (the decision cycle and what the agent says),
