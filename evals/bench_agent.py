@@ -39,6 +39,7 @@ mean next-token negative log-likelihood. ``--quick`` runs the headline dtype onl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -230,15 +231,21 @@ def transcript_nll(lm, text: str) -> float:
     return round(float(torch.nn.functional.cross_entropy(logits, ids[0, 1:])), 4)
 
 
-def greedy_cycles(lm, texts: list[str]) -> list[str]:
+@contextlib.contextmanager
+def greedy(lm):
+    """The model decodes greedily inside (the quality checks and the greedy speak timing)."""
     from rtchat.nodes.agent.decoding import Greedy
 
-    saved = lm.strategy
-    lm.strategy = Greedy()
+    saved, lm.strategy = lm.strategy, Greedy()
     try:
-        return [lm.generate(text, MAX_NEW_TOKENS).text for text in texts]
+        yield
     finally:
         lm.strategy = saved
+
+
+def greedy_cycles(lm, texts: list[str]) -> list[str]:
+    with greedy(lm):
+        return [lm.generate(text, MAX_NEW_TOKENS).text for text in texts]
 
 
 def ms(values: list[int], q: float) -> float:
@@ -246,14 +253,14 @@ def ms(values: list[int], q: float) -> float:
 
 
 def measure_dtype(dtype: str, decoding: str, plan: Plan, bandwidth: dict) -> dict:
-    from rtchat.nodes.agent.decoding import Greedy, Runner
+    from rtchat.nodes.agent.decoding import Runner
     from rtchat.nodes.agent.lm import load_lm
 
     cfg = dataclasses.replace(AgentConfig(), model=MODEL, device="cpu", dtype=dtype, decoding=decoding)
     t0 = time.perf_counter()
     lm = load_lm(cfg)
     out: dict = {"dtype": dtype, "load_s": round(time.perf_counter() - t0, 1), "fast_path": lm.runner.fast is not None}
-    greedy: list[str] = []
+    greedy_texts: list[str] = []
     for size in SIZES:
         texts = cycle_texts(transcript(size), plan.cycles)
         paths = {"cached": time_calls(lm, texts, listen), "full": time_calls(lm, texts, listen, full=True)}
@@ -268,18 +275,18 @@ def measure_dtype(dtype: str, decoding: str, plan: Plan, bandwidth: dict) -> dic
         out[f"speak_p50_ms_cached_{size}"] = ms(spoken["ns"], 0.5)
         out[f"speak_p90_ms_cached_{size}"] = ms(spoken["ns"], 0.9)
         out[f"speak_tokens_run_per_cycle_{size}"] = round(statistics.mean(spoken["tokens_run"]), 1)
-        greedy += greedy_cycles(lm, texts[1:])
+        greedy_texts += greedy_cycles(lm, texts[1:])
     size = SIZES[-1]
     out[f"share_cycle_{size}"], out[f"share_speak_{size}"] = share(paths["cached"]), share(spoken)
-    saved, lm.strategy = lm.strategy, Greedy()
-    out[f"speak_p50_ms_cached_{size}_greedy"] = ms(time_calls(lm, texts, speak)["ns"], 0.5)
-    lm.strategy, fast_runner = saved, lm.runner
+    with greedy(lm):
+        out[f"speak_p50_ms_cached_{size}_greedy"] = ms(time_calls(lm, texts, speak)["ns"], 0.5)
+    fast_runner = lm.runner
     lm.runner = Runner(fast_runner.model, fast=False)  # transformers' forward on the same weights
     plain_greedy = greedy_cycles(lm, texts[1:])
     ids = lm.tok(transcript(size))["input_ids"]
     plain_steps, _ = time_decode_steps(lm.runner, ids, plan.decode_steps)
     lm.runner = fast_runner
-    same = sum(a == b for a, b in zip(plain_greedy, greedy[-len(plain_greedy) :], strict=True))
+    same = sum(a == b for a, b in zip(plain_greedy, greedy_texts[-len(plain_greedy) :], strict=True))
     out["fast_path_identical"] = f"{same}/{len(plain_greedy)}"
     out[f"transcript_nll_{size}"] = transcript_nll(lm, transcript(size))
     steps, tokens = time_decode_steps(lm.runner, ids, plan.decode_steps)
@@ -289,7 +296,7 @@ def measure_dtype(dtype: str, decoding: str, plan: Plan, bandwidth: dict) -> dic
     out["weight_bytes_per_token"] = weight_bytes_per_token(lm.runner.model)
     out["decode_token_floor_ms"] = round(out["weight_bytes_per_token"] / (bandwidth["read_gb_s"] * 1e9) * 1e3, 1)
     out["kv_cache_bytes_400"] = sum(layer.keys.nbytes + layer.values.nbytes for layer in lm.runner.cache.layers)
-    out["_greedy"], out["_decode_tokens"] = greedy, tokens
+    out["_greedy"], out["_decode_tokens"] = greedy_texts, tokens
     return out
 
 

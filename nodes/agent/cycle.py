@@ -159,18 +159,16 @@ class Cycle:
         self._predict(out)
         return out
 
-    def _predict(self, out: list[Event]) -> Prediction:
+    def _predict(self, out: list[Event]) -> None:
         """A new lookahead; its agent reply, chunked, replaces the cache and is pre-rendered."""
         self.counters["lookaheads"] += 1
         la = self.model.lookahead(self.t.text, self.cfg.lookahead_max_tokens, self.cfg.response_max_tokens)
         speaker, words = parse_response(la.response)
-        pred = Prediction(self.t.body, la.completion + la.response, la.completion_tokens, speaker, la.embedding)
         reply = self._agent_text(words) if speaker == AGENT and not self.opening else ""  # an opening replaces it
-        chunks = self.look.predict(self.t, pred, reply, self.model, self.cfg.max_new_tokens)
+        chunks = self.look.predict(self.t, Prediction(self.t.body, la.embedding), reply, self.model, self.cfg.max_new_tokens)
         if chunks:
             self.counters["prerenders"] += 1
             out.append(AgentPrerender(turn=self.turn, gen=self.gen, chunks=chunks))
-        return pred
 
     def _reply(self) -> list[Event]:
         """The agent's first words at a lookahead switch: opening, cached reply, or generated."""

@@ -39,10 +39,7 @@ class Prediction:
     """One lookahead (§8.1). ``context`` is the body it was made on (None once that text changed)."""
 
     context: str | None
-    text: str  # completion + response as predicted, for agent.cycle
-    completion_tokens: int  # 0: the user's turn ends now (a turn switch)
-    speaker: str | None  # who the response belongs to ("S2" = the agent)
-    embedding: np.ndarray | None
+    embedding: np.ndarray | None  # of the predicted completion: kept while the actual words stay similar
 
 
 class Predictor:
