@@ -126,10 +126,12 @@ def test_browser_talks_to_the_agent_hears_it_and_resets(tmp_path, user_wav):
             assert page.evaluate("window.rtchat.micRate") in (16000, 44100, 48000)
 
             # (a) the user's words, (b) the agent's words, (c) the agent's audio played by the page
-            page.wait_for_function("() => window.rtchat.state && window.rtchat.state.transcript.some("
-                                   "t => t.who === 'user' && t.parts.some(p => 'w' in p))", timeout=40_000)
-            said = transcript(page, "user").lower()
-            assert any(w in said for w in ("hello", "how", "today")), said
+            # the first words shown may be a short first guess (a partial), revised as more audio
+            # is heard: wait for the user's words to hold what the recording says
+            deadline = time.monotonic() + 40
+            while not any(w in transcript(page, "user").lower() for w in ("hello", "how", "today")):
+                assert time.monotonic() < deadline, transcript(page, "user")
+                page.wait_for_timeout(200)
             page.wait_for_function("() => window.rtchat.state.transcript.some("
                                    "t => t.who === 'agent' && t.parts.some(p => 'w' in p))", timeout=40_000)
             assert transcript(page, "agent").strip()
