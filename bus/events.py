@@ -264,6 +264,20 @@ class AgentCycle(Event):
     forwards: dict[str, int] = dataclasses.field(default_factory=dict)  # model forward passes by kind
 
 
+@event("agent.schedule")
+class AgentSchedule(Event):
+    """The switch schedule (nodes/agent/schedule.py): ``planned`` (the probabilities after each
+    pause, from new words), ``armed`` (the VAD heard the speech stop), ``fired`` (the agent took
+    the turn on it), ``disarmed`` (the user spoke again first). agent → logger, analysis."""
+
+    turn: int
+    gen: int
+    action: Literal["planned", "armed", "fired", "disarmed"]
+    fire_after_ns: int  # the pause after which the agent takes the turn (fired: the pause it took it on); -1: none
+    pauses_ns: tuple[int, ...] = ()  # planned: the pauses the schedule covers (0: the transcript as it stands)
+    probs: tuple[float, ...] = ()  # planned: P(the agent's tag next) after each
+
+
 # ---------------------------------------------------------------- tts
 
 

@@ -128,6 +128,8 @@ class AgentConfig:
     interval_s: float = 0.8  # decision interval while the agent speaks
     listen_interval_s: float = 0.1  # decision interval while the agent listens (min with interval_s): the pause step
     switch_threshold: float = 0.5  # the agent takes the turn when P(its tag comes next) reaches this
+    # pauses the switch schedule covers after new words (nodes/agent/schedule.py); 0 = a probe every decision
+    schedule_steps: int = 10
     user_pause_step_s: float = 0.1  # user silence is written in steps of this
     max_agent_pause_s: float = 10.0  # cap on the wait after a pause the agent wrote
     max_history_words: int = 100  # transcript words kept after the prefix (trimmed at a speaker tag)
@@ -160,6 +162,7 @@ class AgentConfig:
             value = getattr(self, key)
             _check(value >= 1, f"agent.{key}", f"got {value}; allowed: an integer >= 1")
         _check(self.threads >= 0, "agent.threads", "allowed: an integer >= 0")
+        _check(self.schedule_steps >= 0, "agent.schedule_steps", f"got {self.schedule_steps}; allowed: an integer >= 0")
         _check(self.trim_to_words >= 0, "agent.trim_to_words", f"got {self.trim_to_words}; allowed: an integer >= 0")
         _check(self.max_summary_chars >= 0, "agent.max_summary_chars", "allowed: an integer >= 0")
         _check(0 <= self.top_p <= 1, "agent.top_p", f"got {self.top_p}; allowed: 0 … 1")

@@ -27,6 +27,7 @@ from rtchat.bus.events import (
     AgentPrerender,
     AgentRelease,
     AgentSay,
+    AgentSchedule,
     AgentState,
     AsrFinal,
     AsrPartial,
@@ -37,6 +38,8 @@ from rtchat.configs.schema import AgentConfig
 from rtchat.nodes.agent.core import AgentCore
 from rtchat.nodes.agent.protocol import Generation, Lookahead
 from rtchat.nodes.agent.transcript import PAUSE_RE, parse_turn
+
+FOLLOW_UP_TICKS = 2  # ticks a tick may leave due at once: a schedule plan and a lookahead renewal
 
 # ---------------------------------------------------------------- models
 
@@ -122,6 +125,10 @@ class ScriptedModel:
         answer = self._peek("generate", text)
         return float(parse_turn(self.defaults["generate"] if answer is None else answer)[0] == tag.strip()[:-1])
 
+    def next_speaker_probs(self, texts, tag):
+        self.calls.append(("schedule", texts[0]))
+        return [self.next_speaker_prob(text, tag) for text in texts]
+
     def _peek(self, kind: str, text: str):
         """The answer the next call of this kind would get, without using it up; None: no rule matches."""
         for pattern, answer in self.rules[kind]:
@@ -199,6 +206,9 @@ class ChaosModel(ScriptedModel):
     def next_speaker_prob(self, text, tag):
         return self.rng.random()
 
+    def next_speaker_probs(self, texts, tag):
+        return [self.rng.random() for _ in texts]
+
 
 # ---------------------------------------------------------------- the timeline driver
 
@@ -269,7 +279,7 @@ class Timeline:
 
     def run(self, until_s: float) -> Timeline:
         until = s(until_s)
-        stalled = None
+        stalled = 0
         for _ in range(100_000):
             deadline = self.core.deadline_ns()
             t_in = self.queue[0][0] if self.queue else until + 1
@@ -283,10 +293,11 @@ class Timeline:
                 out = self.core.on_event(ev, t)
             else:
                 ev, out = None, self.core.on_tick(t)
-                # a decision may leave one more tick due at once (a lookahead renewal), never two
+                # a decision may leave more ticks due at once — a schedule plan, then a lookahead
+                # renewal (schedule.py, cycle.py) — never more than FOLLOW_UP_TICKS in a row
                 again = self.core.deadline_ns() <= t
-                assert not (again and stalled == t), "two ticks left the core due at once (no progress)"
-                stalled = t if again else None
+                stalled = (stalled + 1 if again and self.now == t else 1) if again else 0
+                assert stalled <= FOLLOW_UP_TICKS, f"{stalled} ticks in a row left the core due at once (no progress)"
             self.now = t
             self.steps.append(Step(t, ev, out, before, self.core.floor))
             self._audio(t, out)
@@ -309,7 +320,7 @@ class Timeline:
 
     def story(self, *kinds: str) -> list[str]:
         """Lines such as ``3.2 say " I'm good."``; kinds: in, played, say, release, prerender,
-        pause, cancel, cycle (decisions other than listen), listen, state."""
+        pause, cancel, cycle (decisions other than listen), listen, schedule, state."""
         lines = []
         for st in self.steps:
             if st.given is not None:
@@ -350,6 +361,9 @@ def render(t: int, ev) -> str:
             return f"{ts} cancel gen={ev.gen}"
         case AgentCycle():
             return f"{ts} {'listen' if ev.decision == 'listen' else 'cycle'} {ev.decision}"
+        case AgentSchedule():
+            fire = "none" if ev.fire_after_ns < 0 else f"{ev.fire_after_ns / 1e9:g}"
+            return f"{ts} schedule {ev.action} {fire}"
         case AgentState():
             return f"{ts} state {ev.floor}:{ev.sequence.split('Transcript:', 1)[1]}"
     return f"{ts} other {type(ev).__name__}"

@@ -368,10 +368,13 @@ def test_switch_with_lookahead_prerenders_and_releases_the_reply():
     ]
     releases = [e for _, e in tl.events if isinstance(e, AgentRelease)]
     assert [(r.turn, r.gen, r.chunk) for r in releases] == [(1, 0, 0), (1, 0, 1)]
-    # every listening cycle is one probe; a new prediction after every cycle whose context was
+    # the model is asked for the switch schedule once per change of words (the pauses after them
+    # side by side: partials at 1, 1.5, 2 and 2.5; the final repeats the last) and the listening
+    # cycles look their probability up; a new prediction after every cycle whose context was
     # rewritten; at 3.2 the prediction made at 2.8 on "you (0.3)" is kept (only its pause grew)
-    # and the probe says the agent's tag comes next
-    assert (model.count("lookahead"), model.count("switch"), model.count("embed")) == (7, 8, 1)
+    # and the schedule says the agent's tag comes next
+    assert (model.count("lookahead"), model.count("schedule"), model.count("embed")) == (7, 4, 1)
+    assert tl.core.counters["schedule_hits"] >= 4
 
 
 def test_lookahead_keeps_a_prediction_the_actual_words_confirm():
@@ -390,7 +393,7 @@ def test_a_kept_prediction_without_a_reply_gets_one_generated_when_the_probe_say
                           generate=[(r"so \(\d\.\d\)$", " S2: go on")])
     tl = Timeline(agent(model)).at(0.35, UserText(text="so")).run(1.3)
     assert tl.story("prerender", "release", "say", "cycle") == ["0.8 say ' go on'", "0.8 cycle switch"]
-    assert model.count("lookahead") == 1 and model.count("switch") == 2 and tl.core.counters["lookaheads_kept"] == 1
+    assert model.count("lookahead") == 1 and model.count("schedule") == 1 and tl.core.counters["lookaheads_kept"] == 1
 
 
 def test_a_rewrite_of_the_predicted_context_forces_a_new_prediction():
@@ -708,7 +711,8 @@ def test_a_listening_cycle_generates_nothing_unless_the_probe_says_switch():
     model.rules["switch"] = [(r"\(0\.[0-7]\)$", False)]  # the agent's tag is unlikely until 0.8 s of silence
     tl = Timeline(agent(model, lookahead=False)).at(0.1, UserText(text="well")).run(1.3)
     assert tl.story("say", "cycle") == ["1.2 say ' hi'", "1.2 cycle switch"]
-    assert model.count("generate") == 1 and model.count("switch") == 3
+    # the schedule of "well" covers pauses up to 0.9 s; the cycle at 1.2 reads "(1.1)": a probe of its own
+    assert model.count("generate") == 1 and model.count("schedule") == 1
 
 
 @pytest.mark.parametrize(
@@ -812,8 +816,10 @@ def test_a_stale_prediction_is_renewed_after_the_decision_went_out_and_after_wor
     assert [e.decision for e in out if isinstance(e, AgentCycle)] == ["listen"]
     assert [kind for kind, _ in model.calls] == ["switch"] and core.deadline_ns() == s(0.4)
     core.on_event(UserText(text="hello there"), s(0.4))  # arrived while the decision went out
-    out = core.on_tick(s(0.4))  # the renewal
-    assert [kind for kind, _ in model.calls] == ["switch", "lookahead"]
+    out = core.on_tick(s(0.4))  # the schedule of the words so far first (one short call) …
+    assert model.count("schedule") == 1 and model.count("lookahead") == 0 and core.deadline_ns() == s(0.4)
+    out = core.on_tick(s(0.4))  # … then the renewal
+    assert [kind for kind, _ in model.calls][-1] == "lookahead" and model.count("lookahead") == 1
     assert model.calls[-1][1].endswith("S1: hello (0.3) hello there")
     assert [list(e.chunks) for e in out if isinstance(e, AgentPrerender)] == [[" fine"]]
     assert not any(isinstance(e, AgentCycle) for e in out) and core.deadline_ns() > s(0.4)
@@ -826,9 +832,16 @@ def test_by_default_a_listening_agent_decides_every_pause_step_and_never_over_th
     core = AgentCore(AgentConfig(), model, 0)
     tl = Timeline(core).at(0.05, VadStart(stream_pos=0, audio_ns=0, at_ns=s(0.05)))
     tl.at(0.3, AsrPartial(text="so yes", rev=0, utterance=0)).at(0.5, VadEnd(stream_pos=0, audio_ns=0, at_ns=s(0.5))).run(1.3)
+    # the model is asked once, for the schedule of "so yes" and the pauses after it, while the
+    # user speaks; at the speech end the schedule is armed and fires when the pause reads 0.6
+    assert model.count("schedule") == 1
     probes = [text[-6:].strip() for kind, text in model.calls if kind == "switch"]
-    assert probes == ["so yes"] + [f"({x / 10:.1f})" for x in range(1, 7)]  # every 0.1 s from the speech end
-    assert tl.story("say", "cycle") == ["1.1 say ' sure'", "1.1 cycle switch"]
+    assert probes == ["so yes"] + [f"({x / 10:.1f})" for x in range(1, 10)]  # the pauses within the first second
+    assert tl.story("schedule", "say", "cycle") == [
+        "0.3 schedule planned 0.6", "0.5 schedule armed 0.6", "1.1 schedule fired 0.6", "1.1 say ' sure'", "1.1 cycle switch",
+    ]
+    listens = [line.split()[0] for line in tl.story("listen")]
+    assert listens[-6:] == ["0.5", "0.6", "0.7", "0.8", "0.9", "1"]  # a decision at every pause step from the speech end
     assert core.counters["switch_held_by_vad"] == 4  # the cycles at 0.1 … 0.4 s, while the VAD was open
 
 

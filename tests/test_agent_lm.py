@@ -212,6 +212,32 @@ def test_next_speaker_prob_is_the_tags_probability_from_one_forward_over_the_new
         lm.next_speaker_prob(TRANSCRIPTS[0], " hello")
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_next_speaker_probs_gives_each_pauses_probability_from_one_forward(bpe_tok, fast):
+    """Issue 20's schedule: the transcript as it stands and followed by pauses of 0.1 … 0.5 s,
+    side by side in one forward pass, give what one probe of each gives; the cache then holds
+    the shared beginning only."""
+    lm = agent(bpe_tok, prevent_special_tokens=False)
+    lm.runner = decoding.Runner(lm.runner.model, fast=fast)
+    base = TRANSCRIPTS[1]
+    texts = [base] + [f"{base} (0.{t})" for t in range(1, 6)]
+    want = [lm.next_speaker_prob(text, " S2:") for text in texts]
+    lm.runner.reset()
+    lm.forwards()
+    got = lm.next_speaker_probs(texts, " S2:")
+    assert got == pytest.approx(want, rel=1e-3)
+    assert lm.forwards() == {"tree": 1}  # the transcript and every pause after it in one pass
+    base_ids = bpe_tok(base)["input_ids"]
+    assert lm.runner.ids == base_ids[:-1]  # the trunk the texts share stays cached (their last token differs in kind)
+    lm.forwards()
+    again = lm.next_speaker_probs([f"{base} (0.{t})" for t in range(2, 6)], " S2:")
+    assert again == pytest.approx(want[2:], rel=1e-3)
+    assert lm.runner.ids == bpe_tok(f"{base} (0.2)")["input_ids"][:-2]  # now " (0." is shared as well
+    assert lm.next_speaker_probs([], " S2:") == []
+    with pytest.raises(ValueError, match="turn-switch"):
+        lm.next_speaker_probs(texts, " hello")
+
+
 # -------------------------------------------------------------------- tokeniser quirks
 
 

@@ -49,6 +49,8 @@ def test_the_fast_path_generates_the_plain_paths_tokens_cycle_after_cycle(bpe_to
         for a, b in ((fast.runner.logits, plain.runner.logits), (fast.runner.hidden, plain.runner.hidden)):
             assert float((a - b).norm() / b.norm()) < (1e-5 if dtype == "float32" else 1e-2)
         assert fast.next_speaker_prob(text, " S2:") == pytest.approx(plain.next_speaker_prob(text, " S2:"), rel=1e-4)
+        pauses = [f"{text} (0.{t})" for t in range(1, 4)]
+        assert fast.next_speaker_probs(pauses, " S2:") == pytest.approx(plain.next_speaker_probs(pauses, " S2:"), rel=1e-2)
         look_p, look_f = plain.lookahead(text, 12, 5), fast.lookahead(text, 12, 5)
         assert (look_f.completion, look_f.response) == (look_p.completion, look_p.response)
 

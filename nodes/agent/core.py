@@ -84,6 +84,7 @@ from rtchat.nodes.agent.lookahead import Predictor
 from rtchat.nodes.agent.playback import BargeIn, Playback
 from rtchat.nodes.agent.protocol import LanguageModel
 from rtchat.nodes.agent.rewrite import rewrite_input
+from rtchat.nodes.agent.schedule import SwitchSchedule
 from rtchat.nodes.agent.silence import VAD_STALE_NS, SilenceClock
 from rtchat.nodes.agent.transcript import AGENT, USER, Transcript, clean_words, identities_of, tenths_of_ns
 
@@ -96,7 +97,7 @@ MODEL_KEYS = tuple(  # decoding and loading: the model's business (model.configu
 )
 
 
-class AgentCore(Cycle, SilenceClock, BargeIn, Core):
+class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
     name = "agent"
     topics = ("asr.", "user.text", "audio.played", "vad.")
     control_topics = ("ctl.",)
@@ -134,6 +135,7 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
             self._played(ev)
         elif isinstance(ev, VadStart | VadEnd):
             self._vad(ev, now_ns)
+            out = self._arm() if isinstance(ev, VadEnd) else self._disarm()
         elif isinstance(ev, Reset):
             out = self._cancel() if self._unplayed() else []
             self.turn += 1
@@ -149,9 +151,12 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
             self.vad_open = False
             if self.t.speaker == USER and self.silence_ns is None:
                 self.silence_ns = self._silence_start(now_ns, self.spoken_until_ns)
+        due = self._cycle_due()  # before the pause grows: a scheduled decision is due at its step
         self._grow_user_pause(now_ns)
-        if now_ns >= self._cycle_due():
+        if now_ns >= due:
             out = self._cycle(now_ns)
+        elif self._plan_due:
+            out = self._run_plan()
         elif self._renew_due:
             out = self._renew()
         else:
@@ -160,8 +165,8 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
 
     def deadline_ns(self) -> int:
         due = self._cycle_due()
-        if self._renew_due:
-            due = min(due, self.last_cycle_ns)  # at once, after what arrived meanwhile (cycle.py)
+        if self._plan_due or self._renew_due:
+            due = min(due, self.last_cycle_ns)  # at once, after what arrived meanwhile (cycle.py, schedule.py)
         if self.silence_ns is not None:
             due = min(due, self.silence_ns + s(self.cfg.user_pause_step_s))
         if self.vad_open:
@@ -216,6 +221,10 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
         self.playback = Playback()
         self.last_cycle_ns = now_ns
         self._renew_due = False  # a stale lookahead prediction to renew after the decision (cycle.py)
+        self.plan = None  # the switch schedule of the transcript as it stands (schedule.py)
+        self._plan_due = False  # new words: plan on a tick of its own
+        self.armed = False  # the VAD heard the speech stop; the schedule decides at every pause step
+        self._decide_now = False  # a decision is due at once (vad.end)
         self.p_switch = 0.0  # the last listening decision's P(the agent's tag next)
         self.agent_wait_ns = 0
         self.silence_ns = now_ns if self.t.speaker == USER else None
@@ -292,7 +301,9 @@ class AgentCore(Cycle, SilenceClock, BargeIn, Core):
             if self.t.speaker == USER:
                 self.silence_ns = self._silence_start(now_ns, since_ns)
                 self._grow_user_pause(now_ns)  # the silence already past is written at once
-        self._changed |= self.t.text != old
+        if self.t.text != old:
+            self._changed = True
+            self._words_changed()
 
     # ---------------------------------------------------------------- control
 

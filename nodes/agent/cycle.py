@@ -60,14 +60,18 @@ class Cycle:
 
     def _cycle_due(self) -> int:
         interval = s(self.cfg.interval_s)
-        if self.t.speaker != AGENT:
-            interval = min(interval, s(self.cfg.listen_interval_s))
-        return self.last_cycle_ns + max(interval, self.agent_wait_ns)
+        if self.t.speaker == AGENT:
+            return self.last_cycle_ns + max(interval, self.agent_wait_ns)
+        scheduled = self._schedule_due()  # schedule.py: at vad.end, then at the pause steps
+        if scheduled is not None:
+            return scheduled
+        return self.last_cycle_ns + max(min(interval, s(self.cfg.listen_interval_s)), self.agent_wait_ns)
 
     def _cycle(self, now_ns: int) -> list[Event]:
         self.counters["cycles"] += 1
         self.last_cycle_ns = now_ns
         self.agent_wait_ns = 0
+        self._decide_now = False
         self._trim()
         if self.t.speaker == AGENT:
             return self._agent_cycle()
@@ -115,7 +119,7 @@ class Cycle:
             self.p_switch = 0.0
             return False
         self.counters["floor_probes"] += 1
-        self.p_switch = self.model.next_speaker_prob(self.t.text, f" {AGENT}:")
+        self.p_switch = self._scheduled_prob()  # schedule.py: a look-up when the schedule has this transcript
         return self.p_switch >= self.cfg.switch_threshold
 
     def _probed(self) -> str:
@@ -125,9 +129,10 @@ class Cycle:
     def _listen_cycle(self) -> list[Event]:
         """Lookahead off, user's floor: words are generated only when the probe says switch."""
         if self._switch_now():
+            fired = self._fired()
             spoken = self._reply()
             if spoken:
-                return spoken + [self._cycle_event(self._probed(), "switch")]
+                return fired + spoken + [self._cycle_event(self._probed(), "switch")]
         return [self._cycle_event(self._probed(), "listen")]
 
     def _lookahead_cycle(self) -> list[Event]:
@@ -140,9 +145,10 @@ class Cycle:
             self.look.cache.clear()  # a reply predicted for words the user did not say
             self.counters["lookaheads_dropped"] += 1
         if self._switch_now():
+            fired = self._fired()
             spoken = self._reply()
             if spoken:
-                return spoken + [self._cycle_event(self._probed(), "switch")]
+                return fired + spoken + [self._cycle_event(self._probed(), "switch")]
             self.look.prediction = None
             kept = False
         # a stale prediction is renewed while the user speaks (or when no VAD is heard of, typed
@@ -223,6 +229,10 @@ class Cycle:
     def _switch(self) -> None:
         """The floor passes to the agent (a new turn)."""
         self.counters["switches"] += 1
+        if self.armed:
+            self.counters["schedule_fired"] += 1
+        self.armed = False
+        self.plan = None
         self.turn += 1
         self.playback = Playback()
         self.look.prediction = None

@@ -170,6 +170,27 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def _prefix_tree(seqs: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int]]:
+    """The sequences as a prefix tree, in the order its nodes were first met: (tokens, parent of
+    each node (−1: the root), the node where each sequence ends). A parent comes before its
+    children, and a chain shared by every sequence comes first."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    children: dict[tuple[int, int], int] = {}
+    ends = []
+    for seq in seqs:
+        node = -1
+        for token in seq:
+            key = (node, token)
+            if key not in children:
+                children[key] = len(tokens)
+                tokens.append(token)
+                parents.append(node)
+            node = children[key]
+        ends.append(node)
+    return tokens, parents, ends
+
+
 class Runner:
     """A causal LM and one KV cache over ``ids``; counts the tokens it runs and the time it takes."""
 
@@ -236,6 +257,59 @@ class Runner:
         self.crop(len(ids))
         self.logits = before if len(new) == 1 else self._peeked
         return self.logits, after
+
+    def tree_logits(self, seqs: Sequence[Sequence[int]], rows: int = 2) -> list[torch.Tensor]:
+        """For each token sequence, the logits (rows, vocab), float32, after each of its last
+        ``rows`` tokens, from one forward pass: what the sequences share with the cache is not
+        run again; the rest runs as a tree (a prefix tree of the sequences: each token sees the
+        cache and its ancestors, ``tree_mask``), so a token the sequences share runs once. The
+        cache then holds the cached part and the tokens every sequence shares (the trunk), as a
+        ``sync`` to them would. (The agent's switch schedule: one transcript followed by pauses
+        of several lengths, each then the turn-switch token.)"""
+        if not seqs or any(len(seq) <= rows for seq in seqs):
+            raise ValueError(f"every sequence needs more than {rows} tokens")
+        common = min(len(seq) for seq in seqs) - rows  # every sequence keeps its last rows tokens in the tree
+        for seq in seqs[1:]:
+            common = min(common, common_prefix(seqs[0], seq))
+        keep = common_prefix(self.ids, seqs[0][:common])
+        self.crop(keep)
+        tokens, parents, ends = _prefix_tree([seq[keep:] for seq in seqs])
+        trunk = next((i for i, parent in enumerate(parents) if parent != i - 1), len(parents))
+        trunk = min(trunk, common - keep)
+        t0 = time.perf_counter_ns()
+        k = len(tokens)
+        depth = torch.empty(k, dtype=torch.long)
+        seen = torch.zeros(k, keep + k, dtype=torch.bool)
+        seen[:, :keep] = True
+        for i, parent in enumerate(parents):
+            depth[i] = 0 if parent < 0 else depth[parent] + 1
+            if parent >= 0:
+                seen[i] = seen[parent]
+            seen[i, keep + i] = True
+        mask = torch.zeros(1, 1, k, keep + k, dtype=self._dtype).masked_fill_(~seen, torch.finfo(self._dtype).min)
+        positions = keep + depth
+        picks = torch.tensor([end - rows + 1 + j for end in ends for j in range(rows)])
+        if self.fast is not None:
+            states, _ = self.fast(torch.tensor(tokens), positions, self.cache, mask.to(self.device), 0)
+            logits = self.fast.logits(states[picks])
+        else:
+            out = self.model(
+                input_ids=torch.tensor([tokens], device=self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions[None].to(self.device),
+                use_cache=True,
+                output_hidden_states=True,
+                **{self.cache_kw: self.cache},
+            )
+            states, logits = out.hidden_states[-1][0], out.logits[0][picks.to(self.device)]
+        self.cache.crop(keep + trunk - self.cache.get_seq_length())
+        self.ids.extend(tokens[:trunk])
+        self._append_hidden(states[:trunk].float())
+        self.logits = None
+        self.tokens_run += k
+        self.n_forwards["tree"] += 1
+        self.elapsed_ns["tree"] += time.perf_counter_ns() - t0
+        return list(logits.float().split(rows))
 
     def crop(self, n: int) -> None:
         """Forget every token after the first n."""

@@ -93,8 +93,12 @@ class FastLlama:
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.layers[i], mask, causal, self)
         x = _rms(x, self.norm)
-        logits = self._head(x[m - logits_rows :]) if logits_rows else None
+        logits = self.logits(x[m - logits_rows :]) if logits_rows else None
         return x, logits
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """The output layer on last-layer states (rows, d) → (rows, vocab)."""
+        return self._head(states)
 
 
 def _rms(x: torch.Tensor, norm) -> torch.Tensor:

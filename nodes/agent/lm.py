@@ -197,9 +197,7 @@ class AgentLM:
         words are masked out as in generation. A one-token tag: P(" S")."""
         if self._probed is not None and self._probed[0] == (text, tag):
             return self._probed[1]  # nothing changed since the last probe
-        tag_ids = encode_fragment(self.tok, tag)
-        if not tag_ids or tag_ids[0] != self.s_id:
-            raise ValueError(f"{tag!r} does not start with the turn-switch token {TURN_SWITCH!r}")
+        tag_ids = self._tag_ids(tag)
         ids = self._prompt_ids(text, room=2)
         with torch.inference_mode():
             first, second = self.runner.peek(ids, self.s_id)
@@ -210,6 +208,33 @@ class AgentLM:
                 p *= float(torch.softmax(second, dim=-1)[tag_ids[1]])
         self._probed = ((text, tag), p)
         return p
+
+    def next_speaker_probs(self, texts: list[str], tag: str) -> list[float]:
+        """``next_speaker_prob`` for each of several texts (the switch schedule: one transcript,
+        then followed by pauses of several lengths), in one forward pass over the tokens not yet
+        cached
+        (``Runner.tree_logits``: a token the texts share runs once)."""
+        tag_ids = self._tag_ids(tag)
+        if not texts:
+            return []
+        all_ids = [self._prompt_ids(text, room=2) for text in texts]
+        with torch.inference_mode():
+            rows = self.runner.tree_logits([[*ids, self.s_id] for ids in all_ids])
+            probs = []
+            for ids, (first, second) in zip(all_ids, rows, strict=True):
+                if self.bans:
+                    first = self.bans.apply(first, ids)
+                p = float(torch.softmax(first, dim=-1)[self.s_id])
+                if len(tag_ids) > 1:
+                    p *= float(torch.softmax(second, dim=-1)[tag_ids[1]])
+                probs.append(p)
+        return probs
+
+    def _tag_ids(self, tag: str) -> list[int]:
+        tag_ids = encode_fragment(self.tok, tag)
+        if not tag_ids or tag_ids[0] != self.s_id:
+            raise ValueError(f"{tag!r} does not start with the turn-switch token {TURN_SWITCH!r}")
+        return tag_ids
 
     def lookahead(self, text: str, max_new_tokens: int, max_response_tokens: int) -> Lookahead:
         stop = CompletionAndResponse(self.s_id, max_response_tokens)

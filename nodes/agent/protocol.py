@@ -46,6 +46,10 @@ class LanguageModel(Protocol):
         """The probability that ``text`` continues with the speaker tag ``tag`` (e.g. " S2:") now:
         the listening decision, one forward pass over what is new (issue 19)."""
 
+    def next_speaker_probs(self, texts: list[str], tag: str) -> list[float]:
+        """``next_speaker_prob`` of each text; texts that share a beginning (one transcript, then
+        pauses of several lengths) in one forward pass (the switch schedule, issue 20)."""
+
     def split_tokens(self, text: str, n: int) -> list[str]:
         """Re-tokenise ``text`` and split it into pieces of n tokens, each decoded with its leading space."""
 

@@ -25,6 +25,7 @@ from rtchat.bus.events import (
     AgentPrerender,
     AgentRelease,
     AgentSay,
+    AgentSchedule,
     AgentState,
     AsrFinal,
     AsrPartial,
@@ -151,6 +152,10 @@ VECTORS: list[tuple[str, str, Envelope, object]] = [
      VadStart(stream_pos=65_535, audio_ns=-129, at_ns=-(2**31) - 1)),
     ("node.loading", "a float with an integral value is still a float64", env("agent", 3),
      NodeLoading(node="agent", stage="done", fraction=1.0)),
+    ("agent.schedule", "planned: lists of ints and floats", env("agent", 29),
+     AgentSchedule(turn=5, gen=2, action="planned", fire_after_ns=300_000_000,
+                   pauses_ns=(0, 100_000_000, 200_000_000, 300_000_000), probs=(0.01, 0.12, 0.4, 0.55))),
+    ("agent.schedule", "armed: no lists", env("agent", 30), AgentSchedule(turn=5, gen=2, action="armed", fire_after_ns=-1)),
 ]
 
 

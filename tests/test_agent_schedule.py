@@ -1,0 +1,76 @@
+"""The switch schedule (issue 20, nodes/agent/schedule.py): the listening decision prepared while
+the user speaks, armed when the VAD hears the speech stop, fired on the pause step it names,
+disarmed when the user speaks again — on the pure core with a scripted model, in virtual time."""
+
+from __future__ import annotations
+
+import pytest
+from agent_harness import ScriptedModel, Timeline
+
+from rtchat.bus.clock import s
+from rtchat.bus.events import AsrFinal, AsrPartial, VadEnd, VadStart, Word
+from rtchat.configs.schema import AgentConfig
+from rtchat.nodes.agent.core import AgentCore
+
+
+def vad(kind, t_s: float):
+    return kind(stream_pos=0, audio_ns=0, at_ns=s(t_s))
+
+
+def model() -> ScriptedModel:
+    """The agent's tag comes next after 0.6 s of silence or more; it then says "sure"."""
+    return ScriptedModel(switch=[(r"\((0\.[6-9]|[1-9]\.\d)\)$", True), (".", False)], generate=[(r"\(\d\.\d\)$", " S2: sure")])
+
+
+def test_a_user_who_speaks_again_disarms_the_schedule_and_the_next_silence_arms_a_new_one():
+    m = model()
+    core = AgentCore(AgentConfig(), m, 0)
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so", rev=0, utterance=0))
+    tl.at(0.5, vad(VadEnd, 0.5)).at(0.8, vad(VadStart, 0.8))  # a hesitation of 0.3 s: not long enough
+    tl.at(1.0, AsrPartial(text="so yes", rev=0, utterance=0)).at(1.2, vad(VadEnd, 1.2)).run(2.5)
+    assert tl.story("schedule", "say", "cycle") == [
+        "0.3 schedule planned 0.6",
+        "0.5 schedule armed 0.6",
+        "0.8 schedule disarmed none",
+        "1 schedule planned 0.6",
+        "1.2 schedule armed 0.6",
+        "1.8 schedule fired 0.6",  # 0.6 s after the speech ended, on the step that wrote (0.6)
+        "1.8 say ' sure'",
+        "1.8 cycle switch",
+    ]
+    assert tl.state_at(2.0).endswith(" S1: so yes (0.6) S2: sure")  # the partial took back "so (0.3)"
+    assert core.counters["schedule_fired"] == 1 and core.counters["schedule_disarmed"] == 1
+    assert m.count("schedule") == 2  # one plan per change of words while the user spoke; the silences were look-ups
+
+
+def test_words_that_arrive_in_the_silence_are_decided_by_probes_until_the_user_speaks_again():
+    """A final that changes the words after vad.end: the schedule no longer has the transcript, so
+    each decision is a probe of its own (planning then would delay the decisions due meanwhile)."""
+    m = model()
+    core = AgentCore(AgentConfig(), m, 0)
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so", rev=0, utterance=0))
+    words = (Word(text="so", start_ns=s(0.1), end_ns=s(0.2)), Word(text="yes", start_ns=s(0.25), end_ns=s(0.45)))
+    tl.at(0.5, vad(VadEnd, 0.5)).at(0.7, AsrFinal(text="so yes", utterance=0, words=words, spoken_until_ns=s(0.45))).run(1.5)
+    assert m.count("schedule") == 1
+    probed = [text.rsplit("Transcript:", 1)[1] for kind, text in m.calls if kind == "switch"][10:]  # after the plan's own
+    # decided at once when the final came (0.25 s after the last word: "(0.3)"), then every pause step
+    assert probed == [" S1: so yes (0.3)", " S1: so yes (0.4)", " S1: so yes (0.5)", " S1: so yes (0.6)"]
+    assert tl.story("schedule", "say", "cycle") == [
+        "0.3 schedule planned 0.6", "0.5 schedule armed 0.6", "1 say ' sure'", "1 cycle switch",  # not fired: probes decided
+    ]
+
+
+def test_with_no_schedule_every_decision_is_a_probe():
+    m = model()
+    core = AgentCore(AgentConfig(schedule_steps=0), m, 0)
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so yes", rev=0, utterance=0))
+    tl.at(0.5, vad(VadEnd, 0.5)).run(1.3)
+    assert tl.story("schedule") == [] and m.count("schedule") == 0
+    assert tl.story("say", "cycle") == ["1.1 say ' sure'", "1.1 cycle switch"]  # the same decision, made by probes
+    assert m.count("switch") == 7  # at the speech end and every pause step up to (0.6)
+
+
+@pytest.mark.parametrize("steps", [-1])
+def test_schedule_steps_must_not_be_negative(steps):
+    with pytest.raises(ValueError, match="agent.schedule_steps.*allowed: an integer >= 0"):
+        AgentConfig(schedule_steps=steps)
