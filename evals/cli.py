@@ -20,7 +20,8 @@ EVALS = (
                                   "evals_output_pred_all_all.csv)"),
     ("relevance", "rtchat.evals.relevance", "response selection on held-out dialogues: the true next agent turn vs 9 "
                                             "from other dialogues, recall@1 of 10 and MRR with bootstrap intervals"),
-    ("turns", "rtchat.evals.turns", "the agent vs a 700 ms silence endpointer vs Smart Turn v3.2 on scripted users"),
+    ("turns", "rtchat.evals.turns", "the agent vs a 700 ms silence endpointer vs Smart Turn v3.2 vs Smart Turn gating the "
+                                    "agent on scripted users; false cut-ins at 300/500/700 ms budgets (eot-bench)"),
 )
 
 
