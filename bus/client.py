@@ -156,6 +156,13 @@ class BusClient:
                 yield from _drain(self.control, MAX_BATCH)
                 return
 
+    def waiting_topics(self) -> list[bytes]:
+        """The topics of the frames that have arrived and not been handed out yet: they are
+        read into the stash, which ``receive`` hands out first, in the order they came."""
+        for sock in (self.control, self.data):
+            self._stash.extend(_drain(sock, MAX_BATCH))
+        return [frames[0] for frames in self._stash]
+
     def decode(self, frames: list[bytes]) -> Message:
         return decode(frames, self.limits)
 

@@ -29,6 +29,13 @@ class Core:
     topics: tuple[str, ...] = ()  # data subscriptions (prefixes); "" = everything
     control_topics: tuple[str, ...] = ("ctl.",)  # read before any queued data
     device = "cpu"  # where the core's model runs, as reported in node.ready
+    urgent_topics: tuple[str, ...] = ()  # events worth cutting a long call short for (``interrupted``)
+
+    def interrupted(self) -> bool:
+        """Whether an event of ``urgent_topics`` waits to be handled. A core may ask it inside a
+        long call and stop early; the node's shell answers it from the bus (``bus/node.py``), a
+        core on virtual time is never interrupted."""
+        return False
 
     def on_event(self, ev: Event, now_ns: int) -> list[Event]:
         return []

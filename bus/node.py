@@ -94,6 +94,13 @@ class NodeRunner:
         self.busy_since_ns: int | None = None  # the current call began then; None = waiting
         self.busy_max_ns = 0
         self.stats: dict[str, int | float] = {}
+        if core.urgent_topics:
+            core.interrupted = self.urgent_waiting  # the core asks inside its long calls
+
+    def urgent_waiting(self) -> bool:
+        """An event of one of the core's ``urgent_topics`` has arrived and waits (``Core.interrupted``)."""
+        urgent = tuple(t.encode("ascii") for t in self.core.urgent_topics)
+        return any(topic.startswith(urgent) for topic in self.client.waiting_topics())
 
     def publish(self, events: list[Event]) -> None:
         for ev in events:

@@ -102,8 +102,10 @@ class ScriptedModel:
         out = settled_prefix(answer, done)
         return Generation(text=out, n_tokens=len(out.split()))
 
-    def lookahead(self, text, max_new_tokens, max_response_tokens):
+    def lookahead(self, text, max_new_tokens, max_response_tokens, abort=None):
         completion, response = self._answer("lookahead", text)
+        if abort is not None and abort():  # asked after the first token, as the real model asks
+            return None
         return Lookahead(completion, response, len(completion.split()), bag_of_words(completion) if completion else None)
 
     def embed_continuation(self, context, continuation):
@@ -194,7 +196,7 @@ class ChaosModel(ScriptedModel):
         out = self._text()
         return Generation(out if self.ignore_done else settled_prefix(out, done), len(out.split()))
 
-    def lookahead(self, text, max_new_tokens, max_response_tokens):
+    def lookahead(self, text, max_new_tokens, max_response_tokens, abort=None):
         completion = "" if self.rng.random() < 0.3 else self._text()
         response = self.rng.choice(["", " S2:", " S1:"]) + self._text()
         emb = np.array([self.rng.random() for _ in range(8)]) if completion and self.rng.random() < 0.8 else None

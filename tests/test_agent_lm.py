@@ -168,6 +168,18 @@ def test_lookahead_response_is_cut_at_max_response_tokens_with_its_tag_counted(s
     assert la.completion == " fine"
 
 
+def test_a_lookahead_cut_short_gives_no_prediction_and_the_next_one_is_whole(scripted, bpe_tok):
+    """Issue 20: ``abort`` is asked after every token; once it says so the lookahead ends there
+    with no prediction, and the next one runs in full on the same cache."""
+    lm, run = scripted
+    asked = []
+    lm.strategy = Scripted(ids_of(bpe_tok, " fine S2: sure maybe later"))
+    assert lm.lookahead(TRANSCRIPTS[1], 80, 10, abort=lambda: asked.append(1) or len(asked) >= 3) is None
+    assert len(asked) == 3  # three tokens, then it stopped
+    la = run(" fine S2: sure")
+    assert (la.completion, la.response) == (" fine", " S2: sure")
+
+
 def test_lookahead_with_a_tag_first_is_a_switch_without_embedding(scripted):
     _, run = scripted
     la = run(" S2: sure maybe S1:")

@@ -13,7 +13,7 @@ import zmq
 from rtchat.bus.client import BusClient, HandshakeTimeout
 from rtchat.bus.clock import Clock
 from rtchat.bus.core import Core
-from rtchat.bus.events import AgentSay, NodeError, NodeHeartbeat, Shutdown, UserText
+from rtchat.bus.events import AgentSay, NodeError, NodeHeartbeat, Shutdown, UserText, VadEnd
 from rtchat.bus.node import NodeRunner
 
 
@@ -52,8 +52,9 @@ class EchoCore(Core):
 
 
 class NodeThread:
-    def __init__(self, cfg):
+    def __init__(self, cfg, make_core=None):
         self.cfg = cfg
+        self.make_core = make_core or EchoCore
         self.ready = threading.Event()
         self.runner: NodeRunner | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -64,7 +65,7 @@ class NodeThread:
         clock = Clock()
         client = BusClient(self.cfg, src="echo", session="t", clock=clock, topics=("",))
         client.handshake(int(5e9))
-        self.runner = NodeRunner(EchoCore(clock.now_ns()), client, clock, int(self.cfg.heartbeat_interval_s * 1e9))
+        self.runner = NodeRunner(self.make_core(clock.now_ns()), client, clock, int(self.cfg.heartbeat_interval_s * 1e9))
         self.ready.set()
         try:
             self.runner.run()
@@ -209,3 +210,63 @@ def test_shutdown_for_another_node_is_ignored(real_bus):
         node.thread.join(5)
         probe.close()
     assert not node.thread.is_alive()
+
+
+class PatientCore(Core):
+    """On user.text 'long', works until ``interrupted()`` says an urgent event (vad.end) waits —
+    as the agent's lookahead renewal does — and records the order it handled events in."""
+
+    name = "patient"
+    topics = ("",)
+    urgent_topics = ("vad.end",)
+
+    def __init__(self, now_ns: int):
+        self.seen: list[str] = []
+        self.polls = 0
+
+    def on_event(self, ev, now_ns):
+        if isinstance(ev, UserText | VadEnd):
+            self.seen.append(ev.text if isinstance(ev, UserText) else ev.TYPE)
+        if isinstance(ev, UserText) and ev.text == "long":
+            deadline = time.monotonic() + 20
+            while not self.interrupted():
+                self.polls += 1
+                assert time.monotonic() < deadline, "never interrupted"
+                time.sleep(0.005)
+            return [AgentSay(turn=0, gen=0, text="cut short")]
+        return []
+
+
+def test_a_long_call_is_cut_short_by_an_urgent_event_and_nothing_waiting_is_lost_or_reordered(real_bus):
+    """Issue 20: the agent's lookahead renewal asks the shell whether the speech end is waiting;
+    other events (here a user.text) do not interrupt it, and every event is still handled, in order."""
+    node = NodeThread(real_bus, PatientCore)
+    probe = listen(real_bus, ("agent.",))
+    try:
+        probe.publish(UserText(text="long"))
+        deadline = time.monotonic() + 10
+        while node.runner.core.polls < 3:  # the call is under way
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        probe.publish(UserText(text="not urgent"))
+        core, client = node.runner.core, node.runner.client
+        while b"user.text" not in [frames[0] for frames in list(client._stash)]:  # it arrived and was looked at
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        polls = core.polls
+        while core.polls < polls + 3:  # … and the call went on
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert core.seen == ["long"]
+        probe.publish(VadEnd(stream_pos=0, audio_ns=0, at_ns=0))
+        got = collect(probe, lambda g: any(isinstance(e, AgentSay) for e in g))
+        assert AgentSay(turn=0, gen=0, text="cut short") in got
+        deadline = time.monotonic() + 10
+        while len(node.runner.core.seen) < 3:
+            assert time.monotonic() < deadline, node.runner.core.seen
+            time.sleep(0.01)
+        assert node.runner.core.seen == ["long", "not urgent", "vad.end"]
+        probe.publish(Shutdown(reason="test"))
+        node.thread.join(5)
+    finally:
+        probe.close()

@@ -101,6 +101,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
     name = "agent"
     topics = ("asr.", "user.text", "audio.played", "vad.")
     control_topics = ("ctl.",)
+    urgent_topics = ("vad.end", "ctl.")  # a lookahead renewal stops for them: the decision, a reset, come first
 
     def __init__(self, cfg: AgentConfig, model: LanguageModel, now_ns: int):
         self.cfg = cfg

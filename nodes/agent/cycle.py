@@ -12,7 +12,9 @@ The cycle (reference §6). The history is trimmed (§4.6). Then:
   new) stays; a stale one is renewed right after the decision went out — a tick of its own
   (``_renew_due``), so the decision never waits for the lookahead's tokens and words that
   arrived meanwhile are read first. A renewed prediction that has the agent reply sends its
-  chunks as ``agent.prerender``.
+  chunks as ``agent.prerender``. A renewal stops early, with no prediction, when the speech end
+  or a control event is waiting (``Core.interrupted``: the node's shell looks at the bus after
+  every token), so the decision at the speech end never waits for the lookahead's tokens.
 - agent's floor: the opening utterance, else the next cached chunk(s) (``agent.release``), else
   7 generated tokens: words → ``agent.say`` (``continue``); ``S2:`` → a new agent utterance;
   ``S1`` (8b), another tag, or nothing → the agent holds the floor silently: the trailing pause
@@ -168,7 +170,10 @@ class Cycle:
     def _predict(self, out: list[Event]) -> None:
         """A new lookahead; its agent reply, chunked, replaces the cache and is pre-rendered."""
         self.counters["lookaheads"] += 1
-        la = self.model.lookahead(self.t.text, self.cfg.lookahead_max_tokens, self.cfg.response_max_tokens)
+        la = self.model.lookahead(self.t.text, self.cfg.lookahead_max_tokens, self.cfg.response_max_tokens, self.interrupted)
+        if la is None:  # cut short: the speech ended (vad.end waits), and the decisions come first
+            self.counters["lookaheads_interrupted"] += 1
+            return
         speaker, words = parse_response(la.response)
         reply = self._agent_text(words) if speaker == AGENT and not self.opening else ""  # an opening replaces it
         chunks = self.look.predict(self.t, Prediction(self.t.body, la.embedding), reply, self.model, self.cfg.max_new_tokens)

@@ -236,10 +236,21 @@ class AgentLM:
             raise ValueError(f"{tag!r} does not start with the turn-switch token {TURN_SWITCH!r}")
         return tag_ids
 
-    def lookahead(self, text: str, max_new_tokens: int, max_response_tokens: int) -> Lookahead:
-        stop = CompletionAndResponse(self.s_id, max_response_tokens)
+    def lookahead(
+        self, text: str, max_new_tokens: int, max_response_tokens: int, abort: Callable[[], bool] | None = None
+    ) -> Lookahead | None:
+        rule = CompletionAndResponse(self.s_id, max_response_tokens)
+        aborted = False
+
+        def stop(token: int) -> bool:  # asked after every token
+            nonlocal aborted
+            aborted = abort is not None and abort()
+            return aborted or rule(token)
+
         tokens, n_prompt = self._decode(text, max_new_tokens, stop)
-        n = stop.completion_length
+        if aborted:
+            return None
+        n = rule.completion_length
         response = [t for t in tokens[n:] if t not in self._drop_ids]
         if len(response) > 1 and response[-1] == self.s_id:
             response = response[:-1]  # the second " S" only ended the prediction

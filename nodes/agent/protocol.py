@@ -36,8 +36,11 @@ class LanguageModel(Protocol):
         the first token after which ``done(continuation so far)`` is true (the tokens before are
         those of the full generation)."""
 
-    def lookahead(self, text: str, max_new_tokens: int, max_response_tokens: int) -> Lookahead:
-        """Generate until the second " S" token or max_response_tokens after the first (spec §8.2)."""
+    def lookahead(
+        self, text: str, max_new_tokens: int, max_response_tokens: int, abort: Callable[[], bool] | None = None
+    ) -> Lookahead | None:
+        """Generate until the second " S" token or max_response_tokens after the first (spec §8.2).
+        ``abort()``, asked after every token, cuts it short: None (no prediction) when it did."""
 
     def embed_continuation(self, context: str, continuation: str) -> np.ndarray | None:
         """Mean last-layer hidden state over ``continuation``'s tokens when it follows ``context``."""
