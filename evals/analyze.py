@@ -31,7 +31,22 @@ the agent's first sound), ``final`` (the ``asr.final`` with the IPU's last words
 whose last word lies in or nearest that IPU), ``decision`` (the last ``agent.cycle`` deciding to take
 the floor — ``TAKE_FLOOR``: ``switch`` — since the agent's previous IPU began, up to its first
 sound), ``audio`` (the ``audio.played`` start of the chunk that opened the agent's IPU: its first
-sample, leading silence included). The timeline picture marks them between the lanes.
+sample, leading silence included), and the switch schedule's (``agent.schedule``,
+nodes/agent/schedule.py): ``armed`` (the schedule in force at the agent's first sound: the last
+``armed`` since the agent's previous IPU began, unless a ``disarmed`` followed it; words that came
+in the silence set the schedule aside with no event, so such a transfer shows ``armed`` and is
+taken by a probe) and ``fired`` (the ``fired`` in that stretch: the agent took the turn on the
+schedule). The timeline picture marks them between the lanes.
+
+Each transfer's ``schedule``: ``taken_by`` (``"schedule"`` when one fired, else ``"probe"`` when
+the log shows the ``decision``, else None), ``fire_after_ms`` (the pause after which the armed
+schedule planned to take the turn; None: not armed, or no pause in its plan reached the
+threshold), ``fired_pause_ms`` (the pause it fired on), ``disarmed`` (schedules disarmed in that
+stretch: the user spoke again first). Over the session: ``schedule_fired_rate`` (the share of
+transfers taken by the schedule; None without transfers), ``schedule_disarmed`` (the ``disarmed``
+events in the log), and ``schedule_list`` (every armed / fired / disarmed step, ``at_s`` on the
+picture's time axis, with its ``fire_after_ms``), which the picture marks below the signals: a
+disarmed schedule as a hollow circle where the user spoke again.
 
 Full-Duplex-Bench v1.0 metrics (``fdb_*``: take-over rates in user pauses, after turn ends and after
 interruptions, their latencies, the backchannel rate) are computed from the same spans by
@@ -52,6 +67,7 @@ from rtchat.bus.events import (
     AgentPause,
     AgentRelease,
     AgentSay,
+    AgentSchedule,
     AsrFinal,
     AsrPartial,
     AudioIn,
@@ -71,9 +87,11 @@ MERGE_GAP_NS = 300_000_000  # agent chunks closer than this are one IPU
 YIELD_WINDOW_NS = 2_000_000_000  # an agent.cancel this soon after a user onset over agent speech = yielded
 TYPED_SPAN_NS = 1  # a typed message is an instant
 TAKE_FLOOR = ("switch",)  # the agent.cycle decisions that take the floor from the user
-SIGNALS = ("vad_end", "partial", "final", "decision", "audio")  # a transfer's signals, in their usual order
-SIGNAL_MARKERS = {"vad_end": ("v", "tab:blue"), "partial": ("|", "tab:green"), "final": ("s", "tab:green"),
-                  "decision": ("D", "tab:red"), "audio": ("^", "tab:orange")}  # the timeline picture's
+SIGNALS = ("vad_end", "armed", "partial", "final", "fired", "decision", "audio")  # a transfer's signals, in their usual order
+SCHEDULE_STEPS = ("armed", "fired", "disarmed")  # the agent.schedule actions the report lists and the picture marks
+SIGNAL_MARKERS = {"vad_end": ("v", "tab:blue"), "armed": ("o", "tab:purple"), "partial": ("|", "tab:green"),
+                  "final": ("s", "tab:green"), "fired": ("*", "tab:brown"), "decision": ("D", "tab:red"),
+                  "audio": ("^", "tab:orange"), "disarmed": ("o", "tab:pink")}  # the timeline picture's (disarmed: hollow)
 
 
 @dataclasses.dataclass
@@ -335,13 +353,37 @@ def stage_latencies(events: list[Timed], clock: AudioClock, transfers: list[dict
     return stages
 
 
+def schedule_in(steps: list[Timed], since: int | None, start: int) -> tuple[Timed | None, Timed | None, int]:
+    """The switch schedule in a transfer's stretch (after the agent's previous IPU began, up to its
+    first sound): the ``armed`` step in force at the end (none once a ``disarmed`` followed it),
+    the ``fired`` step, and how many were disarmed."""
+    armed = fired = None
+    disarmed = 0
+    for step in steps:  # in time order
+        if (since is not None and step.t_ns <= since) or step.t_ns > start:
+            continue
+        if step.event.action == "armed":
+            armed = step
+        elif step.event.action == "disarmed":
+            armed, disarmed = None, disarmed + 1
+        elif step.event.action == "fired":
+            fired = step
+    return armed, fired, disarmed
+
+
+def _pause_ms(step: Timed | None) -> float | None:
+    return None if step is None or step.event.fire_after_ns < 0 else round(_ms(step.event.fire_after_ns), 1)
+
+
 def transfer_signals(events: list[Timed], clock: AudioClock, user: list[Span], agent: list[Span],
-                     chunks: list[tuple[Span, AudioPlayed]], transfers: list[dict]) -> list[dict[str, float | None]]:
-    """Per transfer, when each signal arrived (ms after the user's speech end; None: not in the log)."""
+                     chunks: list[tuple[Span, AudioPlayed]], transfers: list[dict]) -> list[tuple[dict[str, float | None], dict]]:
+    """Per transfer, when each signal arrived (ms after the user's speech end; None: not in the log),
+    and what the switch schedule did (module doc)."""
     vad_ends = [(e.t_ns, clock(e.event.audio_ns)) for e in events if isinstance(e.event, VadEnd)]
     partials = [e.t_ns for e in events if isinstance(e.event, AsrPartial)]
     finals = [e for e in events if isinstance(e.event, AsrFinal) and e.event.words]
     decisions = [e.t_ns for e in events if isinstance(e.event, AgentCycle) and e.event.decision in TAKE_FLOOR]
+    steps = [e for e in events if isinstance(e.event, AgentSchedule) and e.event.action in SCHEDULE_STEPS]
     played = {span.start_ns: ev.start_ns for span, ev in chunks}
     out = []
     for tr in transfers:
@@ -350,14 +392,19 @@ def transfer_signals(events: list[Timed], clock: AudioClock, user: list[Span], a
         since = max((a.start_ns for a in agent if a.start_ns < start), default=None)
         own = [f.t_ns for f in finals if clock.offset_ns is not None
                and nearest(user, clock((f.event.words[-1].start_ns + f.event.words[-1].end_ns) // 2)) is last]
+        armed, fired, disarmed = schedule_in(steps, since, start)
         signals = {
             "vad_end": next((t for t, audio_end in vad_ends if audio_end == end), None),
+            "armed": None if armed is None else armed.t_ns,
             "partial": max((t for t in partials if last.start_ns < t <= start), default=None),
             "final": max(own, default=None),
+            "fired": None if fired is None else fired.t_ns,
             "decision": max((t for t in decisions if (since is None or since < t) and t <= start), default=None),
             "audio": played.get(start),
         }
-        out.append({k: None if t is None else round(_ms(t - end), 1) for k, t in signals.items()})
+        schedule = {"taken_by": "schedule" if fired is not None else "probe" if signals["decision"] is not None else None,
+                    "fire_after_ms": _pause_ms(armed), "fired_pause_ms": _pause_ms(fired), "disarmed": disarmed}
+        out.append(({k: None if t is None else round(_ms(t - end), 1) for k, t in signals.items()}, schedule))
     return out
 
 
@@ -371,12 +418,13 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
     turns = user_turns(user, agent, int(turn_gap_s * 1e9))
     inter = interruptions(events, user, agent)
     stages = stage_latencies(events, clock, transfers)
-    for tr, signals in zip(transfers, transfer_signals(events, clock, user, agent, chunks, transfers), strict=True):
-        tr["signals_ms"] = signals
+    for tr, (signals, schedule) in zip(transfers, transfer_signals(events, clock, user, agent, chunks, transfers), strict=True):
+        tr["signals_ms"], tr["schedule"] = signals, schedule
     fdb_samples = fdb.samples(user, agent, spread_words([c[0] for c in chunks]), int(turn_gap_s * 1e9))
     fto = [t["fto_ms"] for t in transfers]
     agent_pauses = [e.event.duration_ns / 1e9 for e in events if isinstance(e.event, AgentPause)]
     origin = min([s.start_ns for s in user + agent] or [events[0].t_ns if events else 0])
+    steps = [e for e in events if isinstance(e.event, AgentSchedule) and e.event.action in SCHEDULE_STEPS]
     return {
         "turns": len(transfers),
         "fto_ms": fto,
@@ -396,6 +444,11 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
         "signal_p50_ms": {k: percentile([t["signals_ms"][k] for t in transfers if t["signals_ms"][k] is not None], 0.5)
                           for k in SIGNALS},
         "signal_n": {k: sum(t["signals_ms"][k] is not None for t in transfers) for k in SIGNALS},
+        "schedule_fired_rate": round(sum(t["schedule"]["taken_by"] == "schedule" for t in transfers) / len(transfers), 3)
+        if transfers else None,
+        "schedule_disarmed": sum(e.event.action == "disarmed" for e in steps),
+        "schedule_list": [{"at_s": round((e.t_ns - origin) / 1e9, 3), "action": e.event.action, "fire_after_ms": _pause_ms(e)}
+                          for e in steps],
         **fdb.summarize([fdb_samples]),
         "fdb_samples": {k: v for k, v in dataclasses.asdict(fdb_samples).items() if k != "backchannel_at"},
         "fdb_backchannels": [{"at_s": round((b["at_ns"] - origin) / 1e9, 3), "into_turn_s": b["into_turn_s"], "text": b["text"]}
@@ -411,7 +464,18 @@ def analyze(events: list[Timed], turn_gap_s: float = 1.0) -> dict:
 
 
 def timeline_png(report: dict, path: Path, title: str = "") -> None:
-    """Who spoke when, with the words: user lane above, agent lane below, each transfer's signals between."""
+    """The timeline picture (``timeline_figure``) as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(report, title)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # the text box stands right of the axes
+    plt.close(fig)
+
+
+def timeline_figure(report: dict, title: str = ""):
+    """Who spoke when, with the words: user lane above, agent lane below, each transfer's signals
+    between, and below them the switch schedule's steps (a disarmed one hollow). A matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -431,19 +495,18 @@ def timeline_png(report: dict, path: Path, title: str = "") -> None:
     for t in report["transfers"]:
         ax.annotate("", xy=(t["agent_start_s"], 0.3), xytext=(t["user_end_s"], 0.7),
                     arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.8})
-    drawn = set()
-    for t in report["transfers"]:  # when each signal of the transfer arrived, between the lanes
-        for name in SIGNALS:
-            ms = t.get("signals_ms", {}).get(name)
-            if ms is not None:
-                marker, color = SIGNAL_MARKERS[name]
-                ax.plot(t["user_end_s"] + ms / 1000, 0.5, marker=marker, color=color, ms=5, ls="none",
-                        label="_nolegend_" if name in drawn else name.replace("_", " "))
-                drawn.add(name)
-    if drawn:
-        handles = sorted(zip(*ax.get_legend_handles_labels(), strict=True), key=lambda h: SIGNALS.index(h[1].replace(" ", "_")))
-        ax.legend(*zip(*handles, strict=True), loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=7, title="signals",
-                  title_fontsize=7)
+    marks = [(name, t["user_end_s"] + ms / 1000, 0.5) for t in report["transfers"] for name, ms in t.get("signals_ms", {}).items()
+             if ms is not None and name not in SCHEDULE_STEPS]  # the schedule's steps are drawn from its own list
+    marks += [(step["action"], step["at_s"], 0.38) for step in report.get("schedule_list", [])]
+    handles = {}
+    for name, x, y in marks:
+        marker, color = SIGNAL_MARKERS[name]
+        handles[name] = ax.plot(x, y, marker=marker, color=color, ms=7 if name == "fired" else 5, ls="none", zorder=4,
+                                markerfacecolor="none" if name == "disarmed" else color)[0]  # above the arrows
+    if handles:
+        names = [n for n in (*SIGNALS, "disarmed") if n in handles]
+        ax.legend([handles[n] for n in names], [f"schedule {n}" if n in SCHEDULE_STEPS else n.replace("_", " ") for n in names],
+                  loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=7, title="signals", title_fontsize=7)
     ax.set_yticks([1, 0], ["user", "agent"])
     ax.set_ylim(-1.1, 2.1)
     ax.set_xlim(0, end + 0.5)
@@ -454,9 +517,7 @@ def timeline_png(report: dict, path: Path, title: str = "") -> None:
         ax.text(1.01, 1.0, fdb.legend(report), transform=ax.transAxes, ha="left", va="top", fontsize=7,
                 family="monospace", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85})
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # the text box stands right of the axes
-    plt.close(fig)
+    return fig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,8 @@ import sys
 import pytest
 from session_log import at, audio_s, barge_in_session, chunk, pcm, write
 
-from rtchat.bus.events import AgentCycle, AsrFinal, AsrPartial, AudioIn, UserText, VadEnd, VadStart, Word
-from rtchat.evals.analyze import analyze, read_events, timeline_png
+from rtchat.bus.events import AgentCycle, AgentSchedule, AsrFinal, AsrPartial, AudioIn, UserText, VadEnd, VadStart, Word
+from rtchat.evals.analyze import analyze, read_events, timeline_figure, timeline_png
 
 
 @pytest.fixture
@@ -80,16 +80,107 @@ def test_each_transfer_says_when_its_signals_arrived(tmp_path):
     assert report["fto_ms"] == [800.0, 600.0]  # 2.8 - 2.0; 5.6 - 5.0
     # 1: vad.end 2.5 - 2.0; the last partial before 2.8 is 2.2's; final 2.4; the switch 2.45 (not
     #    the listen at 2.1); the chunk's first sample 2.6
-    assert report["transfers"][0]["signals_ms"] == {"vad_end": 500.0, "partial": 200.0, "final": 400.0, "decision": 450.0,
-                                                    "audio": 600.0}
+    assert report["transfers"][0]["signals_ms"] == {"vad_end": 500.0, "armed": None, "partial": 200.0, "final": 400.0,
+                                                    "fired": None, "decision": 450.0, "audio": 600.0}
     # 2: vad.end 5.9 - 5.0; no partial; final 5.3; the switch 5.5 (not 2.45's, before the agent's
     #    previous IPU began at 2.8); first sample 5.6
-    assert report["transfers"][1]["signals_ms"] == {"vad_end": 900.0, "partial": None, "final": 300.0, "decision": 500.0,
-                                                    "audio": 600.0}
-    assert report["signal_p50_ms"] == {"vad_end": 700.0, "partial": 200.0, "final": 350.0, "decision": 475.0, "audio": 600.0}
-    assert report["signal_n"] == {"vad_end": 2, "partial": 1, "final": 2, "decision": 2, "audio": 2}
+    assert report["transfers"][1]["signals_ms"] == {"vad_end": 900.0, "armed": None, "partial": None, "final": 300.0,
+                                                    "fired": None, "decision": 500.0, "audio": 600.0}
+    assert report["signal_p50_ms"] == {"vad_end": 700.0, "armed": None, "partial": 200.0, "final": 350.0, "fired": None,
+                                       "decision": 475.0, "audio": 600.0}
+    assert report["signal_n"] == {"vad_end": 2, "armed": 0, "partial": 1, "final": 2, "fired": 0, "decision": 2, "audio": 2}
+    # no agent.schedule in the log: every decision was a probe
+    assert [t["schedule"]["taken_by"] for t in report["transfers"]] == ["probe", "probe"]
+    assert report["schedule_fired_rate"] == 0.0 and report["schedule_disarmed"] == 0 and report["schedule_list"] == []
     timeline_png(report, tmp_path / "t.png")  # the markers draw
     assert (tmp_path / "t.png").stat().st_size > 5000
+
+
+def step(action: str, fire_ms: int = -1, turn: int = 0) -> AgentSchedule:
+    return AgentSchedule(turn=turn, gen=0, action=action, fire_after_ns=fire_ms * 1_000_000 if fire_ms >= 0 else -1)
+
+
+@pytest.fixture
+def scheduled(tmp_path):
+    """Three transfers and the switch schedule's steps: 1 taken by the schedule, 2 by a probe after
+    the user resumed (the schedule disarmed), 3 by a probe while the schedule was armed."""
+    data, n = pcm(0.02, 16_000)
+    write(tmp_path / "events.rtlog", [
+        (0.0, AudioIn(pcm=data, sr_hz=16_000, n_samples=n, stream_pos=0, t_capture_ns=at(0.0))),
+        # 1: the user speaks 1.0–2.0 s; planned to fire after 0.3 s; armed at vad.end 2.2, fired 2.5
+        (1.1, VadStart(stream_pos=16_000, audio_ns=audio_s(1.0))),
+        (1.9, AsrFinal(text=" hello there", utterance=0, words=words(("hello", 1.0, 1.4), ("there", 1.5, 1.9)))),
+        (1.95, AgentSchedule(turn=0, gen=0, action="planned", fire_after_ns=300_000_000,
+                             pauses_ns=(0, 100_000_000, 200_000_000, 300_000_000), probs=(0.1, 0.2, 0.4, 0.7))),
+        (2.2, VadEnd(stream_pos=32_000, audio_ns=audio_s(2.0))),
+        (2.2, step("armed", 300)),
+        (2.5, step("fired", 300)),
+        (2.5, cycle("switch")),
+        *chunk(1, 0, 2.5, [(" hi", 0.5)], start=2.6),
+        # 2: the user speaks 4.0–5.0 s, armed at 5.2, speaks again 5.4–6.0 s (disarmed at 5.5); a probe
+        #    takes the turn at 6.4
+        (4.1, VadStart(stream_pos=64_000, audio_ns=audio_s(4.0))),
+        (5.0, AsrFinal(text=" so", utterance=1, words=words(("so", 4.1, 4.9)))),
+        (5.2, VadEnd(stream_pos=80_000, audio_ns=audio_s(5.0))),
+        (5.2, step("armed", 500, turn=1)),
+        (5.5, VadStart(stream_pos=86_400, audio_ns=audio_s(5.4))),
+        (5.5, step("disarmed", turn=1)),
+        (6.1, AsrFinal(text=" well", utterance=2, words=words(("well", 5.5, 5.9)))),
+        (6.2, VadEnd(stream_pos=96_000, audio_ns=audio_s(6.0))),
+        (6.4, cycle("switch")),
+        *chunk(2, 0, 6.4, [(" right", 0.5)], start=6.6),
+        # 3: the user speaks 8.0–9.0 s, armed at 9.2 with no pause reaching the threshold; the final
+        #    at 9.4 is decided by a probe at 9.5
+        (8.1, VadStart(stream_pos=128_000, audio_ns=audio_s(8.0))),
+        (9.2, VadEnd(stream_pos=144_000, audio_ns=audio_s(9.0))),
+        (9.2, step("armed", turn=2)),
+        (9.4, AsrFinal(text=" bye", utterance=3, words=words(("bye", 8.1, 8.9)))),
+        (9.5, cycle("switch")),
+        *chunk(3, 0, 9.5, [(" bye", 0.5)], start=9.7),
+    ])
+    return tmp_path
+
+
+def test_each_transfer_says_what_the_switch_schedule_did(scheduled):
+    report = analyze(read_events(scheduled)[0])
+    assert report["fto_ms"] == [600.0, 600.0, 700.0]  # 2.6 - 2.0; 6.6 - 6.0 (the user's speech end after resuming); 9.7 - 9.0
+    signals = [t["signals_ms"] for t in report["transfers"]]
+    assert [(s["vad_end"], s["armed"], s["fired"], s["decision"], s["audio"]) for s in signals] == [
+        (200.0, 200.0, 500.0, 500.0, 600.0),
+        (200.0, None, None, 400.0, 600.0),  # the schedule armed at 5.2 was disarmed: none in force
+        (200.0, 200.0, None, 500.0, 700.0),
+    ]
+    assert [t["schedule"] for t in report["transfers"]] == [
+        {"taken_by": "schedule", "fire_after_ms": 300.0, "fired_pause_ms": 300.0, "disarmed": 0},
+        {"taken_by": "probe", "fire_after_ms": None, "fired_pause_ms": None, "disarmed": 1},
+        {"taken_by": "probe", "fire_after_ms": None, "fired_pause_ms": None, "disarmed": 0},
+    ]
+    assert report["signal_p50_ms"]["armed"] == 200.0 and report["signal_p50_ms"]["fired"] == 500.0
+    assert report["signal_n"]["armed"] == 2 and report["signal_n"]["fired"] == 1
+    assert report["schedule_fired_rate"] == pytest.approx(0.333) and report["schedule_disarmed"] == 1
+    # the steps on the picture's axis (origin: the user's first onset, 1.0 s); planned steps are not listed
+    assert report["schedule_list"] == [
+        {"at_s": 1.2, "action": "armed", "fire_after_ms": 300.0},
+        {"at_s": 1.5, "action": "fired", "fire_after_ms": 300.0},
+        {"at_s": 4.2, "action": "armed", "fire_after_ms": 500.0},
+        {"at_s": 4.5, "action": "disarmed", "fire_after_ms": None},
+        {"at_s": 8.2, "action": "armed", "fire_after_ms": None},
+    ]
+
+
+def test_the_timeline_picture_marks_the_schedule(scheduled):
+    import matplotlib.pyplot as plt
+
+    report = analyze(read_events(scheduled)[0])
+    fig = timeline_figure(report)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["vad end", "schedule armed", "final", "schedule fired", "decision", "audio", "schedule disarmed"]
+    disarmed = next(h for h, label in zip(fig.axes[0].get_legend().legend_handles, labels, strict=True)
+                    if label == "schedule disarmed")
+    assert disarmed.get_markerfacecolor() == "none"  # hollow, where the user resumed
+    plt.close(fig)
+    timeline_png(report, scheduled / "t.png")
+    assert (scheduled / "t.png").stat().st_size > 5000
 
 
 def test_a_typed_session_counts_typed_turns(tmp_path):
