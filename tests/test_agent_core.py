@@ -373,8 +373,11 @@ def test_switch_with_lookahead_prerenders_and_releases_the_reply():
     # cycles look their probability up; a new prediction after every cycle whose context was
     # rewritten; at 3.2 the prediction made at 2.8 on "you (0.3)" is kept (only its pause grew)
     # and the schedule says the agent's tag comes next
-    assert (model.count("lookahead"), model.count("schedule"), model.count("embed")) == (7, 4, 1)
+    assert (model.count("lookahead"), model.count("schedule"), model.count("embed")) == (6, 4, 1)
     assert tl.core.counters["schedule_hits"] >= 4
+    # the schedule of "you" fires at (0.6): the reply after it was asked for first, came back
+    # without words (the scripted " (0.2)"), and the lookahead guessed instead
+    assert tl.core.counters["schedule_replies"] == 1 and model.count("generate") == 2
 
 
 def test_lookahead_keeps_a_prediction_the_actual_words_confirm():
@@ -389,11 +392,26 @@ def test_a_kept_prediction_without_a_reply_gets_one_generated_when_the_probe_say
     # the prediction made on "so" has the user pause and go on (no reply); only silence follows,
     # which the prediction matched (kept, no new lookahead); once the probe says the agent's tag
     # comes next after the grown pause, the reply is generated after the tag and said at once
+    # (no switch schedule here: with one, the reply after its pause is prepared instead, below)
     model = ScriptedModel(lookahead=[(r"so$", (" (0.2)", ""))], switch=[(r"so \((0\.[5-9]|1\.\d)\)$", True)],
                           generate=[(r"so \(\d\.\d\)$", " S2: go on")])
-    tl = Timeline(agent(model)).at(0.35, UserText(text="so")).run(1.3)
+    tl = Timeline(agent(model, schedule_steps=0)).at(0.35, UserText(text="so")).run(1.3)
     assert tl.story("prerender", "release", "say", "cycle") == ["0.8 say ' go on'", "0.8 cycle switch"]
-    assert model.count("lookahead") == 1 and model.count("schedule") == 1 and tl.core.counters["lookaheads_kept"] == 1
+    assert model.count("lookahead") == 1 and model.count("schedule") == 0 and tl.core.counters["lookaheads_kept"] == 1
+
+
+def test_the_reply_after_the_scheduled_pause_is_prepared_while_the_user_speaks_and_released_at_the_switch():
+    """Issue 20: the schedule of "so" fires at (0.5); the reply the agent gives after that pause is
+    generated and pre-rendered at once — no guess of the user's next words — kept while the user
+    says nothing new, and released when the schedule's pause comes."""
+    model = ScriptedModel(lookahead=[(r"so$", (" (0.2)", ""))], switch=[(r"so \((0\.[5-9]|1\.\d)\)$", True), (".", False)],
+                          generate=[(r"so \(\d\.\d\)$", " S2: go on")])
+    tl = Timeline(agent(model)).at(0.35, UserText(text="so")).run(1.3)
+    assert tl.story("schedule", "prerender", "release", "say", "cycle") == [
+        "0.35 schedule planned 0.5", "0.4 prerender [' go on']", "1.2 release 1 ' go on'", "1.2 cycle switch",
+    ]  # typed words, no VAD: decisions on the 0.4 s listening grid of these scenarios; the first at (0.5) or later
+    assert [text.rsplit("S1:", 1)[1] for kind, text in model.calls if kind == "generate"] == [" (0.3) so (0.5)"]  # then " S2:"
+    assert model.count("lookahead") == 0 and tl.state_at(1.3).endswith("S1: (0.3) so (0.8) S2: go on")
 
 
 def test_a_rewrite_of_the_predicted_context_forces_a_new_prediction():
@@ -853,8 +871,9 @@ def test_by_default_a_listening_agent_decides_every_pause_step_and_never_over_th
     assert model.count("schedule") == 1
     probes = [text[-6:].strip() for kind, text in model.calls if kind == "switch"]
     assert probes == ["so yes"] + [f"({x / 10:.1f})" for x in range(1, 10)]  # the pauses within the first second
-    assert tl.story("schedule", "say", "cycle") == [
-        "0.3 schedule planned 0.6", "0.5 schedule armed 0.6", "1.1 schedule fired 0.6", "1.1 say ' sure'", "1.1 cycle switch",
+    assert tl.story("schedule", "say", "release", "cycle") == [
+        "0.3 schedule planned 0.6", "0.5 schedule armed 0.6", "1.1 schedule fired 0.6",
+        "1.1 release 1 ' sure'", "1.1 cycle switch",
     ]
     listens = [line.split()[0] for line in tl.story("listen")]
     assert listens[-6:] == ["0.5", "0.6", "0.7", "0.8", "0.9", "1"]  # a decision at every pause step from the speech end

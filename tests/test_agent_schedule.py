@@ -28,14 +28,15 @@ def test_a_user_who_speaks_again_disarms_the_schedule_and_the_next_silence_arms_
     tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so", rev=0, utterance=0))
     tl.at(0.5, vad(VadEnd, 0.5)).at(0.8, vad(VadStart, 0.8))  # a hesitation of 0.3 s: not long enough
     tl.at(1.0, AsrPartial(text="so yes", rev=0, utterance=0)).at(1.2, vad(VadEnd, 1.2)).run(2.5)
-    assert tl.story("schedule", "say", "cycle") == [
+    assert tl.story("schedule", "prerender", "release", "say", "cycle") == [
         "0.3 schedule planned 0.6",
+        "0.3 prerender [' sure']",  # the reply after (0.6), ready while the user speaks
         "0.5 schedule armed 0.6",
         "0.8 schedule disarmed none",
-        "1 schedule planned 0.6",
+        "1 schedule planned 0.6",  # the reply after "so yes (0.6)" is the same: not sent again
         "1.2 schedule armed 0.6",
         "1.8 schedule fired 0.6",  # 0.6 s after the speech ended, on the step that wrote (0.6)
-        "1.8 say ' sure'",
+        "1.8 release 1 ' sure'",
         "1.8 cycle switch",
     ]
     assert tl.state_at(2.0).endswith(" S1: so yes (0.6) S2: sure")  # the partial took back "so (0.3)"

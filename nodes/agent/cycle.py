@@ -168,7 +168,11 @@ class Cycle:
         return out
 
     def _predict(self, out: list[Event]) -> None:
-        """A new lookahead; its agent reply, chunked, replaces the cache and is pre-rendered."""
+        """A new lookahead; its agent reply, chunked, replaces the cache and is pre-rendered. When
+        the switch schedule has the transcript and a pause it fires on, the reply is the one the
+        agent gives after that pause (``_schedule_reply``), not a guess of the user's next words."""
+        if self._schedule_reply(out):
+            return
         self.counters["lookaheads"] += 1
         la = self.model.lookahead(self.t.text, self.cfg.lookahead_max_tokens, self.cfg.response_max_tokens, self.interrupted)
         if la is None:  # cut short: the speech ended (vad.end waits), and the decisions come first
@@ -176,7 +180,11 @@ class Cycle:
             return
         speaker, words = parse_response(la.response)
         reply = self._agent_text(words) if speaker == AGENT and not self.opening else ""  # an opening replaces it
-        chunks = self.look.predict(self.t, Prediction(self.t.body, la.embedding), reply, self.model, self.cfg.max_new_tokens)
+        self._adopt(Prediction(self.t.body, la.embedding), reply, out)
+
+    def _adopt(self, prediction: Prediction, reply: str, out: list[Event]) -> None:
+        """A new prediction: its reply, chunked, replaces the cache and is pre-rendered."""
+        chunks = self.look.predict(self.t, prediction, reply, self.model, self.cfg.max_new_tokens)
         if chunks:
             self.counters["prerenders"] += 1
             out.append(AgentPrerender(turn=self.turn, gen=self.gen, chunks=chunks))

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from rtchat.nodes.agent.protocol import LanguageModel
-from rtchat.nodes.agent.transcript import Transcript, clean_output
+from rtchat.nodes.agent.transcript import PAUSE_RE, Transcript, clean_output
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -59,7 +59,7 @@ class Predictor:
     def similarity(self, t: Transcript, model: LanguageModel) -> float:
         """§8.2 step 1, on text: −1 without a usable prediction, 1 with nothing new."""
         p = self.prediction
-        if p is None or p.embedding is None or p.context is None:
+        if p is None or p.context is None:
             return -1.0
         body = t.body
         if not body.startswith(p.context):
@@ -68,6 +68,8 @@ class Predictor:
         actual = body[len(p.context) :]
         if not actual:
             return 1.0
+        if p.embedding is None:  # no completion was predicted (a reply after the words as they stood):
+            return 1.0 if not PAUSE_RE.sub("", actual).strip() else -1.0  # a silence since keeps it
         embedding = model.embed_continuation(t.text[: t.prefix_len + len(p.context)], actual)
         return -1.0 if embedding is None else cosine(p.embedding, embedding)
 

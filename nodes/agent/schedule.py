@@ -32,7 +32,8 @@ import dataclasses
 
 from rtchat.bus.clock import s
 from rtchat.bus.events import AgentSchedule, Event
-from rtchat.nodes.agent.transcript import AGENT, NS_PER_TENTH, USER, format_pause
+from rtchat.nodes.agent.lookahead import Prediction
+from rtchat.nodes.agent.transcript import AGENT, NS_PER_TENTH, PAUSE_RE, USER, format_pause
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +79,34 @@ class SwitchSchedule:
         fire = self.plan.fire_tenths(self.cfg.switch_threshold)
         out.append(self._schedule_event("planned", fire))
         return self.plan
+
+    def _schedule_reply(self, out: list[Event]) -> bool:
+        """The reply the schedule will release, prepared while the user speaks: generated after
+        the transcript, the pause the schedule fires on and the agent's tag — the words as they
+        stand, no guess of what the user says next (a lookahead's completion, up to
+        ``lookahead_max_tokens`` more). It is kept while the user says nothing new (its
+        prediction has no completion to compare: ``Predictor.similarity``) and stops early, with
+        no reply, when the speech end waits (``interrupted``). False: no schedule to prepare for,
+        or no words after its pause (the lookahead then guesses as before)."""
+        fire = self.plan.fire_tenths(self.cfg.switch_threshold) if self.plan and self.t.text in self.plan.texts else None
+        if fire is None or self.opening:
+            return False
+        if fire == self.plan.tenths[0]:
+            context = self.t.text  # the transcript as it stands
+        else:
+            found = self.t.trailing_pause(self._interval_tenths)
+            base = self.t.text if found is None else self.t.text[: found[0]]
+            context = base + format_pause(fire, self.cfg.add_pause_token)
+        self.counters["schedule_replies"] += 1
+        words = self._generate(f"{context} {AGENT}:", lambda _: self.interrupted())
+        if self.interrupted():
+            self.counters["schedule_replies_interrupted"] += 1
+            return True
+        text, _ = self._continuation(words)
+        if not PAUSE_RE.sub("", text).strip():
+            return False  # no words to say after the pause: the lookahead's guess may have some
+        self._adopt(Prediction(self.t.body, None), text, out)
+        return True
 
     def _schedule_event(self, action: str, fire: int | None) -> AgentSchedule:
         plan = self.plan
