@@ -529,8 +529,23 @@ def test_partial_revised_after_the_agent_started_gives_the_floor_back():
         "3 played 1 ''",
     ]
     assert tl.state_at(2.0) == " S1: (0.4) so i was thinking (0.7) S2: yeah. (0.8)"
-    assert tl.state_at(2.3) == " S1: (0.4) so i was thinking S2: yeah. (0.8)"  # the user's pause is lost, as in the reference
+    # the final says what the partial said: it commits and nothing moves (the reference lost the user's pause)
+    assert tl.state_at(2.3) == " S1: (0.4) so i was thinking (0.7) S2: yeah. (0.8)"
     assert (tl.core.turn, tl.core.floor) == (1, "agent")
+
+
+def test_a_final_that_confirms_a_short_partial_after_the_agent_started_is_no_barge_in():
+    """Issue 20 (seen in a bench session): the agent took the turn on the partial "family"; the
+    final "Family." arrived while it spoke. Rolled back and laid again, a ≤ 2-word chunk goes after
+    the agent's turn (rewrite.py's deferral), which read as the user barging in, and the agent
+    yielded its reply to its own user's last word."""
+    model = ScriptedModel(generate=[(r"family \(0\.[5-9]\)$", " S2: that sounds great S1:"), (r"great$", " S1: so")])
+    tl = Timeline(agent(model, lookahead=False), FakeAudio(0.25))
+    tl.at(0.3, AsrFinal(text="we went with my", utterance=0)).at(0.5, AsrPartial(text="family", rev=0, utterance=1))
+    tl.at(1.4, AsrFinal(text="Family.", utterance=1)).run(1.9)
+    assert tl.story("cancel", "cycle") == ["1.2 cycle switch"]
+    assert tl.state_at(1.5) == " S1: (0.2) we went with my (0.1) family (0.7) S2: that sounds great"
+    assert tl.core.counters["finals_confirming"] == 1 and tl.core.floor == "agent"
 
 
 def test_more_words_in_a_final_after_the_agent_started_are_a_barge_in():

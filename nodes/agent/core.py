@@ -61,6 +61,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import re
 
 from rtchat.bus.clock import s
 from rtchat.bus.core import Core
@@ -86,10 +87,12 @@ from rtchat.nodes.agent.protocol import LanguageModel
 from rtchat.nodes.agent.rewrite import rewrite_input
 from rtchat.nodes.agent.schedule import SwitchSchedule
 from rtchat.nodes.agent.silence import VAD_STALE_NS, SilenceClock
-from rtchat.nodes.agent.transcript import AGENT, USER, Transcript, clean_words, identities_of, tenths_of_ns
+from rtchat.nodes.agent.transcript import AGENT, PAUSE_RE, USER, Transcript, clean_words, identities_of, tenths_of_ns
 
 log = logging.getLogger(__name__)
 
+_OPENING_TAG_RE = re.compile(rf"\A\s*{USER}:")
+_NEXT_TAG_RE = re.compile(r"\sS\d+:")
 IDENTITY_KEYS = ("user_name", "user_age", "user_sex", "agent_name", "agent_age", "agent_sex")
 MODEL_KEYS = tuple(  # decoding and loading: the model's business (model.configure)
     "model adapter device dtype threads seed decoding top_k top_p typical_p temperature min_penalty_alpha "
@@ -270,6 +273,13 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
             return []
         self.counters["inputs"] += 1
         self._inputs.append(("~" if partial else "*") + words)
+        if not partial and self._confirms_partial(words):
+            # the final says what the pending partial said: it commits, nothing moves — rolled
+            # back, a short partial would be laid after the agent's turn taken meanwhile (the
+            # ≤ 2-word deferral, rewrite.py) and read as the user barging in
+            self.t.partial_pos = None
+            self.counters["finals_confirming"] += 1
+            return []
         if words and self.t.speaker == AGENT and self._unplayed():
             probe = self.t.copy()
             self._rewrite(probe, words, partial)
@@ -277,6 +287,15 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
                 return self._barge_in(words, partial, now_ns)
         self._apply_input(words, partial, now_ns, since_ns=0 if typed else self.spoken_until_ns)
         return []
+
+    def _confirms_partial(self, words: str) -> bool:
+        """The pending partial's words (up to the next tag, pauses aside) are exactly ``words``."""
+        pos = self.t.partial_pos
+        if pos is None:
+            return False
+        said = _OPENING_TAG_RE.sub("", self.t.text[pos:], count=1)  # the partial may have opened the turn
+        said = _NEXT_TAG_RE.split(said, maxsplit=1)[0]
+        return PAUSE_RE.sub("", said).split() == words.split()
 
     @staticmethod
     def _rewrite(t: Transcript, words: str, partial: bool) -> None:

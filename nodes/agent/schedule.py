@@ -85,9 +85,10 @@ class SwitchSchedule:
         the transcript, the pause the schedule fires on and the agent's tag — the words as they
         stand, no guess of what the user says next (a lookahead's completion, up to
         ``lookahead_max_tokens`` more). It is kept while the user says nothing new (its
-        prediction has no completion to compare: ``Predictor.similarity``) and stops early, with
-        no reply, when the speech end waits (``interrupted``). False: no schedule to prepare for,
-        or no words after its pause (the lookahead then guesses as before)."""
+        prediction has no completion to compare: ``Predictor.similarity``). Unlike a lookahead's
+        guess it is not cut short by the speech end: it is the reply the switch will need, for the
+        words as they are, and cutting it would only make the switch generate it again. False: no
+        schedule to prepare for, or no words after its pause (the lookahead then guesses as before)."""
         fire = self.plan.fire_tenths(self.cfg.switch_threshold) if self.plan and self.t.text in self.plan.texts else None
         if fire is None or self.opening:
             return False
@@ -98,11 +99,7 @@ class SwitchSchedule:
             base = self.t.text if found is None else self.t.text[: found[0]]
             context = base + format_pause(fire, self.cfg.add_pause_token)
         self.counters["schedule_replies"] += 1
-        words = self._generate(f"{context} {AGENT}:", lambda _: self.interrupted())
-        if self.interrupted():
-            self.counters["schedule_replies_interrupted"] += 1
-            return True
-        text, _ = self._continuation(words)
+        text, _ = self._continuation(self._generate(f"{context} {AGENT}:"))
         if not PAUSE_RE.sub("", text).strip():
             return False  # no words to say after the pause: the lookahead's guess may have some
         self._adopt(Prediction(self.t.body, None), text, out)
