@@ -859,19 +859,21 @@ def test_a_stale_prediction_is_renewed_after_the_decision_went_out_and_after_wor
 
 
 def test_a_renewal_cut_short_by_the_speech_end_leaves_no_prediction_and_the_decision_goes_first():
-    """Issue 20: the shell says the speech end is waiting (``interrupted``): the renewal stops with
-    no prediction and no prerender, and the speech end's decision is made from the schedule."""
+    """Issue 20: the shell says the speech end is waiting (``interrupted``): the lookahead renewal
+    stops with no prediction and no prerender, and the decisions go on at the pause steps. (No
+    pause in the schedule reaches the threshold here, so the lookahead, not the schedule's reply,
+    prepares the reply.)"""
     model = ScriptedModel(lookahead=[(r"so yes$", (" and then", " S2: right S"))],
-                          switch=[(r"\(0\.[2-9]\)$", True), (".", False)], generate=[(r"\(0\.\d\)$", " S2: right")])
+                          switch=[(r"\(1\.\d\)$", True), (".", False)], generate=[(r"\(1\.\d\)$", " S2: right")])
     core = AgentCore(AgentConfig(), model, 0)
     core.interrupted = lambda: True
     tl = Timeline(core).at(0.05, VadStart(stream_pos=0, audio_ns=0, at_ns=s(0.05)))
-    tl.at(0.3, AsrPartial(text="so yes", rev=0, utterance=0)).at(0.6, VadEnd(stream_pos=0, audio_ns=0, at_ns=s(0.4))).run(1.0)
+    tl.at(0.3, AsrPartial(text="so yes", rev=0, utterance=0)).at(0.6, VadEnd(stream_pos=0, audio_ns=0, at_ns=s(0.4))).run(1.5)
     assert model.count("lookahead") >= 1 and core.counters["lookaheads_interrupted"] == model.count("lookahead")
     assert tl.story("prerender") == []
     assert tl.story("schedule", "say", "cycle") == [
-        "0.3 schedule planned 0.2", "0.6 schedule armed 0.2", "0.6 schedule fired 0.2", "0.6 say ' right'", "0.6 cycle switch",
-    ]
+        "0.3 schedule planned none", "0.6 schedule armed none", "1.4 say ' right'", "1.4 cycle switch",
+    ]  # 1.0 s after the speech end, decided by a probe (the schedule covers the first second)
 
 
 def test_by_default_a_listening_agent_decides_every_pause_step_and_never_over_the_users_voice():

@@ -242,7 +242,7 @@ class Cycle:
     def _switch(self) -> None:
         """The floor passes to the agent (a new turn)."""
         self.counters["switches"] += 1
-        if self.armed:
+        if self.armed and self.plan and self.t.text in self.plan.texts:
             self.counters["schedule_fired"] += 1
         self.armed = False
         self.plan = None

@@ -168,8 +168,9 @@ class SwitchSchedule:
         return [self._schedule_event("disarmed", None)]
 
     def _fired(self) -> list[Event]:
-        """The event of a scheduled decision that takes the turn (the switch disarms: cycle.py)."""
-        if not self.armed:
+        """The event of a scheduled decision that takes the turn (the switch disarms: cycle.py);
+        none when a probe decided (a pause past the schedule's)."""
+        if not self.armed or not self.plan or self.t.text not in self.plan.texts:
             return []
         found = self.t.trailing_pause(self._interval_tenths)
         return [self._schedule_event("fired", 0 if found is None else found[1])]
