@@ -757,8 +757,10 @@ def test_a_listening_cycle_generates_nothing_unless_the_probe_says_switch():
         (" S23 hmm", None),
         ("S2:hi there", "' hi there'"),
         (" S2 okay then", "' okay then'"),
-        (" S2: well (99999.9) ok", "' well (10.0)'"),
-        (" S2: wait <p> (0.4) ok", "' wait (0.4)'"),
+        # the first words stop where a pause begins (issue 20: the user is waiting; the agent's
+        # next cycle writes its pauses, capped and canonical: test_agent_pause_* below)
+        (" S2: well (99999.9) ok", "' well'"),
+        (" S2: wait <p> (0.4) ok", "' wait'"),
     ],
 )
 def test_malformed_switches_have_defined_outcomes(generated, expected_say):
@@ -767,6 +769,16 @@ def test_malformed_switches_have_defined_outcomes(generated, expected_say):
     says = tl.story("say")
     assert says == ([] if expected_say is None else [f"3.2 say {expected_say}"])
     check_invariants(tl)
+
+
+def test_the_first_words_at_a_switch_stop_where_a_pause_begins_in_one_call():
+    """Issue 20: the user waits for the agent's first words; a pause the model begins after them
+    is not completed first (that took up to two more generate calls): the words go out, and the
+    agent's next cycle goes on from them."""
+    model = ScriptedModel(generate=[(r"you \(0\.[5-9]\)$", " S2: sure (0."), (r"sure$", " (0.3) so")])
+    tl = Timeline(agent(model, lookahead=False)).user("hello there how are you", 0.5, 2.5, 2.7).run(3.3)
+    assert tl.story("say") == ["3.2 say ' sure'"]
+    assert model.count("generate") == 1
 
 
 def test_an_unfinished_pause_is_completed_then_given_up():

@@ -26,6 +26,7 @@ the speaker after the pauses at a barge-in): the decision is the one the full ge
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from rtchat.bus.clock import s
@@ -55,6 +56,22 @@ from rtchat.nodes.agent.transcript import (
 )
 
 MAX_GENERATIONS = 3  # generate calls per cycle; an empty or unfinished result after these is silence
+def _pause_after_words(text: str) -> int | None:
+    """Where a pause begins (``(`` or ``<p>``) after the text's first word, or None."""
+    seen_word = False
+    for m in re.finditer(r"\S+", text):
+        if m.group() == "<p>" or m.group().startswith("("):
+            if seen_word:
+                return m.start()
+        else:
+            seen_word = True
+    return None
+
+
+def _first_words(text: str) -> str:
+    """The text up to where a pause begins after its words."""
+    at = _pause_after_words(text)
+    return text if at is None else text[:at].rstrip()
 
 
 class Cycle:
@@ -89,18 +106,26 @@ class Cycle:
         self._changed = True
         self.look.follow_trim(*trimmed)
 
-    def _generate(self, context: str, settled: Callable[[str], bool] | None = None) -> str:
+    def _generate(self, context: str, settled: Callable[[str], bool] | None = None, first_words: bool = False) -> str:
         """§6 step 6, bounded: cut after the first complete pause; complete an unfinished one
         (stop at ``)``); after MAX_GENERATIONS calls an empty or unfinished result is silence.
-        Generating stops early once ``settled(prediction so far)`` says the decision is known."""
+        Generating stops early once ``settled(prediction so far)`` says the decision is known.
+        ``first_words``: the agent's first words after its tag, which the user is waiting for —
+        generating stops where a pause begins after words, and the pause is left out (the next
+        cycle writes it, on the agent's floor); completing it took up to two more calls."""
         text = ""
         for _ in range(MAX_GENERATIONS):
-            done = None if settled is None else (lambda piece, before=text: settled(before + piece))
+            if first_words:
+                done = lambda piece, before=text: _pause_after_words(before + piece) is not None  # noqa: E731
+            else:
+                done = None if settled is None else (lambda piece, before=text: settled(before + piece))
             piece = self.model.generate(context + text, self.cfg.max_new_tokens, done).text
             self.counters["generations"] += 1
             if not piece.strip():
                 self.counters["empty_generations"] += 1
             text += cut_after_first(piece, END_PAUSE_RE if text.strip() else PAUSE_RE)
+            if first_words and PAUSE_RE.sub("", drop_incomplete_pause(text)).strip():
+                return _first_words(drop_incomplete_pause(text))
             if text.strip() and not ends_in_incomplete_pause(text):
                 return text
         return drop_incomplete_pause(text)
@@ -199,7 +224,7 @@ class Cycle:
         if self.look.cache:
             self._switch()
             return [self._release()]
-        text, _ = self._continuation(self._generate(self.t.text + f" {AGENT}:"))
+        text, _ = self._continuation(self._generate(self.t.text + f" {AGENT}:", first_words=True))
         if not text:
             return []
         self._switch()

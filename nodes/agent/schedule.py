@@ -99,7 +99,7 @@ class SwitchSchedule:
             base = self.t.text if found is None else self.t.text[: found[0]]
             context = base + format_pause(fire, self.cfg.add_pause_token)
         self.counters["schedule_replies"] += 1
-        text, _ = self._continuation(self._generate(f"{context} {AGENT}:"))
+        text, _ = self._continuation(self._generate(f"{context} {AGENT}:", first_words=True))
         if not PAUSE_RE.sub("", text).strip():
             return False  # no words to say after the pause: the lookahead's guess may have some
         self._adopt(Prediction(self.t.body, None), text, out)
