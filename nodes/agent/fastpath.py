@@ -14,6 +14,13 @@ path writes, so both paths can take turns on one cache), and an additive attenti
 last-layer states after the final norm (the plain path's ``hidden_states[-1]``) and the logits
 of the last ``logits_rows`` tokens.
 
+With int8 projections (``quant.Int8Linear``) and the agent's C++ kernels built, a step of one
+token after the cache with no mask — every greedy decoding step — runs as one call
+(``kernels.Decoder``): the ~25 torch ops per layer cost more in dispatch than their arithmetic
+at this size (~6 of ~23 ms per token for SmolLM2-135M on 2 cores). It writes the token's key and
+value into the cache's buffers in place when they have room (``GrowingLayer.room``); when they
+do not, the step runs here op by op, which grows them.
+
 ``FastLlama.unsupported(model)`` says why a model cannot take this path (another architecture,
 rope scaling, biases, an output layer that is not a plain projection, not on the CPU); the
 ``Runner`` then uses the model's own forward.
@@ -24,7 +31,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rtchat.nodes.agent.quant import QuantLinear, fuse
+from rtchat.nodes.agent import kernels
+from rtchat.nodes.agent.quant import Int8Linear, QuantLinear, fuse
 
 
 class FastLlama:
@@ -47,6 +55,23 @@ class FastLlama:
         self.rope_scaling = rotary.attention_scaling
         self.layers = [_Layer(layer, self.n_heads * self.head_dim, self.n_kv * self.head_dim) for layer in inner.layers]
         self.dtype = self.embed.weight.dtype
+        self.decoder = self._decoder(cfg)
+
+    def _decoder(self, cfg):
+        """The one-call decoding step (module doc), or None where it does not apply."""
+        projections = [p for layer in self.layers for p in layer.modules] + [self.head]
+        int8 = all(type(p) is Int8Linear and p.bias is None for p in projections)
+        if not int8 or self.dtype != torch.float32 or not kernels.available():
+            return None
+        inner = [layer.modules for layer in self.layers]
+        weights = [[p.qweight for p in ps] for ps in zip(*inner, strict=True)]
+        scales = [[p.scale for p in ps] for ps in zip(*inner, strict=True)]
+        return kernels.Decoder(
+            [layer.ln1.weight for layer in self.layers], [layer.ln2.weight for layer in self.layers],
+            *(x for pair in zip(weights, scales, strict=True) for x in pair),
+            self.embed.weight, self.norm.weight, self.head.qweight, self.head.scale, self.inv_freq,
+            self.n_heads, self.n_kv, self.head_dim, self.norm.variance_epsilon, self.rope_scaling, self.scaling,
+        )
 
     @staticmethod
     def unsupported(model) -> str | None:
@@ -82,6 +107,14 @@ class FastLlama:
         """ids (m,), positions (m,), mask (1, 1, m, n + m) additive or None → (states (m, d), logits (rows, vocab) or None)."""
         m = ids.shape[0]
         past = cache.layers[0].get_seq_length() if cache.layers[0].is_initialized else 0
+        if m == 1 and mask is None and self.decoder is not None:
+            rooms = [layer.room() if hasattr(layer, "room") else None for layer in cache.layers]
+            if all(room is not None for room in rooms):
+                keys, values = zip(*rooms, strict=True)
+                x, logits = self.decoder.step(int(ids[0]), int(positions[0]), past, keys, values, logits_rows > 0)
+                for layer in cache.layers:
+                    layer.extend(1)
+                return x, logits if logits_rows else None
         cos, sin = self._rotary(positions)
         causal = False
         if mask is None and m > 1:
@@ -120,7 +153,7 @@ def _projection(layer):
     def project(x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > layer.SMALL:
             return layer(x)
-        return layer._small(x.to(torch.bfloat16)).to(x.dtype)
+        return layer._small(x).to(x.dtype)
 
     return project
 
@@ -137,6 +170,7 @@ class _Layer:
         self.o = _projection(attn.o_proj)
         gate_up = fuse([mlp.gate_proj, mlp.up_proj])
         self.gate_up = _projection(gate_up) if gate_up is not None else None
+        self.modules = (qkv, attn.o_proj, gate_up, mlp.down_proj)  # what the one-call step reads (None: not fused)
         self.gate, self.up, self.down = (_projection(p) for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
         self.q_size, self.kv_size = q_size, kv_size
 
