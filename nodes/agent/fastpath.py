@@ -16,10 +16,12 @@ of the last ``logits_rows`` tokens.
 
 With int8 projections (``quant.Int8Linear``) and the agent's C++ kernels built, a step of one
 token after the cache with no mask — every greedy decoding step — runs as one call
-(``kernels.Decoder``): the ~25 torch ops per layer cost more in dispatch than their arithmetic
-at this size (~6 of ~23 ms per token for SmolLM2-135M on 2 cores). It writes the token's key and
-value into the cache's buffers in place when they have room (``GrowingLayer.room``); when they
-do not, the step runs here op by op, which grows them.
+(``kernels.decoder``): the ~25 torch ops per layer cost more in dispatch than their arithmetic
+at this size (~6 of ~23 ms per token for SmolLM2-135M on 2 cores). It computes what the layers
+here compute, with the same int8 products, and norms, rotary embedding, attention and SiLU of
+its own in float32 (the same to ~1e-6). It writes the token's key and value into the cache's
+buffers in place when they have room (``GrowingLayer.room``); when they do not, the step runs
+here op by op, which grows them.
 
 ``FastLlama.unsupported(model)`` says why a model cannot take this path (another architecture,
 rope scaling, biases, an output layer that is not a plain projection, not on the CPU); the
@@ -55,20 +57,19 @@ class FastLlama:
         self.rope_scaling = rotary.attention_scaling
         self.layers = [_Layer(layer, self.n_heads * self.head_dim, self.n_kv * self.head_dim) for layer in inner.layers]
         self.dtype = self.embed.weight.dtype
-        self.decoder = self._decoder(cfg)
+        self.decoder = self._decoder()
 
-    def _decoder(self, cfg):
+    def _decoder(self):
         """The one-call decoding step (module doc), or None where it does not apply."""
-        projections = [p for layer in self.layers for p in layer.modules] + [self.head]
-        int8 = all(type(p) is Int8Linear and p.bias is None for p in projections)
-        if not int8 or self.dtype != torch.float32 or not kernels.available():
+        per_layer = [layer.projections for layer in self.layers]  # (qkv, o, gate_up, down)
+        if any(type(p) is not Int8Linear or p.bias is not None for p in [*sum(per_layer, ()), self.head]):
             return None
-        inner = [layer.modules for layer in self.layers]
-        weights = [[p.qweight for p in ps] for ps in zip(*inner, strict=True)]
-        scales = [[p.scale for p in ps] for ps in zip(*inner, strict=True)]
-        return kernels.Decoder(
+        if self.dtype != torch.float32 or not kernels.available():
+            return None
+        by_kind = list(zip(*per_layer, strict=True))  # every layer's qkv, every layer's o, …
+        return kernels.decoder(
             [layer.ln1.weight for layer in self.layers], [layer.ln2.weight for layer in self.layers],
-            *(x for pair in zip(weights, scales, strict=True) for x in pair),
+            *[[getattr(p, name) for p in kind] for kind in by_kind for name in ("qweight", "scale")],
             self.embed.weight, self.norm.weight, self.head.qweight, self.head.scale, self.inv_freq,
             self.n_heads, self.n_kv, self.head_dim, self.norm.variance_epsilon, self.rope_scaling, self.scaling,
         )
@@ -108,13 +109,9 @@ class FastLlama:
         m = ids.shape[0]
         past = cache.layers[0].get_seq_length() if cache.layers[0].is_initialized else 0
         if m == 1 and mask is None and self.decoder is not None:
-            rooms = [layer.room() if hasattr(layer, "room") else None for layer in cache.layers]
-            if all(room is not None for room in rooms):
-                keys, values = zip(*rooms, strict=True)
-                x, logits = self.decoder.step(int(ids[0]), int(positions[0]), past, keys, values, logits_rows > 0)
-                for layer in cache.layers:
-                    layer.extend(1)
-                return x, logits if logits_rows else None
+            out = self._one_call(int(ids[0]), int(positions[0]), cache, past, logits_rows)
+            if out is not None:
+                return out
         cos, sin = self._rotary(positions)
         causal = False
         if mask is None and m > 1:
@@ -128,6 +125,17 @@ class FastLlama:
         x = _rms(x, self.norm)
         logits = self._head(x[m - logits_rows :]) if logits_rows else None
         return x, logits
+
+    def _one_call(self, token: int, position: int, cache, past: int, logits_rows: int):
+        """The one-call step (module doc), or None when a cache layer has no room for the token."""
+        rooms = [layer.room() if hasattr(layer, "room") else None for layer in cache.layers]
+        if any(room is None for room in rooms):
+            return None
+        keys, values = zip(*rooms, strict=True)
+        x, logits = self.decoder.step(token, position, past, keys, values, logits_rows > 0)
+        for layer in cache.layers:
+            layer.extend(1)
+        return x, logits if logits_rows else None
 
 
 def _rms(x: torch.Tensor, norm) -> torch.Tensor:
@@ -170,7 +178,7 @@ class _Layer:
         self.o = _projection(attn.o_proj)
         gate_up = fuse([mlp.gate_proj, mlp.up_proj])
         self.gate_up = _projection(gate_up) if gate_up is not None else None
-        self.modules = (qkv, attn.o_proj, gate_up, mlp.down_proj)  # what the one-call step reads (None: not fused)
+        self.projections = (qkv, attn.o_proj, gate_up, mlp.down_proj)  # what the one-call step reads (None: not fused)
         self.gate, self.up, self.down = (_projection(p) for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
         self.q_size, self.kv_size = q_size, kv_size
 

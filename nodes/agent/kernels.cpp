@@ -37,6 +37,7 @@ constexpr int64_t kChunk = 128;             // cache entries per attention task 
 // bytes ahead of the weights being read to prefetch: the hardware prefetchers alone left the
 // product at ~60 % of the memory's read bandwidth on the 2-core Xeon (5.9 vs 9.7 GB/s a core)
 constexpr int64_t kPrefetch = 8192;
+constexpr int64_t kAhead = 32;  // cache entries ahead of the keys being read to prefetch (the values: into L2 as their keys are read)
 
 // ------------------------------------------------------------------ int8 products
 
@@ -216,10 +217,15 @@ struct Decoder : torch::CustomClassHolder {
                       this->gate_up_w[l].size(0) == 2 * inter && this->gate_up_w[l].size(1) == d &&
                       this->down_w[l].size(0) == d && this->down_w[l].size(1) == inter,
                   "Decoder: projection shapes do not fit the model's sizes");
-      this->ln1[l] = this->ln1[l].contiguous();
-      this->ln2[l] = this->ln2[l].contiguous();
+      for (at::Tensor* norm_weight : {&this->ln1[l], &this->ln2[l]}) {
+        TORCH_CHECK(norm_weight->numel() == d && norm_weight->scalar_type() == at::kFloat, "Decoder: float32 norm weights");
+        *norm_weight = norm_weight->contiguous();
+      }
     }
     check_int8(this->head_w, this->head_s, "Decoder head");
+    TORCH_CHECK(this->head_w.size(1) == d, "Decoder: the output layer takes ", this->head_w.size(1), " inputs, not ", d);
+    TORCH_CHECK(this->norm.numel() == d && this->norm.scalar_type() == at::kFloat, "Decoder: float32 norm weights");
+    TORCH_CHECK(n_kv > 0 && n_heads % n_kv == 0 && this->inv_freq.numel() == head_dim / 2, "Decoder: head counts or rotary sizes");
   }
 
   // q (n_heads · head_dim) and k (n_kv · head_dim) rotated in place at position pos (transformers'
@@ -247,7 +253,7 @@ struct Decoder : torch::CustomClassHolder {
   // cache (1, n_kv, room, head_dim); tasks of kChunk entries per key/value head, merged in order
   void attend(const float* q, const at::Tensor& keys, const at::Tensor& values, int64_t n, float* out) const {
     const int64_t group = n_heads / n_kv, chunks = (n + kChunk - 1) / kChunk;
-    const int64_t head_stride = keys.stride(1);
+    const int64_t k_stride = keys.stride(1), v_stride = values.stride(1);
     const float* kp = keys.data_ptr<float>();
     const float* vp = values.data_ptr<float>();
     // per task and query head: the chunk's max score, its sum of exponentials, its weighted values
@@ -258,11 +264,14 @@ struct Decoder : torch::CustomClassHolder {
       for (int64_t task = t0; task < t1; ++task) {
         const int64_t g = task / chunks, c = task % chunks;
         const int64_t begin = c * kChunk, len = std::min(n, begin + kChunk) - begin;
-        const float* kh = kp + g * head_stride + begin * head_dim;
-        const float* vh = vp + g * head_stride + begin * head_dim;
+        const float* kh = kp + g * k_stride + begin * head_dim;
+        const float* vh = vp + g * v_stride + begin * head_dim;
         const float* qg = q + g * group * head_dim;
         for (int64_t j = 0; j < len; ++j) {  // each key read once for the group's query heads
-          _mm_prefetch(reinterpret_cast<const char*>(kh + (j + 8) * head_dim), _MM_HINT_T0);
+          for (int64_t b = 0; b < head_dim; b += 16) {
+            _mm_prefetch(reinterpret_cast<const char*>(kh + (j + kAhead) * head_dim + b), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(vh + j * head_dim + b), _MM_HINT_T1);
+          }
           for (int64_t h = 0; h < group; ++h)
             scores[h * kChunk + j] = dot(qg + h * head_dim, kh + j * head_dim, head_dim) * static_cast<float>(scaling);
         }
@@ -281,7 +290,6 @@ struct Decoder : torch::CustomClassHolder {
         }
         float* acc = partial.data() + task * group * head_dim;
         for (int64_t j = 0; j < len; ++j) {  // each value read once for the group's query heads
-          _mm_prefetch(reinterpret_cast<const char*>(vh + (j + 8) * head_dim), _MM_HINT_T0);
           for (int64_t h = 0; h < group; ++h) axpy(scores[h * kChunk + j], vh + j * head_dim, acc + h * head_dim, head_dim);
         }
       }
@@ -321,6 +329,7 @@ struct Decoder : torch::CustomClassHolder {
                     "Decoder.step: key/value buffers (1, n_kv, room > n, head_dim) float32 with room for the token");
       }
     }
+    at::NoGradGuard no_grad;  // the norms' and embedding's weights are parameters; nothing here is differentiated
     auto opts = embed.options();
     at::Tensor x_t = embed[token].clone().view({1, d});
     float* x = x_t.data_ptr<float>();

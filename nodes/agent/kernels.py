@@ -3,7 +3,8 @@
 ``int8_mm(x, weight, scale)`` is ``Int8Linear``'s product for a few rows (quant.py): float32
 activations times int8 weights with one scale per output row, float32 out. torch's own int8
 kernel (``_weight_int8pack_mm``) read the weights at about half the machine's memory bandwidth
-(issue 19); this one streams them (see kernels.cpp).
+(issue 19); this one streams them (see kernels.cpp). ``decoder(...)`` is a Llama decoder's
+whole one-token step in one call (fastpath.py).
 
 The library is compiled once per source, torch version and compiler flags into
 ``$RTCHAT_CACHE/kernels/`` (default ``~/.cache/rtchat/kernels/``), ~10 s, logged; later
@@ -94,9 +95,9 @@ def int8_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch
     return torch.ops.rtchat.int8_mm(x, weight, scale)
 
 
-def Decoder(*args):  # noqa: N802 (it makes the C++ class's objects)
-    """A Llama decoder's one-token step over int8 weights (kernels.cpp, fastpath.py): ``step(token,
-    position, n, keys, values, logits)`` → (the last-layer state after the final norm (1, d),
-    logits (1, vocab) or (0, 0)), writing the token's key and value at index n of every layer's
-    buffers."""
+def decoder(*args):
+    """A Llama decoder's one-token step over int8 weights (kernels.cpp's ``Decoder``; fastpath.py
+    passes the weights): ``step(token, position, n, keys, values, logits)`` → (the last-layer
+    state after the final norm (1, d), logits (1, vocab) or (0, 0)), writing the token's key and
+    value at index n of every layer's buffers (1, n_kv, room > n, head_dim)."""
     return torch.classes.rtchat.Decoder(*args)
