@@ -21,7 +21,9 @@ at this size (~6 of ~23 ms per token for SmolLM2-135M on 2 cores). It computes w
 here compute, with the same int8 products, and norms, rotary embedding, attention and SiLU of
 its own in float32 (the same to ~1e-6). It writes the token's key and value into the cache's
 buffers in place when they have room (``GrowingLayer.room``); when they do not, the step runs
-here op by op, which grows them.
+here op by op, which grows them. SmolLM2-135M int8 at ~725 tokens on the 2-core Xeon: 23 → 11 ms
+a step with 2 threads, 42 → 20 ms with 1 (torch's int8 kernel op by op → this; the weights and
+the float32 cache, ~170 MB a step, at ~10 GB/s a core).
 
 ``FastLlama.unsupported(model)`` says why a model cannot take this path (another architecture,
 rope scaling, biases, an output layer that is not a plain projection, not on the CPU); the
