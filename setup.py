@@ -36,7 +36,12 @@ setup(
     package_dir={"rtchat": "."},
     packages=["rtchat"] + [f"rtchat.{p}" for p in SUBPACKAGES]
     + ["rtchat.nodes.agent", "rtchat.nodes.asr", "rtchat.nodes.tts", "rtchat.nodes.audio", "rtchat.ui.web"],
-    package_data={"rtchat.configs": ["*.yaml"], "rtchat.train": ["embedded/*/*"], "rtchat.ui.web": ["static/*"]},
+    package_data={
+        "rtchat.configs": ["*.yaml"],
+        "rtchat.nodes.agent": ["*.cpp"],  # the agent's kernels, compiled on first use
+        "rtchat.train": ["embedded/*/*"],
+        "rtchat.ui.web": ["static/*"],
+    },
     cmdclass={"build_py": BuildPy},
     install_requires=[
         "pyzmq>=26,<28",

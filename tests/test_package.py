@@ -32,7 +32,8 @@ def test_wheel_installs_everything_under_the_rtchat_namespace_only(tmp_path):
     assert top == {"rtchat"}
     for expected in ("rtchat/launcher.py", "rtchat/cli.py", "rtchat/bus/wire.py", "rtchat/nodes/logger.py",
                      "rtchat/configs/cpu.yaml", "rtchat/configs/gpu.yaml", "rtchat/datasets/__init__.py",
-                     "rtchat/train/__init__.py", "rtchat/evals/__init__.py", "rtchat/ui/__init__.py"):
+                     "rtchat/train/__init__.py", "rtchat/evals/__init__.py", "rtchat/ui/__init__.py",
+                     "rtchat/nodes/agent/kernels.cpp"):
         assert expected in names
     assert "rtchat/setup.py" not in names
     assert not any(n.startswith("rtchat/tests/") for n in names)

@@ -83,6 +83,18 @@ class GrowingLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self._length if self.is_initialized else 0
 
+    def room(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The key and value buffers (…, room, head_dim) if they have room for one more entry after
+        the cached ones, else None (``update`` grows them). The fast path's decoding step writes
+        there and then calls ``extend(1)``."""
+        if not self.is_initialized or self._keys is None or self._length >= self._keys.shape[-2]:
+            return None
+        return self._keys, self._values
+
+    def extend(self, n: int) -> None:
+        """Count n more entries, written into the buffers after the cached ones (``room``)."""
+        self._set_length(self._length + n)
+
     def crop(self, tokens_to_remove: int) -> None:
         """Drop the last ``-tokens_to_remove`` entries (a negative count, as DynamicLayer.crop takes)."""
         if tokens_to_remove > 0:
