@@ -234,7 +234,7 @@ def transcript_nll(lm, text: str) -> float:
 @contextlib.contextmanager
 def greedy(lm):
     """The model decodes greedily inside (the quality checks and the greedy speak timing)."""
-    from rtchat.nodes.agent.decoding import Greedy
+    from rtchat.nodes.agent.sampling import Greedy
 
     saved, lm.strategy = lm.strategy, Greedy()
     try:

@@ -66,21 +66,21 @@ class TopK:
 
 def strategy(method: str, compat: bool):
     """The agent's decoding strategy for one of the reference's methods (spec §2.3)."""
-    from rtchat.nodes.agent import decoding
+    from rtchat.nodes.agent import sampling
 
     if method == "greedy":
-        return decoding.Greedy()
+        return sampling.Greedy()
     if method in ("nucleus", "typical"):
-        inner = decoding.Nucleus(0.9) if method == "nucleus" else decoding.Typical(0.9)
+        inner = sampling.Nucleus(0.9) if method == "nucleus" else sampling.Typical(0.9)
         return TopK(IMPLICIT_TOP_K, inner) if compat else inner
     if method == "contrastive":
-        return decoding.Contrastive(top_k=8, alpha=0.6)
+        return sampling.Contrastive(top_k=8, alpha=0.6)
     if method == "dynamic_contrastive":
-        return decoding.DynamicContrastive(top_k=8, alpha_min=0.0, alpha_max=0.6, top_p=0.0)
+        return sampling.DynamicContrastive(top_k=8, alpha_min=0.0, alpha_max=0.6, top_p=0.0)
     if method == "contrastive_sampling":
-        return decoding.DynamicContrastive(top_k=8, alpha_min=0.6, alpha_max=0.6, top_p=0.8)
+        return sampling.DynamicContrastive(top_k=8, alpha_min=0.6, alpha_max=0.6, top_p=0.8)
     if method == "dynamic_contrastive_sampling":
-        return decoding.DynamicContrastive(top_k=8, alpha_min=0.0, alpha_max=0.6, top_p=0.8)
+        return sampling.DynamicContrastive(top_k=8, alpha_min=0.0, alpha_max=0.6, top_p=0.8)
     raise ValueError(f"decoding method {method!r}; allowed: {', '.join(METHODS)}")
 
 

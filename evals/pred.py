@@ -306,14 +306,14 @@ def _decode_rows(lm, cache, mask, positions, logits, rows, strategies, budget, e
     row and itself: a 4-D mask, then cropped); the picks are then fed as one batch."""
     import torch
 
-    from rtchat.nodes.agent import decoding
+    from rtchat.nodes.agent import decoding, sampling
 
     model, device = lm.runner.model, lm.runner.device
     dtype = next(model.parameters()).dtype
     kw = {lm.runner.cache_kw: cache, "use_cache": True, "logits_to_keep": 1}
     n = len(rows)
     pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
-    top_k = max((st.top_k for st in strategies if isinstance(st, decoding.Contrastive)), default=0)
+    top_k = max((st.top_k for st in strategies if isinstance(st, sampling.Contrastive)), default=0)
     generators = [torch.Generator().manual_seed(seed) for _ in range(n)]
     tokens: list[list[int]] = [[] for _ in range(n)]
     alive = [True] * n
@@ -351,15 +351,15 @@ def _decode_rows(lm, cache, mask, positions, logits, rows, strategies, budget, e
 
 
 def generate_batch(lm, contexts: list[str], strategy, budget: int, eos: frozenset[int], seed: int) -> list[list[int]]:
-    """The tokens ``decoding.decode`` would give for each context, decoded side by side as one
+    """The tokens ``sampling.decode`` would give for each context, decoded side by side as one
     left-padded batch (``_decode_rows``)."""
     import torch
     from transformers import DynamicCache
 
-    from rtchat.nodes.agent import decoding
+    from rtchat.nodes.agent import sampling
 
     model, device = lm.runner.model, lm.runner.device
-    contrastive = isinstance(strategy, decoding.Contrastive)
+    contrastive = isinstance(strategy, sampling.Contrastive)
     ids = [lm._prompt_ids(c, room=budget) for c in contexts]
     width = max(len(i) for i in ids)
     pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
@@ -391,7 +391,7 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
     import torch
 
     from rtchat.evals.workers import halving
-    from rtchat.nodes.agent import decoding
+    from rtchat.nodes.agent import sampling
 
     tok = lm.tok
     eos_string = tok.eos_token or ""
@@ -417,7 +417,7 @@ def generate_line(lm, methods: list[str], pred_contexts: list[str], response_con
                 lm.generator.manual_seed(seed)
                 with torch.inference_mode():
                     lm.runner.sync(ids)
-                    raw[method][kind][k] = decoding.decode(lm.runner, strategies[method], lm.generator, budget, eos)
+                    raw[method][kind][k] = sampling.decode(lm.runner, strategies[method], lm.generator, budget, eos)
     out = {}
     for m in methods:
         preds = [compat.clean_prediction(lm.decode_text(t), eos_string, is_compat) for t in raw[m][0]]

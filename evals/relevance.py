@@ -227,11 +227,11 @@ class Scorer:
         """The greedy continuation of the context up to the next speaker tag."""
         import torch
 
-        from rtchat.nodes.agent import decoding
+        from rtchat.nodes.agent import sampling
 
         with torch.inference_mode():
             self.runner.sync(context_ids(self.tok, c, self.max_length))
-            tokens = decoding.decode(self.runner, decoding.Greedy(), torch.Generator(), REPLY_TOKENS, self.stop)
+            tokens = sampling.decode(self.runner, sampling.Greedy(), torch.Generator(), REPLY_TOKENS, self.stop)
         if tokens and tokens[-1] in self.stop:
             tokens = tokens[:-1]
         return self.tok.decode(tokens, skip_special_tokens=True).strip()

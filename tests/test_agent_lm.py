@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from rtchat.configs.schema import AgentConfig, Config
-from rtchat.nodes.agent import decoding, loading, quant
+from rtchat.nodes.agent import decoding, loading, quant, sampling
 from rtchat.nodes.agent import lm as lm_module
 from rtchat.nodes.agent.lm import AgentLM, CompletionAndResponse, load_lm
 from rtchat.nodes.agent.loading import LoadError, convert_once
@@ -427,13 +427,12 @@ def test_embedded_smollm2_loads_from_its_converted_folder_and_generates():
 
 
 def test_configure_switches_the_decoding_live(bpe_tok):
-    from rtchat.nodes.agent import decoding
 
     lm = agent(bpe_tok, decoding="dynamic_contrastive")
-    assert isinstance(lm.strategy, decoding.DynamicContrastive)
+    assert isinstance(lm.strategy, sampling.DynamicContrastive)
     before = lm.generate(PREFIX + " S1: hello there", 5)
     lm.configure(dataclasses.replace(lm.cfg, decoding="greedy", prevent_special_tokens=True))
-    assert isinstance(lm.strategy, decoding.Greedy) and lm.bans is not None
+    assert isinstance(lm.strategy, sampling.Greedy) and lm.bans is not None
     assert 1 <= lm.generate(PREFIX + " S1: hello there", 5).n_tokens <= 5 and 1 <= before.n_tokens <= 5
 
 

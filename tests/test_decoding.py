@@ -12,16 +12,14 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper
 
-from rtchat.nodes.agent.decoding import (
+from rtchat.nodes.agent.decoding import Runner, branch_mask, common_prefix
+from rtchat.nodes.agent.sampling import (
     Contrastive,
     DynamicContrastive,
     Greedy,
     Nucleus,
-    Runner,
     TokenBans,
     Typical,
-    branch_mask,
-    common_prefix,
     decode,
     top_p_on_candidates,
 )

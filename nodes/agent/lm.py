@@ -30,7 +30,7 @@ import torch
 
 from rtchat.configs.devices import resolve_device
 from rtchat.configs.schema import AgentConfig
-from rtchat.nodes.agent import decoding
+from rtchat.nodes.agent import decoding, sampling
 from rtchat.nodes.agent.loading import LoadError, load_model, resolve_dtype
 from rtchat.nodes.agent.protocol import Generation, Lookahead
 from rtchat.nodes.agent.quant import quantize_linears
@@ -120,11 +120,11 @@ class AgentLM:
         eos |= set(gen_eos) if isinstance(gen_eos, list) else ({gen_eos} if gen_eos is not None else set())
         self.eos_ids = frozenset(eos)
         self._drop_ids = self.eos_ids | {tokenizer.pad_token_id}
-        self.bans = decoding.TokenBans(*prefix_word_bans(tokenizer, self.eos_ids)) if cfg.prevent_special_tokens else None
+        self.bans = sampling.TokenBans(*prefix_word_bans(tokenizer, self.eos_ids)) if cfg.prevent_special_tokens else None
         self.max_length = self._max_length(model, tokenizer)
         self._n_special_prefix = len(tokenizer("")["input_ids"])  # BOS, where the tokenizer adds one
         self.runner = decoding.Runner(model)
-        self.strategy = decoding.make_strategy(cfg)
+        self.strategy = sampling.make_strategy(cfg)
         self.generator = torch.Generator()  # sampling runs on the CPU: the same seed gives the same words anywhere
         self._tokenize_ns = 0
         self._probed: tuple[tuple[str, str], float] | None = None  # the last next_speaker_prob call and its answer
@@ -132,8 +132,8 @@ class AgentLM:
     def configure(self, cfg: AgentConfig) -> None:
         """Apply changed decoding settings (``ctl.config``); model, device and dtype stay as loaded."""
         self.cfg = cfg
-        self.strategy = decoding.make_strategy(cfg)
-        self.bans = decoding.TokenBans(*prefix_word_bans(self.tok, self.eos_ids)) if cfg.prevent_special_tokens else None
+        self.strategy = sampling.make_strategy(cfg)
+        self.bans = sampling.TokenBans(*prefix_word_bans(self.tok, self.eos_ids)) if cfg.prevent_special_tokens else None
         self._probed = None
 
     @staticmethod
@@ -176,7 +176,7 @@ class AgentLM:
         self.generator.manual_seed(self.cfg.seed)  # as the reference's set_seed before every generate
         with torch.inference_mode():
             self.runner.sync(ids)
-            tokens = decoding.decode(self.runner, self.strategy, self.generator, max_new_tokens, self.eos_ids, self.bans, stop)
+            tokens = sampling.decode(self.runner, self.strategy, self.generator, max_new_tokens, self.eos_ids, self.bans, stop)
         return tokens, len(ids)
 
     def generate(self, text: str, max_new_tokens: int, done: Callable[[str], bool] | None = None) -> Generation:
