@@ -373,11 +373,21 @@ def test_switch_with_lookahead_prerenders_and_releases_the_reply():
     # cycles look their probability up; a new prediction after every cycle whose context was
     # rewritten; at 3.2 the prediction made at 2.8 on "you (0.3)" is kept (only its pause grew)
     # and the schedule says the agent's tag comes next
-    assert (model.count("lookahead"), model.count("schedule"), model.count("embed")) == (6, 4, 1)
+    assert (model.count("lookahead"), model.count("schedule"), model.count("embed")) == (7, 4, 1)
     assert tl.core.counters["schedule_hits"] >= 4
     # the schedule of "you" fires at (0.6): the reply after it was asked for first, came back
     # without words (the scripted " (0.2)"), and the lookahead guessed instead
     assert tl.core.counters["schedule_replies"] == 1 and model.count("generate") == 2
+
+
+def test_a_reply_to_the_words_as_they_stood_holds_while_only_the_last_word_or_two_change():
+    from rtchat.nodes.agent.lookahead import words_close
+
+    assert words_close(" S1: with my fae", " S1: with my family (0.3)")  # the final revised the last word
+    assert words_close(" S1: back from a", " S1: back from a trip")  # … or added one
+    assert words_close(" S1: so (0.2)", " S1: so yes we")
+    assert not words_close(" S1: so", " S1: so yes we went")  # three new words: a new reply
+    assert not words_close(" S1: we went to the lake", " S1: we went to a river")  # two of its own taken back
 
 
 def test_lookahead_keeps_a_prediction_the_actual_words_confirm():

@@ -56,8 +56,10 @@ def test_words_that_arrive_in_the_silence_are_decided_by_probes_until_the_user_s
     probed = [text.rsplit("Transcript:", 1)[1] for kind, text in m.calls if kind == "switch"][10:]  # after the plan's own
     # decided at once when the final came (0.25 s after the last word: "(0.3)"), then every pause step
     assert probed == [" S1: so yes (0.3)", " S1: so yes (0.4)", " S1: so yes (0.5)", " S1: so yes (0.6)"]
-    assert tl.story("schedule", "say", "cycle") == [
-        "0.3 schedule planned 0.6", "0.5 schedule armed 0.6", "1 say ' sure'", "1 cycle switch",  # not fired: probes decided
+    # the reply prepared for "so" still holds for "so yes" (one word added: lookahead.words_close)
+    assert tl.story("schedule", "prerender", "release", "say", "cycle") == [
+        "0.3 schedule planned 0.6", "0.3 prerender [' sure']", "0.5 schedule armed 0.6",
+        "1 release 1 ' sure'", "1 cycle switch",  # not "fired": probes decided
     ]
 
 

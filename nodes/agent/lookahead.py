@@ -10,6 +10,11 @@ is always the text that extends it: it follows trims and a growing trailing paus
 of that text (a revised partial) voids it — the reference kept a character offset that rewrites
 silently misaligned (§16.10). The cache holds only agent replies (the reference refilled it with
 any speaker's), and a reply identical to the one already pre-rendered is not sent again.
+
+A prediction made with no completion at all (``as_stood``: the switch schedule's reply to the
+words as they stood, ``schedule.py``) holds while the words differ from its context by at most ``CLOSE_WORDS`` at the
+end (``words_close``): a final that revises or adds the last word or two — the common case at the
+speech end — keeps the reply ready instead of generating it again after the decision.
 """
 
 from __future__ import annotations
@@ -34,12 +39,27 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+CLOSE_WORDS = 2  # a reply made for the words as they stood holds while at most this many words differ at the end
+
+
+def words_close(before: str, after: str) -> bool:
+    """``after`` says what ``before`` said, pauses aside, but for its last CLOSE_WORDS words at most
+    (a word the final revised or added: "with my fae" → "with my family", "back from a" → "back
+    from a trip"); one of before's own words at most is taken back."""
+    a, b = PAUSE_RE.sub("", before).split(), PAUSE_RE.sub("", after).split()
+    same = 0
+    while same < min(len(a), len(b)) and a[same] == b[same]:
+        same += 1
+    return len(a) - same <= 1 and len(b) - same <= CLOSE_WORDS
+
+
 @dataclasses.dataclass
 class Prediction:
     """One lookahead (§8.1). ``context`` is the body it was made on (None once that text changed)."""
 
     context: str | None
     embedding: np.ndarray | None  # of the predicted completion: kept while the actual words stay similar
+    as_stood: bool = False  # no completion: a reply to the words as they stood, kept while they stay close
 
 
 class Predictor:
@@ -62,14 +82,16 @@ class Predictor:
         if p is None or p.context is None:
             return -1.0
         body = t.body
+        if p.as_stood:  # a reply after the words as they stood (the switch schedule's)
+            return 1.0 if words_close(p.context, body) else -1.0
+        if p.embedding is None:
+            return -1.0
         if not body.startswith(p.context):
             p.context = None
             return -1.0
         actual = body[len(p.context) :]
         if not actual:
             return 1.0
-        if p.embedding is None:  # no completion was predicted (a reply after the words as they stood):
-            return 1.0 if not PAUSE_RE.sub("", actual).strip() else -1.0  # a silence since keeps it
         embedding = model.embed_continuation(t.text[: t.prefix_len + len(p.context)], actual)
         return -1.0 if embedding is None else cosine(p.embedding, embedding)
 

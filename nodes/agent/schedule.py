@@ -84,8 +84,8 @@ class SwitchSchedule:
         """The reply the schedule will release, prepared while the user speaks: generated after
         the transcript, the pause the schedule fires on and the agent's tag — the words as they
         stand, no guess of what the user says next (a lookahead's completion, up to
-        ``lookahead_max_tokens`` more). It is kept while the user says nothing new (its
-        prediction has no completion to compare: ``Predictor.similarity``). Unlike a lookahead's
+        ``lookahead_max_tokens`` more). It is kept while the words stay close to those it was made
+        for (``lookahead.words_close``: the last word or two revised or added). Unlike a lookahead's
         guess it is not cut short by the speech end: it is the reply the switch will need, for the
         words as they are, and cutting it would only make the switch generate it again. False: no
         schedule to prepare for, or no words after its pause (the lookahead then guesses as before)."""
@@ -102,7 +102,7 @@ class SwitchSchedule:
         text, _ = self._continuation(self._generate(f"{context} {AGENT}:", first_words=True))
         if not PAUSE_RE.sub("", text).strip():
             return False  # no words to say after the pause: the lookahead's guess may have some
-        self._adopt(Prediction(self.t.body, None), text, out)
+        self._adopt(Prediction(self.t.body, None, as_stood=True), text, out)
         return True
 
     def _schedule_event(self, action: str, fire: int | None) -> AgentSchedule:
