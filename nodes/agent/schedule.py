@@ -1,27 +1,27 @@
-"""The switch schedule: the listening decision prepared while the user speaks (issue 20).
+"""The switch schedule: the listening decision and its reply prepared while the user speaks (issue 20).
 
 A part of ``AgentCore`` (core.py). The listening decision is P(the agent's tag comes next) ≥
 ``switch_threshold``, read off the transcript as it stands — the user's words and the pause
 written after them. The words change while the user speaks; the pause changes only in the
 silence, when the decision is due, and in known steps. So after new words arrive, a tick of its
 own (``_plan_due``: after the cycle that read them, before a lookahead renewal) asks the model
-for the probability after each pause the silence could write next — the transcript as it is,
-then with ``(0.1)``, ``(0.2)`` … appended (``schedule_steps`` of them), which share the
-transcript and cost one forward pass over short branches side by side
-(``model.next_speaker_probs``). The result is a *schedule*: "if the user is silent for X,
-take the turn" (X the first pause whose probability reaches the threshold, none when no pause
-in the schedule does).
+for the probability of the transcript as it is and after each pause the silence could write
+next, ``(0.1)``, ``(0.2)`` … (up to ``schedule_steps``, within the whole second: they share their
+first tokens), in one forward pass over the continuations as a prefix tree
+(``model.next_speaker_probs``). The result is a *schedule*: "if the user is silent for X, take
+the turn" (X the first pause whose probability reaches the threshold; none when none does). The
+reply the agent would give after X is then generated and pre-rendered (``_schedule_reply``).
 
-In the silence the decision is then a look-up: the cycle reads the probability of the transcript
-as it stands from the schedule, with no model call on the critical path; a transcript the
-schedule does not have (words that came in the silence, a pause past the schedule) gets a probe
-of its own, as every decision did before (a plan costs about two probes: it runs ~30 tokens
-through the model, and the decision is due now). When the VAD says the
-speech stopped (``vad.end``), the schedule is *armed*: a decision is due at once (the pause
-already written may be X) and then at every pause step, when the pause grows, so the turn is
-taken on the step that writes X (*fired*) — in a silence the VAD heard, the decisions come at the
-pause steps, not on the listening interval's grid. The user speaking again before that (``vad.start``) *disarms* it. With
-``schedule_steps`` 0 there is no schedule: every listening decision is a probe of its own.
+In the silence the decision is a look-up: the cycle reads the probability of the transcript as
+it stands from the schedule, with no model call on the critical path; a transcript the schedule
+does not have (words that came in the silence, a pause past the schedule) gets a probe of its
+own, as every decision did before (a plan costs about two probes, and the decision is due now).
+When the VAD says the speech stopped (``vad.end``), the schedule is *armed*: a decision is due
+at once (the pause already written may be X) and then at every pause step, so the turn is taken
+on the step that writes X (*fired*) — in a silence the VAD heard, the decisions come at the
+pause steps, not on the listening interval's grid. The user speaking again first
+(``vad.start``) *disarms* it. With ``schedule_steps`` 0 there is no schedule: every listening
+decision is a probe of its own.
 
 ``agent.schedule`` events record each step (planned / armed / fired / disarmed) for the timeline.
 """
