@@ -87,12 +87,20 @@ from rtchat.nodes.agent.protocol import LanguageModel
 from rtchat.nodes.agent.rewrite import rewrite_input
 from rtchat.nodes.agent.schedule import SwitchSchedule
 from rtchat.nodes.agent.silence import VAD_STALE_NS, SilenceClock
-from rtchat.nodes.agent.transcript import AGENT, PAUSE_RE, USER, Transcript, clean_words, identities_of, tenths_of_ns
+from rtchat.nodes.agent.transcript import (
+    AGENT,
+    PAUSE_RE,
+    SEQUENCE_SPLIT_RE,
+    USER,
+    Transcript,
+    clean_words,
+    identities_of,
+    tenths_of_ns,
+)
 
 log = logging.getLogger(__name__)
 
 _OPENING_TAG_RE = re.compile(rf"\A\s*{USER}:")
-_NEXT_TAG_RE = re.compile(r"\sS\d+:")
 IDENTITY_KEYS = ("user_name", "user_age", "user_sex", "agent_name", "agent_age", "agent_sex")
 MODEL_KEYS = tuple(  # decoding and loading: the model's business (model.configure)
     "model adapter device dtype threads seed decoding top_k top_p typical_p temperature min_penalty_alpha "
@@ -294,7 +302,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         if pos is None:
             return False
         said = _OPENING_TAG_RE.sub("", self.t.text[pos:], count=1)  # the partial may have opened the turn
-        said = _NEXT_TAG_RE.split(said, maxsplit=1)[0]
+        said = SEQUENCE_SPLIT_RE.split(said, maxsplit=1)[0]
         return PAUSE_RE.sub("", said).split() == words.split()
 
     @staticmethod

@@ -267,7 +267,7 @@ class Cycle:
     def _switch(self) -> None:
         """The floor passes to the agent (a new turn)."""
         self.counters["switches"] += 1
-        if self.armed and self.plan and self.t.text in self.plan.texts:
+        if self._schedule_decides():
             self.counters["schedule_fired"] += 1
         self.armed = False
         self.plan = None

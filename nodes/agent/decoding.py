@@ -271,7 +271,7 @@ class Runner:
         """For each token sequence, the logits (rows, vocab), float32, after each of its last
         ``rows`` tokens, from one forward pass: what the sequences share with the cache is not
         run again; the rest runs as a tree (a prefix tree of the sequences: each token sees the
-        cache and its ancestors, ``tree_mask``), so a token the sequences share runs once. The
+        cache and its ancestors), so a token the sequences share runs once. The
         cache then holds the cached part and the tokens every sequence shares (the trunk), as a
         ``sync`` to them would. (The agent's switch schedule: one transcript followed by pauses
         of several lengths, each then the turn-switch token.)"""

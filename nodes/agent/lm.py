@@ -200,35 +200,30 @@ class AgentLM:
         tag_ids = self._tag_ids(tag)
         ids = self._prompt_ids(text, room=2)
         with torch.inference_mode():
-            first, second = self.runner.peek(ids, self.s_id)
-            if self.bans:
-                first = self.bans.apply(first, ids)
-            p = float(torch.softmax(first, dim=-1)[self.s_id])
-            if len(tag_ids) > 1:
-                p *= float(torch.softmax(second, dim=-1)[tag_ids[1]])
+            p = self._tag_prob(ids, *self.runner.peek(ids, self.s_id), tag_ids)
         self._probed = ((text, tag), p)
         return p
 
     def next_speaker_probs(self, texts: list[str], tag: str) -> list[float]:
-        """``next_speaker_prob`` for each of several texts (the switch schedule: one transcript,
-        then followed by pauses of several lengths), in one forward pass over the tokens not yet
-        cached
-        (``Runner.tree_logits``: a token the texts share runs once)."""
+        """``next_speaker_prob`` for each of several texts (the switch schedule: one transcript as
+        it stands and followed by pauses of several lengths), in one forward pass over the tokens
+        not yet cached (``Runner.tree_logits``: a token the texts share runs once)."""
         tag_ids = self._tag_ids(tag)
         if not texts:
             return []
         all_ids = [self._prompt_ids(text, room=2) for text in texts]
         with torch.inference_mode():
             rows = self.runner.tree_logits([[*ids, self.s_id] for ids in all_ids])
-            probs = []
-            for ids, (first, second) in zip(all_ids, rows, strict=True):
-                if self.bans:
-                    first = self.bans.apply(first, ids)
-                p = float(torch.softmax(first, dim=-1)[self.s_id])
-                if len(tag_ids) > 1:
-                    p *= float(torch.softmax(second, dim=-1)[tag_ids[1]])
-                probs.append(p)
-        return probs
+            return [self._tag_prob(ids, first, second, tag_ids) for ids, (first, second) in zip(all_ids, rows, strict=True)]
+
+    def _tag_prob(self, ids: list[int], first: torch.Tensor, second: torch.Tensor, tag_ids: list[int]) -> float:
+        """P(tag) from the logits after ``ids`` and after ``ids`` + " S" (bans as in generation)."""
+        if self.bans:
+            first = self.bans.apply(first, ids)
+        p = float(torch.softmax(first, dim=-1)[self.s_id])
+        if len(tag_ids) > 1:
+            p *= float(torch.softmax(second, dim=-1)[tag_ids[1]])
+        return p
 
     def _tag_ids(self, tag: str) -> list[int]:
         tag_ids = encode_fragment(self.tok, tag)

@@ -68,11 +68,9 @@ class SwitchSchedule:
         return texts, tenths
 
     def _plan(self, out: list[Event]) -> Plan:
-        """Ask the model for the schedule of the transcript as it stands: a probe of it, and the
-        longer pauses side by side in one forward pass."""
+        """Ask the model for the schedule of the transcript as it stands (one forward pass)."""
         texts, tenths = self._plan_texts()
-        tag = f" {AGENT}:"
-        probs = [self.model.next_speaker_prob(texts[0], tag), *self.model.next_speaker_probs(texts[1:], tag)]
+        probs = self.model.next_speaker_probs(texts, f" {AGENT}:")
         self.plan = Plan(dict(zip(texts, probs, strict=True)), tuple(tenths), tuple(probs))
         self.counters["plans"] += 1
         self._plan_due = False
@@ -167,10 +165,14 @@ class SwitchSchedule:
         self.counters["schedule_disarmed"] += 1
         return [self._schedule_event("disarmed", None)]
 
+    def _schedule_decides(self) -> bool:
+        """The schedule is armed and has the transcript: the decision now is its look-up."""
+        return self.armed and self.plan is not None and self.t.text in self.plan.texts
+
     def _fired(self) -> list[Event]:
         """The event of a scheduled decision that takes the turn (the switch disarms: cycle.py);
         none when a probe decided (a pause past the schedule's)."""
-        if not self.armed or not self.plan or self.t.text not in self.plan.texts:
+        if not self._schedule_decides():
             return []
         found = self.t.trailing_pause(self._interval_tenths)
         return [self._schedule_event("fired", 0 if found is None else found[1])]
