@@ -138,6 +138,9 @@ class AgentConfig:
     trim_to_words: int = 0
     # decoding
     max_new_tokens: int = 7  # one chunk of agent speech per cycle
+    # a reply generated at the switch (none was ready) goes out after its first N words, the rest
+    # at once while they play (issue 20); 0 = its words up to the first pause in one chunk
+    first_chunk_words: int = 1
     decoding: Literal["greedy", "nucleus", "typical", "contrastive", "dynamic_contrastive"] = "dynamic_contrastive"
     top_k: int = 8  # contrastive candidates
     top_p: float = 0.7  # nucleus p; for dynamic contrastive, sampling among candidates (0 = deterministic)
@@ -158,6 +161,7 @@ class AgentConfig:
         for key in ("interval_s", "listen_interval_s", "user_pause_step_s", "max_agent_pause_s", "temperature"):
             value = getattr(self, key)
             _check(value > 0, f"agent.{key}", f"got {value}; allowed: a number > 0")
+        _check(self.first_chunk_words >= 0, "agent.first_chunk_words", f"got {self.first_chunk_words}; allowed: an integer >= 0")
         for key in ("max_history_words", "max_new_tokens", "top_k", "lookahead_max_tokens", "response_max_tokens"):
             value = getattr(self, key)
             _check(value >= 1, f"agent.{key}", f"got {value}; allowed: an integer >= 1")

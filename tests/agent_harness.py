@@ -373,8 +373,11 @@ def render(t: int, ev) -> str:
 
 def agent(model, **overrides) -> AgentCore:
     """A core on the scenarios' 0.4 s listening grid (their stories were written on it; the
-    default decides every pause step, 0.1 s) unless overridden."""
-    return AgentCore(dataclasses.replace(AgentConfig(), **{"listen_interval_s": 0.4, **overrides}), model, 0)
+    default decides every pause step, 0.1 s) and saying a reply generated at the switch up to
+    its first pause in one chunk (the default says its first word, then the rest: tested on its
+    own) unless overridden."""
+    return AgentCore(dataclasses.replace(AgentConfig(), **{"listen_interval_s": 0.4, "first_chunk_words": 0, **overrides}),
+                     model, 0)
 
 
 def answering_model(**extra) -> ScriptedModel:

@@ -77,3 +77,54 @@ def test_with_no_schedule_every_decision_is_a_probe():
 def test_schedule_steps_must_not_be_negative(steps):
     with pytest.raises(ValueError, match="agent.schedule_steps.*allowed: an integer >= 0"):
         AgentConfig(schedule_steps=steps)
+
+
+def test_a_guess_that_the_user_goes_on_gives_way_to_the_reply_the_schedule_fires_with():
+    """A lookahead guess kept while the user's words match it (they go on as it guessed) holds no
+    reply; once the schedule fires for the words as they stand, its reply is prepared while the
+    user speaks, not generated after the switch."""
+    m = model()
+    m.rules["switch"].insert(0, (r" so \(\d\.\d\)$", False))  # after "so" alone the user has not finished
+    m.rules["lookahead"] = [(r" so$", (" i think", " S1: yes"))]  # the guess: the user goes on, no reply
+    core = AgentCore(AgentConfig(), m, 0)
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so", rev=0, utterance=0))
+    tl.at(0.6, AsrPartial(text="so i think", rev=0, utterance=0)).at(0.9, vad(VadEnd, 0.9)).run(2.0)
+    assert tl.story("schedule", "prerender", "release", "say", "cycle") == [
+        "0.3 schedule planned none",
+        "0.6 schedule planned 0.6",
+        "0.7 prerender [' sure']",  # the guess made at "so" still matches the words, but holds no reply
+        "0.9 schedule armed 0.6",
+        "1.5 schedule fired 0.6",
+        "1.5 release 1 ' sure'",  # ready: not generated after the decision
+        "1.5 cycle switch",
+    ]
+    assert core.counters["lookaheads_kept"] >= 1 and m.count("generate") == 1
+
+
+def test_a_reply_generated_at_the_switch_says_its_first_word_then_the_rest_at_once():
+    """With no reply ready at the switch (lookahead off), the agent's first word goes out as soon
+    as it is known (the next one begun), and the rest of its words follow in the next cycle, at
+    once, while the first plays — not a listening interval later."""
+    m = ScriptedModel(switch=[(r"\((0\.[6-9]|[1-9]\.\d)\)$", True), (".", False)],
+                      generate=[(r"\(\d\.\d\)$", " S2: sure thing (0.4) so"), (r"S2: sure$", " thing my friend (0.4)")])
+    core = AgentCore(AgentConfig(lookahead=False), m, 0)
+    assert core.cfg.first_chunk_words == 1  # the default
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so", rev=0, utterance=0))
+    tl.at(0.5, vad(VadEnd, 0.5)).run(1.5)
+    says = [(t, ev.text, ev.chunk) for t, ev in tl.events if type(ev).__name__ == "AgentSay"]
+    assert says[:2] == [(s(1.1), " sure", 0), (s(1.1), " thing my friend (0.4)", 1)]  # at once, not interval_s later
+    assert tl.state_at(1.4).endswith(" S1: so (0.6) S2: sure thing my friend (0.4)")
+
+
+def test_a_reply_said_whole_up_to_its_first_pause_with_first_chunk_words_0():
+    m = ScriptedModel(switch=[(r"\((0\.[6-9]|[1-9]\.\d)\)$", True), (".", False)],
+                      generate=[(r"\(\d\.\d\)$", " S2: sure thing (0.4) so")])
+    core = AgentCore(AgentConfig(lookahead=False, first_chunk_words=0), m, 0)
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so", rev=0, utterance=0))
+    tl.at(0.5, vad(VadEnd, 0.5)).run(1.5)
+    assert tl.story("say") == ["1.1 say ' sure thing'"]
+
+
+def test_first_chunk_words_must_not_be_negative():
+    with pytest.raises(ValueError, match="first_chunk_words.*got -1; allowed: an integer >= 0"):
+        AgentConfig(first_chunk_words=-1)

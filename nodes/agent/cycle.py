@@ -74,12 +74,33 @@ def _first_words(text: str) -> str:
     return text if at is None else text[:at].rstrip()
 
 
+_WORD_RE = re.compile(r"(?<!\S)(?!S\d|S(?:\s|$))[\w'][^\s]*")  # a word: not a pause or its start ("<", "(0."), not a tag or its "S"
+
+
+def _word_ends(text: str) -> list[int]:
+    """Where each word of the text ends; pauses, speaker tags and their unfinished starts are no words."""
+    return [m.end() for m in _WORD_RE.finditer(text)]
+
+
+def _past_words(text: str, n: int) -> bool:
+    """The text holds more than n words: its first n are complete (a token began the next)."""
+    return n > 0 and len(_word_ends(text)) > n
+
+
+def _cut_words(text: str, n: int) -> str:
+    """The text's first n words, with what lies between them."""
+    ends = _word_ends(text)
+    return text if n <= 0 or len(ends) <= n else text[: ends[n - 1]]
+
+
 class Cycle:
     """The decision cycle and the speaking of ``AgentCore`` (module doc); the state is the core's."""
 
     def _cycle_due(self) -> int:
         interval = s(self.cfg.interval_s)
         if self.t.speaker == AGENT:
+            if self._more_now:  # the first words of a reply generated at the switch went out: the rest now
+                return self.last_cycle_ns
             return self.last_cycle_ns + max(interval, self.agent_wait_ns)
         scheduled = self._schedule_due()  # schedule.py: at vad.end, then at the pause steps
         if scheduled is not None:
@@ -91,6 +112,7 @@ class Cycle:
         self.last_cycle_ns = now_ns
         self.agent_wait_ns = 0
         self._decide_now = False
+        self._more_now = False
         self._trim()
         if self.t.speaker == AGENT:
             return self._agent_cycle()
@@ -106,17 +128,21 @@ class Cycle:
         self._changed = True
         self.look.follow_trim(*trimmed)
 
-    def _generate(self, context: str, settled: Callable[[str], bool] | None = None, first_words: bool = False) -> str:
+    def _generate(self, context: str, settled: Callable[[str], bool] | None = None, first_words: bool = False,
+                  max_words: int = 0) -> str:
         """§6 step 6, bounded: cut after the first complete pause; complete an unfinished one
         (stop at ``)``); after MAX_GENERATIONS calls an empty or unfinished result is silence.
         Generating stops early once ``settled(prediction so far)`` says the decision is known.
         ``first_words``: the agent's first words after its tag, which the user is waiting for —
         generating stops where a pause begins after words, and the pause is left out (the next
-        cycle writes it, on the agent's floor); completing it took up to two more calls."""
+        cycle writes it, on the agent's floor); completing it took up to two more calls. With
+        ``max_words``, it stops as well once that many words are complete (the next one begun)."""
         text = ""
+        self._words_cut = False  # with max_words: more words had begun
         for _ in range(MAX_GENERATIONS):
             if first_words:
-                done = lambda piece, before=text: _pause_after_words(before + piece) is not None  # noqa: E731
+                def done(piece: str, before: str = text) -> bool:
+                    return _pause_after_words(before + piece) is not None or _past_words(before + piece, max_words)
             else:
                 done = None if settled is None else (lambda piece, before=text: settled(before + piece))
             piece = self.model.generate(context + text, self.cfg.max_new_tokens, done).text
@@ -125,7 +151,10 @@ class Cycle:
                 self.counters["empty_generations"] += 1
             text += cut_after_first(piece, END_PAUSE_RE if text.strip() else PAUSE_RE)
             if first_words and PAUSE_RE.sub("", drop_incomplete_pause(text)).strip():
-                return _first_words(drop_incomplete_pause(text))
+                first = _first_words(drop_incomplete_pause(text))
+                cut = _cut_words(first, max_words)
+                self._words_cut = cut != first
+                return cut
             if text.strip() and not ends_in_incomplete_pause(text):
                 return text
         return drop_incomplete_pause(text)
@@ -166,6 +195,8 @@ class Cycle:
         """§8.3 with the probe deciding: release the kept reply at a switch; renew a stale prediction after."""
         pred = self.look.prediction
         kept = pred is not None and self.look.similarity(self.t, self.model) >= self.cfg.similarity_threshold
+        if kept and not self.look.cache and self._schedule_wants_reply():
+            kept = False  # a guess that the user goes on, where the schedule fires: its reply is due
         if kept:
             self.counters["lookaheads_kept"] += 1
         elif self.look.cache:
@@ -224,11 +255,14 @@ class Cycle:
         if self.look.cache:
             self._switch()
             return [self._release()]
-        text, _ = self._continuation(self._generate(self.t.text + f" {AGENT}:", first_words=True))
+        generated = self._generate(self.t.text + f" {AGENT}:", first_words=True, max_words=self.cfg.first_chunk_words)
+        text, _ = self._continuation(generated)
         if not text:
             return []
         self._switch()
-        return [self._say(text)]
+        say = self._say(text)
+        self._more_now = self._words_cut  # cut after its first words: the rest follows at once, while they play
+        return [say]
 
     def _agent_cycle(self) -> list[Event]:
         """The agent holds the floor: opening, cached chunks, or the model's next words (8a–c)."""

@@ -97,11 +97,19 @@ class SwitchSchedule:
             base = self.t.text if found is None else self.t.text[: found[0]]
             context = base + format_pause(fire, self.cfg.add_pause_token)
         self.counters["schedule_replies"] += 1
+        self._tried_reply_for = self.t.text
         text, _ = self._continuation(self._generate(f"{context} {AGENT}:", first_words=True))
         if not PAUSE_RE.sub("", text).strip():
             return False  # no words to say after the pause: the lookahead's guess may have some
         self._adopt(Prediction(self.t.body, None, as_stood=True), text, out)
         return True
+
+    def _schedule_wants_reply(self) -> bool:
+        """The schedule fires for the transcript as it stands and its reply was not tried for it:
+        a lookahead guess kept with no reply (it guessed the user goes on) gives way to it."""
+        if self.opening or not self.plan or self.t.text not in self.plan.texts or self._tried_reply_for == self.t.text:
+            return False
+        return self.plan.fire_tenths(self.cfg.switch_threshold) is not None
 
     def _schedule_event(self, action: str, fire: int | None) -> AgentSchedule:
         plan = self.plan
