@@ -74,7 +74,8 @@ def _first_words(text: str) -> str:
     return text if at is None else text[:at].rstrip()
 
 
-_WORD_RE = re.compile(r"(?<!\S)(?!S\d|S(?:\s|$))[\w'][^\s]*")  # a word: not a pause or its start ("<", "(0."), not a tag or its "S"
+# a word: not a pause or its start ("<", "(0."), not a speaker tag or its "S"
+_WORD_RE = re.compile(r"(?<!\S)(?!S\d|S(?:\s|$))[\w'][^\s]*")
 
 
 def _word_ends(text: str) -> list[int]:
