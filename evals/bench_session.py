@@ -1,4 +1,4 @@
-"""``rtchat bench session --json OUT [--quick]``: whole voice sessions on the embedded CPU defaults.
+"""``rtchat bench session --json OUT [--quick] [--unseen]``: whole voice sessions on the embedded CPU defaults.
 
 Scripted users (``USERS``: questions, statements, hesitations mid-sentence and inside clauses, a
 trailing-off fragment, backchannel-sized utterances) are rendered by ``simulate-user`` inside the
@@ -8,6 +8,10 @@ sessions (``rtchat run --ui none --in USER.wav``: proxy, logger, audio, asr, age
 analysed from its log by ``rtchat analyze``. Every recording runs twice in the same benchmark: with
 the agent's predictive lookahead (``agent.lookahead=true``, the default) and, as the baseline,
 without it (``agent.lookahead=false``), so the ratio holds on a noisy machine.
+
+``--unseen`` runs ``UNSEEN_USERS`` instead: two users no one tuned for, eight lines each,
+questions and statements, three lines each with a hesitation inside a clause, and every line
+after the first starting 5 s after the previous one ended (``[pause 5.0]``), in both voices.
 
 Keys (per policy under ``policies``; the default policy's figures also at the top level):
 - ``fto_p50_ms`` / ``fto_p90_ms``: floor-transfer offsets to the agent over all sessions
@@ -36,6 +40,17 @@ Keys (per policy under ``policies``; the default policy's figures also at the to
 - ``fdb_pause_tor``, ``fdb_smooth_tor``, ``fdb_smooth_latency_ms``, ``fdb_interruption_tor``,
   ``fdb_interruption_latency_ms``, ``fdb_backchannel_rate``: Full-Duplex-Bench v1.0 metrics
   (``evals/fdb.py``) over the samples of all sessions pooled, and ``fdb_n``, how many there were;
+- ``audio_gap_p50_ms`` / ``audio_gap_p90_ms``, ``audio_cut_in_rate``, ``audio_answered_rate``:
+  ``gap_*``, ``cut_in_rate`` and ``answered_rate`` with the agent's speech taken from the right
+  channel of each session's ``session.wav``, not from the log (``evals/stereo.py``): energy spans
+  (20 ms frames, merged within 300 ms) placed on the script's times by the left channel (where the
+  user's first sound lies on it); a span is a backchannel when the words of the log's agent chunks
+  that overlap it are one (the audio has no words); any other span, one with no chunk over it
+  included, is a turn-taking turn; a line is answered when a span starts after it began and before the next line.
+  ``audio_sessions``: the sessions with a recording to measure; each session's ``audio`` also holds
+  ``user_at_s`` (where the user's sample 0 lies in ``session.wav``) and ``user_at_vs_log_ms``
+  (that minus where the log puts it: its first ``audio.in`` against the recording's origin; 0 when
+  they agree);
 - ``tts_ttfa_ms`` / ``tts_rtf``: per TTS backend, from ``rtchat bench tts`` run in the same benchmark.
 """
 
@@ -52,12 +67,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from rtchat.common.audio import SR_HZ
 from rtchat.common.provenance import machine
 from rtchat.common.stats import percentile
 from rtchat.datasets.synthetic import BACKCHANNELS
-from rtchat.evals import fdb
+from rtchat.evals import fdb, stereo
 from rtchat.evals.analyze import MERGE_GAP_NS, AudioClock, Span, agent_chunks, analyze, merge, read_events
+from rtchat.evals.export import recording_origin
 from rtchat.evals.simulate_user import ENGINES, Say, engine_synth, parse, render, write_wav
 from rtchat.nodes.agent.transcript import PAUSE_RE
 
@@ -102,11 +120,35 @@ USERS = {
         "[27.0] maybe we could [pause 0.6] um [pause 0.5] go for a walk by the river",
     ],
 }
+# Users no one tuned for (--unseen): each line after the first starts 5 s after the one before ends.
+UNSEEN_USERS = {
+    "garden": [
+        "[0.5] good morning did you sleep well",
+        "[pause 5.0] i have been trying to grow [pause 0.8] um [pause 0.5] tomatoes on my balcony",
+        "[pause 5.0] do you know how often they need water",
+        "[pause 5.0] the leaves keep turning [pause 0.9] yellow at the edges",
+        "[pause 5.0] my neighbour told me that coffee grounds help",
+        "[pause 5.0] should i move the pots [pause 0.7] into the shade after lunch",
+        "[pause 5.0] last summer the birds ate every single one",
+        "[pause 5.0] what would you plant instead",
+    ],
+    "move": [
+        "[0.5] hey can i ask you something",
+        "[pause 5.0] we are moving to [pause 0.8] uh [pause 0.5] a smaller town next month",
+        "[pause 5.0] how do people usually find a good doctor there",
+        "[pause 5.0] my daughter starts school and she is [pause 0.9] a bit nervous about it",
+        "[pause 5.0] is that normal for a seven year old",
+        "[pause 5.0] we already packed most of the books",
+        "[pause 5.0] the hardest part will be [pause 0.7] saying goodbye to our friends",
+        "[pause 5.0] any advice for the first week",
+    ],
+}
 POLICIES = {"lookahead": ["agent.lookahead=true"], "no_lookahead": ["agent.lookahead=false"]}
 BACKCHANNEL_MAX_WORDS = 2
 BACKCHANNEL_PHRASES = frozenset(BACKCHANNELS) | {"i see", "uh huh", "mm hmm", "mhm", "ok"}  # the corpus's, and spellings
 KEYS = ("fto_p50_ms", "fto_p90_ms", "answered_rate", "overlap_start_rate", "cut_in_rate", "backchannel_rate",
         "gap_p50_ms", "gap_p90_ms")  # the policy keys repeated at the top level
+AUDIO_KEYS = ("audio_gap_p50_ms", "audio_gap_p90_ms", "audio_cut_in_rate", "audio_answered_rate")  # at the top level too
 FDB_KEYS = ("fdb_pause_tor", "fdb_smooth_tor", "fdb_smooth_latency_ms", "fdb_interruption_tor",
             "fdb_interruption_latency_ms", "fdb_backchannel_rate", "fdb_n")
 
@@ -161,6 +203,19 @@ def agent_turns(ipus: list[Span], onsets_ns: list[int]) -> list[tuple[Span, bool
     return turns
 
 
+def answered(lines: list[Line], starts_ns: list[int]) -> int:
+    """Lines with agent speech starting after the line began and before the next one."""
+    nexts = [ln.start_ns for ln in lines[1:]] + [None]
+    return sum(any(ln.start_ns < t and (nxt is None or t < nxt) for t in starts_ns) for ln, nxt in zip(lines, nexts, strict=True))
+
+
+def with_log_text(spans: list[Span], chunks: list[Span]) -> list[Span]:
+    """Audio spans with the words of the log's agent chunks that overlap them ("" where none do)."""
+    return [Span(s.start_ns, s.end_ns, " ".join(c.text.strip() for c in chunks
+                                                if c.start_ns < s.end_ns and s.start_ns < c.end_ns).strip())
+            for s in spans]
+
+
 def turn_taking(lines: list[Line], turns: list[tuple[Span, bool]]) -> dict:
     """Cut-ins, backchannels and gaps of the agent's turns against the script's own lines."""
     taking = [t for t, backchannel in turns if not backchannel]
@@ -186,23 +241,38 @@ def run_session(user_wav: Path, runs_dir: Path, overrides: list[str], tail_s: fl
     return run_dir
 
 
-def measure(run_dir: Path, segments: list[list], per_turn: list[int]) -> dict:
-    """Analysis of one session, the script's turns answered, and its turn-taking on the script's times."""
+def measure(run_dir: Path, segments: list[list], per_turn: list[int], user: np.ndarray | None = None) -> dict:
+    """Analysis of one session, the script's turns answered, and its turn-taking on the script's times;
+    with the user's recording (int16) also from the session's recording (``measure_audio``)."""
     events, _ = read_events(run_dir)
     report = analyze(events)
     offset = AudioClock(events).offset_ns or 0
     chunks = [Span(c.start_ns - offset, c.end_ns - offset, c.text) for c, _ in agent_chunks(events)]
     lines = script_lines(segments, per_turn)
-    answered = 0
-    for k, ln in enumerate(lines):
-        nxt = lines[k + 1].start_ns if k + 1 < len(lines) else None
-        answered += any(ln.start_ns < c.start_ns and (nxt is None or c.start_ns < nxt) for c in chunks)
     ipus = merge(chunks, MERGE_GAP_NS)
     turns = agent_turns(ipus, [t for ln in lines for t in ln.onsets_ns])
+    log_user_at_ns = offset - recording_origin(run_dir, events)[0]  # the log's word for where the user's sample 0 lies
+    audio = measure_audio(run_dir, user, lines, chunks, log_user_at_ns) if user is not None else None
     return {"run": str(run_dir), "fto_ms": report["fto_ms"], "turns": report["turns"],
             "agent_started_in_overlap": report["agent_started_in_overlap"], "user_turns": len(lines),
-            "answered": answered, **turn_taking(lines, turns),
+            "answered": answered(lines, [c.start_ns for c in chunks]), **turn_taking(lines, turns), "audio": audio,
             "stage_latency_ms": report["stage_latency_ms"], "fdb_samples": report["fdb_samples"]}
+
+
+def measure_audio(run_dir: Path, user: np.ndarray, lines: list[Line], chunks: list[Span], log_user_at_ns: int) -> dict | None:
+    """The script's turns answered and the turn-taking with the agent's speech from the right channel
+    of ``session.wav`` (module doc), or None without a recording that holds the user's sound;
+    ``user_at_vs_log_ms`` checks the recording's alignment against the log's (0 when both agree)."""
+    wav = run_dir / "session.wav"
+    found = stereo.agent_spans(stereo.read_session(wav), user) if wav.is_file() else None
+    if found is None:
+        return None
+    spans, offset = found
+    turns = agent_turns(with_log_text(spans, chunks), [t for ln in lines for t in ln.onsets_ns])
+    return {"user_turns": len(lines), "answered": answered(lines, [s.start_ns for s in spans]),
+            **turn_taking(lines, turns), "onsets_s": [round(s.start_ns / 1e9, 3) for s in spans],
+            "user_at_s": round(offset / SR_HZ, 4),  # where the user's sample 0 lies in session.wav
+            "user_at_vs_log_ms": round((offset * 1e9 / SR_HZ - log_user_at_ns) / 1e6, 3)}
 
 
 def summarize(sessions: list[dict]) -> dict:
@@ -221,9 +291,23 @@ def summarize(sessions: list[dict]) -> dict:
         "overlap_start_rate": round(sum(s["agent_started_in_overlap"] for s in sessions) / turns, 3) if turns else None,
         "cut_in_rate": round(sum(s["cut_ins"] for s in sessions) / user_turns, 3) if user_turns else None,
         "backchannel_rate": round(sum(s["backchannels"] for s in sessions) / user_turns, 3) if user_turns else None,
+        **summarize_audio([s["audio"] for s in sessions if s.get("audio")]),
         "transfers": turns,
         "stage_latency_ms": stages,
         **fdb.summarize([fdb.Samples(**s["fdb_samples"]) for s in sessions]),
+    }
+
+
+def summarize_audio(measured: list[dict]) -> dict:
+    """The ``audio_*`` keys over the sessions measured from their recordings (module doc)."""
+    gaps = [g for a in measured for g in a["gaps_ms"]]
+    user_turns = sum(a["user_turns"] for a in measured)
+    return {
+        "audio_gap_p50_ms": percentile(gaps, 0.5),
+        "audio_gap_p90_ms": percentile(gaps, 0.9),
+        "audio_cut_in_rate": round(sum(a["cut_ins"] for a in measured) / user_turns, 3) if user_turns else None,
+        "audio_answered_rate": round(sum(a["answered"] for a in measured) / user_turns, 3) if user_turns else None,
+        "audio_sessions": len(measured),
     }
 
 
@@ -245,7 +329,9 @@ def bench_tts(quick: bool) -> dict:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", required=True, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="one scripted user in one voice instead of all in each")
-    parser.add_argument("--users", nargs="*", choices=sorted(USERS), help="which scripted users (default: all)")
+    parser.add_argument("--unseen", action="store_true", help="the users no one tuned for (UNSEEN_USERS) instead")
+    parser.add_argument("--users", nargs="*", choices=sorted(USERS | UNSEEN_USERS),
+                        help="which scripted users (default: all of the set; --unseen: of UNSEEN_USERS)")
     parser.add_argument("--voices", nargs="*", choices=ENGINES,
                         help=f"who voices them (default: {' and '.join(ENGINES)}; with --quick one per user, taking turns)")
     parser.add_argument("--tail", type=float, default=4.0, metavar="S", help="session time after the user's recording ends")
@@ -257,7 +343,12 @@ def run(args: argparse.Namespace) -> int:
     from rtchat.common.files import write_atomic
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    names = args.users or (["trip"] if args.quick else sorted(USERS))
+    users = UNSEEN_USERS if args.unseen else USERS
+    if args.users and (wrong := sorted(set(args.users) - set(users))):
+        print(f"rtchat bench session: --users {' '.join(wrong)}: not in this set; allowed: {', '.join(sorted(users))}"
+              + ("" if args.unseen else " (or --unseen for its users)"), file=sys.stderr)
+        return 2
+    names = args.users or ([next(iter(users))] if args.quick else sorted(users))
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rtchat-bench-session-"))
     work.mkdir(parents=True, exist_ok=True)
     voices = user_voices(names, args.voices or list(ENGINES), args.quick)
@@ -265,36 +356,40 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     policies: dict[str, list[dict]] = {p: [] for p in POLICIES}
     for name, voice in ((n, v) for n in names for v in voices[n]):
-        lines = USERS[name]
+        lines = users[name]
         pcm, segments = render(parse("\n".join(lines)), synths[voice], tail_s=0.5)
         wav = work / f"{name}-{voice}.wav"
         write_wav(wav, pcm)
         for policy, extra in POLICIES.items():
             log.info("session %s (%s) / %s (%.0f s of user audio)…", name, voice, policy, len(pcm) / SR_HZ)
             run_dir = run_session(wav, work / "runs", [*extra, *args.overrides], args.tail)
-            result = measure(run_dir, segments, script_turns(lines))
+            result = measure(run_dir, segments, script_turns(lines), pcm)
             log.info("  FTO %s, gaps %s, cut-ins %d, answered %d/%d", result["fto_ms"], result["gaps_ms"], result["cut_ins"],
                      result["answered"], result["user_turns"])
+            if (audio := result["audio"]) is not None:
+                log.info("  from the recording: gaps %s, cut-ins %d, answered %d/%d", audio["gaps_ms"], audio["cut_ins"],
+                         audio["answered"], audio["user_turns"])
             policies[policy].append({"user": name, "voice": voice, **result})
     summary = {p: summarize(s) for p, s in policies.items()}
     tts = bench_tts(args.quick)
     engines = {k: v for k, v in tts.items() if isinstance(v, dict) and "tts_ttfa_ms" in v}
     main, base = summary["lookahead"], summary["no_lookahead"]
     report = {
-        **{k: main[k] for k in (*KEYS, *FDB_KEYS)},
+        **{k: main[k] for k in (*KEYS, *AUDIO_KEYS, *FDB_KEYS)},
         "gap_p50_ratio_vs_no_lookahead": round(main["gap_p50_ms"] / base["gap_p50_ms"], 3)
         if main["gap_p50_ms"] and base["gap_p50_ms"] else None,
         "tts_ttfa_ms": {k: v["tts_ttfa_ms"] for k, v in engines.items()},
         "tts_rtf": {k: v["tts_rtf"] for k, v in engines.items()},
         "policies": summary,
         "sessions": policies,
-        "users": {n: USERS[n] for n in names},
+        "users": {n: users[n] for n in names},
         "voices": voices,
-        "config": {"overrides": args.overrides, "tail_s": args.tail, "quick": args.quick},
+        "config": {"overrides": args.overrides, "tail_s": args.tail, "quick": args.quick, "unseen": args.unseen},
         "machine": machine(),
         "wall_s": round(time.time() - started, 1),
         "definitions": __doc__.split("Keys", 1)[1].strip(),
     }
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in (*KEYS, "gap_p50_ratio_vs_no_lookahead", *FDB_KEYS[:-1], "tts_ttfa_ms", "tts_rtf")}))
+    shown = (*KEYS, *AUDIO_KEYS, "gap_p50_ratio_vs_no_lookahead", *FDB_KEYS[:-1], "tts_ttfa_ms", "tts_rtf")
+    print(json.dumps({k: report[k] for k in shown}))
     return 0

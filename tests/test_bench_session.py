@@ -118,7 +118,7 @@ def test_the_report_has_every_user_in_each_voice_and_the_new_keys(tmp_path, monk
     monkeypatch.setattr(bench_session, "run_session", lambda *a: agent_log(tmp_path / f"run{next(runs)}"))
     monkeypatch.setattr(bench_session, "bench_tts", lambda quick: {})
     out = tmp_path / "session.json"
-    args = argparse.Namespace(json=str(out), quick=False, users=["trip", "story"], voices=None, tail=1.0,
+    args = argparse.Namespace(json=str(out), quick=False, unseen=False, users=["trip", "story"], voices=None, tail=1.0,
                               keep=str(tmp_path / "keep"), overrides=[])
     assert bench_session.run(args) == 0
     report = json.loads(out.read_text())
