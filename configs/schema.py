@@ -138,8 +138,9 @@ class AgentConfig:
     trim_to_words: int = 0
     # decoding
     max_new_tokens: int = 7  # one chunk of agent speech per cycle
-    # a reply generated at the switch (none was ready) goes out after its first N words, the rest
-    # at once while they play (issue 20); 0 = its words up to the first pause in one chunk
+    # at a switch, a reply generated then (none was ready) goes out after its first N words, and
+    # what follows the first chunk (generated or released) is generated at once, while it plays
+    # (issue 20); 0 = the reference's cadence: the words up to the first pause, the next chunk interval_s later
     first_chunk_words: int = 1
     decoding: Literal["greedy", "nucleus", "typical", "contrastive", "dynamic_contrastive"] = "dynamic_contrastive"
     top_k: int = 8  # contrastive candidates

@@ -895,6 +895,7 @@ def test_a_renewal_cut_short_by_the_speech_end_leaves_no_prediction_and_the_deci
     assert tl.story("prerender") == []
     assert tl.story("schedule", "say", "cycle") == [
         "0.3 schedule planned none", "0.6 schedule armed none", "1.4 say ' right'", "1.4 cycle switch",
+        "1.4 say ' (0.2)'", "1.4 cycle continue",  # what follows the first words: generated at once
     ]  # 1.0 s after the speech end, decided by a probe (the schedule covers the first second)
 
 
@@ -912,7 +913,7 @@ def test_by_default_a_listening_agent_decides_every_pause_step_and_never_over_th
     assert probes == ["so yes"] + [f"({x / 10:.1f})" for x in range(1, 10)]  # the pauses within the first second
     assert tl.story("schedule", "say", "release", "cycle") == [
         "0.3 schedule planned 0.6", "0.5 schedule armed 0.6", "1.1 schedule fired 0.6",
-        "1.1 release 1 ' sure'", "1.1 cycle switch",
+        "1.1 release 1 ' sure'", "1.1 cycle switch", "1.1 say ' (0.2)'", "1.1 cycle continue",
     ]
     listens = [line.split()[0] for line in tl.story("listen")]
     assert listens[-6:] == ["0.5", "0.6", "0.7", "0.8", "0.9", "1"]  # a decision at every pause step from the speech end

@@ -38,8 +38,10 @@ def test_a_user_who_speaks_again_disarms_the_schedule_and_the_next_silence_arms_
         "1.8 schedule fired 0.6",  # 0.6 s after the speech ended, on the step that wrote (0.6)
         "1.8 release 1 ' sure'",
         "1.8 cycle switch",
+        "1.8 say ' (0.2)'",  # what follows the reply's first words is generated at once, while they play
+        "1.8 cycle continue",
     ]
-    assert tl.state_at(2.0).endswith(" S1: so yes (0.6) S2: sure")  # the partial took back "so (0.3)"
+    assert tl.state_at(2.0).endswith(" S1: so yes (0.6) S2: sure (0.2)")  # the partial took back "so (0.3)"
     assert core.counters["schedule_fired"] == 1 and core.counters["schedule_disarmed"] == 1
     assert m.count("schedule") == 2  # one plan per change of words while the user spoke; the silences were look-ups
 
@@ -60,6 +62,7 @@ def test_words_that_arrive_in_the_silence_are_decided_by_probes_until_the_user_s
     assert tl.story("schedule", "prerender", "release", "say", "cycle") == [
         "0.3 schedule planned 0.6", "0.3 prerender [' sure']", "0.5 schedule armed 0.6",
         "1 release 1 ' sure'", "1 cycle switch",  # not "fired": probes decided
+        "1 say ' (0.2)'", "1 cycle continue",
     ]
 
 
@@ -69,7 +72,7 @@ def test_with_no_schedule_every_decision_is_a_probe():
     tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so yes", rev=0, utterance=0))
     tl.at(0.5, vad(VadEnd, 0.5)).run(1.3)
     assert tl.story("schedule") == [] and m.count("schedule") == 0
-    assert tl.story("say", "cycle") == ["1.1 say ' sure'", "1.1 cycle switch"]  # the same decision, made by probes
+    assert tl.story("say", "cycle")[:2] == ["1.1 say ' sure'", "1.1 cycle switch"]  # the same decision, made by probes
     assert m.count("switch") == 7  # at the speech end and every pause step up to (0.6)
 
 
@@ -97,8 +100,11 @@ def test_a_guess_that_the_user_goes_on_gives_way_to_the_reply_the_schedule_fires
         "1.5 schedule fired 0.6",
         "1.5 release 1 ' sure'",  # ready: not generated after the decision
         "1.5 cycle switch",
+        "1.5 say ' (0.2)'",
+        "1.5 cycle continue",
     ]
-    assert core.counters["lookaheads_kept"] >= 1 and m.count("generate") == 1
+    assert core.counters["lookaheads_kept"] >= 1
+    assert m.count("generate") == 2  # the reply while the user spoke, and what follows it after the switch
 
 
 def test_a_reply_generated_at_the_switch_says_its_first_word_then_the_rest_at_once():
@@ -116,13 +122,15 @@ def test_a_reply_generated_at_the_switch_says_its_first_word_then_the_rest_at_on
     assert tl.state_at(1.4).endswith(" S1: so (0.6) S2: sure thing my friend (0.4)")
 
 
-def test_a_reply_said_whole_up_to_its_first_pause_with_first_chunk_words_0():
+def test_with_first_chunk_words_0_a_reply_is_said_up_to_its_first_pause_and_goes_on_an_interval_later():
+    """The reference's cadence: the first words up to the pause in one chunk; the next cycle
+    ``interval_s`` (0.8 s) later writes the pause and what follows."""
     m = ScriptedModel(switch=[(r"\((0\.[6-9]|[1-9]\.\d)\)$", True), (".", False)],
-                      generate=[(r"\(\d\.\d\)$", " S2: sure thing (0.4) so")])
+                      generate=[(r"\(\d\.\d\)$", " S2: sure thing (0.4) so"), (r"thing$", " (0.4) so")])
     core = AgentCore(AgentConfig(lookahead=False, first_chunk_words=0), m, 0)
     tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.3, AsrPartial(text="so", rev=0, utterance=0))
-    tl.at(0.5, vad(VadEnd, 0.5)).run(1.5)
-    assert tl.story("say") == ["1.1 say ' sure thing'"]
+    tl.at(0.5, vad(VadEnd, 0.5)).run(2.0)
+    assert tl.story("say") == ["1.1 say ' sure thing'", "1.9 say ' (0.4)'"]
 
 
 def test_first_chunk_words_must_not_be_negative():

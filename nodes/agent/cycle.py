@@ -139,7 +139,6 @@ class Cycle:
         cycle writes it, on the agent's floor); completing it took up to two more calls. With
         ``max_words``, it stops as well once that many words are complete (the next one begun)."""
         text = ""
-        self._words_cut = False  # with max_words: more words had begun
         for _ in range(MAX_GENERATIONS):
             if first_words:
                 def done(piece: str, before: str = text) -> bool:
@@ -152,10 +151,7 @@ class Cycle:
                 self.counters["empty_generations"] += 1
             text += cut_after_first(piece, END_PAUSE_RE if text.strip() else PAUSE_RE)
             if first_words and PAUSE_RE.sub("", drop_incomplete_pause(text)).strip():
-                first = _first_words(drop_incomplete_pause(text))
-                cut = _cut_words(first, max_words)
-                self._words_cut = cut != first
-                return cut
+                return _cut_words(_first_words(drop_incomplete_pause(text)), max_words)
             if text.strip() and not ends_in_incomplete_pause(text):
                 return text
         return drop_incomplete_pause(text)
@@ -255,15 +251,15 @@ class Cycle:
             return [self._say(text)]
         if self.look.cache:
             self._switch()
+            self._more_now = self.cfg.first_chunk_words > 0  # its first words play: what follows is generated now
             return [self._release()]
         generated = self._generate(self.t.text + f" {AGENT}:", first_words=True, max_words=self.cfg.first_chunk_words)
         text, _ = self._continuation(generated)
         if not text:
             return []
         self._switch()
-        say = self._say(text)
-        self._more_now = self._words_cut  # cut after its first words: the rest follows at once, while they play
-        return [say]
+        self._more_now = self.cfg.first_chunk_words > 0  # its first words play: what follows is generated now
+        return [self._say(text)]
 
     def _agent_cycle(self) -> list[Event]:
         """The agent holds the floor: opening, cached chunks, or the model's next words (8a–c)."""
