@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtchat.common.audio import SR_HZ
+from rtchat.common.audio import SR_HZ, loud_span
 from rtchat.common.files import replacing
 
 ENGINES = ("piper", "espeak")  # the voices: the embedded Piper joe, espeak-ng en-us
@@ -92,16 +92,11 @@ def parse(script: str) -> list[At | Pause | Say]:
 
 
 def trim(x: np.ndarray, sr: int) -> np.ndarray:
-    """Cut leading and trailing windows quieter than TRIM_DBFS."""
-    win = max(1, sr // 100)
-    n = len(x) // win
-    if n == 0:
+    """Cut leading and trailing 10 ms windows quieter than TRIM_DBFS."""
+    if len(x) < max(1, sr // 100):
         return x
-    rms = np.sqrt(np.mean(x[: n * win].reshape(n, win).astype(np.float64) ** 2, axis=1) + 1e-12)
-    loud = np.nonzero(20 * np.log10(rms / 32768.0) > TRIM_DBFS)[0]
-    if len(loud) == 0:
-        return x[:0]
-    return x[loud[0] * win: (loud[-1] + 1) * win]
+    span = loud_span(x, sr, TRIM_DBFS)
+    return x[:0] if span is None else x[span[0]: span[1]]
 
 
 def render(items: list[At | Pause | Say], synth: Callable[[str], tuple[np.ndarray, int]],

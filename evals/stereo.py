@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from rtchat.common.audio import SR_HZ
+from rtchat.common.audio import SR_HZ, window_levels_dbfs
 from rtchat.common.stats import percentile
 from rtchat.evals.analyze import MERGE_GAP_NS, Span, merge
 from rtchat.nodes.audio.wavio import WavError
@@ -75,9 +75,7 @@ def user_offset(left: np.ndarray, user: np.ndarray) -> int | None:
 
 def frame_levels_dbfs(x: np.ndarray) -> np.ndarray:
     """The level of each whole ``FRAME_N``-sample frame, dBFS (RMS re full scale)."""
-    n = len(x) // FRAME_N
-    frames = x[: n * FRAME_N].reshape(n, FRAME_N).astype(np.float64)
-    return 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1) + 1e-12) / 32768.0)
+    return window_levels_dbfs(x, FRAME_N)
 
 
 def speech_frames(levels: np.ndarray) -> np.ndarray:

@@ -392,3 +392,27 @@ def test_a_bark_style_engine_gets_pauses_as_dots_and_no_silence():
     core, _ = make(engine=engine)
     core.on_event(say(" hhh yeah. (1.2) that's cool &=laughs"), T0)
     assert summary(drain(core)) == [(0, "[breath] yeah... that's cool [laughs]", 370, True)]
+
+
+class LeadInEngine(FakeEngine):
+    """Speech as Piper gives it: 50 ms of near silence (-70 dBFS) before the words (-20 dBFS)."""
+
+    def synthesize(self, text):
+        self.calls.append(text)
+        yield np.concatenate([np.full(50, 10, dtype=np.int16), np.full(10 * len(text), 3277, dtype=np.int16)])
+
+
+def test_the_agents_sound_starts_with_its_words_not_the_engines_quiet_lead_in():
+    core, _ = make(engine=LeadInEngine())
+    core.on_event(say(" (0.1) hi"), T0)
+    pieces = [e for e in drain(core) if isinstance(e, TtsAudio)]
+    pauses, words = (np.frombuffer(p.pcm, dtype=np.int16) for p in pieces)
+    assert len(pauses) == 100 and not pauses.any()  # the pause the agent wrote: exact, untouched
+    assert len(words) == 5 + 20 and (words[:5] == 10).all() and (words[5:] == 3277).all()  # 5 ms kept of the 50
+
+
+def test_an_engine_that_gives_only_quiet_sound_keeps_it():
+    core, _ = make()  # FakeEngine's speech is -73 dBFS throughout: nothing to cut it down to
+    core.on_event(say(" hi"), T0)
+    (piece,) = [e for e in drain(core) if isinstance(e, TtsAudio)]
+    assert piece.n_samples == 20

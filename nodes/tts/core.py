@@ -11,7 +11,9 @@ Streaming. A say is sanitised and split into pieces (``sanitize.split``: sentenc
 silences); ``on_tick`` renders ONE piece per call and the deadline is "now" while work is
 pending, so the first sentence goes out before the rest of a long text is rendered and the shell
 reads new events (a cancel) between pieces. Silence pieces are exact zeros: ``round(s × rate)``
-samples. A chunk that sanitises to nothing emits nothing (``empty``).
+samples. A piece of speech starts with its words: the engine's quiet lead-in (Piper's 40–60 ms
+under ``LEAD_IN_DBFS``) is cut, as it would only delay the agent's first sound. A chunk that
+sanitises to nothing emits nothing (``empty``).
 
 Pre-rendering. ``agent.prerender`` replaces the cache: one entry per chunk, each rendered from its
 own text, so an audio chunk holds exactly its words (the reference rendered the whole reply and
@@ -53,6 +55,7 @@ from rtchat.bus.events import (
     Reset,
     TtsAudio,
 )
+from rtchat.common.audio import loud_span
 from rtchat.configs.schema import TtsConfig
 from rtchat.nodes.tts.backend import TtsBackend
 from rtchat.nodes.tts.sanitize import Piece, Silence, Speech, normalise, split
@@ -60,6 +63,15 @@ from rtchat.nodes.tts.sanitize import Piece, Silence, Speech, normalise, split
 log = logging.getLogger(__name__)
 
 LIVE_KEYS = ("tts.voice", "tts.max_chars")  # ctl.config keys applied while running
+LEAD_IN_DBFS = -60.0  # an engine's quiet start of speech: Piper opens every text with 40–60 ms under it
+LEAD_IN_KEEP_MS = 5  # kept before the first louder 10 ms window
+
+
+def lead_in(pcm: np.ndarray, sr_hz: int) -> int:
+    """Samples of the engine's quiet lead-in before its speech (none for silence throughout): the
+    agent's sound starts with its words — the pauses it means are the pause pieces' exact zeros."""
+    span = loud_span(pcm, sr_hz, LEAD_IN_DBFS)
+    return 0 if span is None else max(0, span[0] - sr_hz * LEAD_IN_KEEP_MS // 1000)
 _UNFINISHED_PAUSE = re.compile(r"\s*(?:<p>\s*)?\(\d*\.?\d*$")
 
 
@@ -320,6 +332,7 @@ class TtsCore(Core):
         started = self.timer()
         arrays = [np.asarray(a, dtype=np.int16) for a in self.engine.synthesize(part.text)]
         pcm = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int16)
+        pcm = pcm[lead_in(pcm, self.engine.sample_rate) :]
         self.render_ns += self.timer() - started
         self.audio_samples += len(pcm)
         return Rendered(part.text, pcm)
