@@ -10,6 +10,7 @@ reuses it afterwards, as the agent does.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 import itertools
 
 import numpy as np
@@ -317,6 +318,29 @@ def test_a_broken_gguf_is_a_load_error_naming_it(tmp_path):
     with pytest.raises(LoadError, match="GGUF") as err:
         load_lm(dataclasses.replace(AgentConfig(), model=str(bad), device="cpu"))
     assert str(bad) in str(err.value)
+
+
+def test_a_gguf_checkpoint_loads_as_a_working_agent(tmp_path, bpe_tok, monkeypatch):
+    """agent.model=FILE.gguf: transformers reads the file (stood in for here: writing a real GGUF
+    needs a tokenizer in it); the agent gets the model and the tokenizer, each in its place."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = tiny_llama(len(bpe_tok))
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF")
+    seen = []
+
+    def reads(what):
+        def from_pretrained(folder, gguf_file=None, **kwargs):
+            seen.append((what, Path(folder) / gguf_file))
+            return model if what == "model" else bpe_tok
+        return from_pretrained
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", reads("model"))
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", reads("tokenizer"))
+    cfg = dataclasses.replace(AgentConfig(), model=str(path), device="cpu", decoding="greedy", threads=2)
+    assert load_lm(cfg).generate(TRANSCRIPTS[1], 5) == agent(bpe_tok, model=model).generate(TRANSCRIPTS[1], 5)
+    assert sorted(seen) == [("model", path), ("tokenizer", path)]
 
 
 def test_a_folder_without_a_model_and_an_unknown_embedded_name_are_load_errors(tmp_path):

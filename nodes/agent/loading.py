@@ -94,7 +94,7 @@ def embedded_model(name: str) -> Path:
 
     def convert(out: Path) -> None:
         log.info("converting %s into %s (once)", gguf, embedded_dir(name))
-        tok, model = _load_gguf(gguf, torch.float32)
+        model, tok = _load_gguf(gguf, torch.float32)
         model.hf_quantizer = None  # save_pretrained refuses a model "quantized with gguf"; the weights are plain fp32
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -108,6 +108,7 @@ def embedded_model(name: str) -> Path:
 
 
 def _load_gguf(path: Path, dtype):
+    """(model, tokenizer) of a GGUF checkpoint, dequantised to ``dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -115,7 +116,7 @@ def _load_gguf(path: Path, dtype):
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
     except Exception as exc:
         raise LoadError(f"{path}: expected a GGUF causal LM checkpoint that transformers can read: {exc}") from exc
-    return tok, model
+    return model, tok
 
 
 def _looks_like_path(spec: str) -> bool:
