@@ -10,8 +10,8 @@ reuses it afterwards, as the agent does.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
