@@ -201,8 +201,11 @@ class Scorer:
         from rtchat.nodes.agent import decoding
         from rtchat.nodes.agent.lm import turn_switch_id
 
-        self.tok, self.max_length = tok, max_length
-        self.runner = decoding.Runner(model)
+        self.tok, self.max_length, self.model = tok, max_length, model
+        # a sliding-window cache (Gemma 3) cannot be cut back: each candidate then runs on a copy of
+        # the context's cache, and nothing is reused from one context to the next
+        self.croppable = "sliding_attention" not in (getattr(model.config, "layer_types", None) or ())
+        self.runner = decoding.Runner(model) if self.croppable else None
         self.stop = frozenset({turn_switch_id(tok), *([tok.eos_token_id] if tok.eos_token_id is not None else [])})
 
     def score(self, c: Context) -> list[float]:
@@ -211,17 +214,39 @@ class Scorer:
         from rtchat.nodes.agent import decoding
 
         ids = [candidate_ids(self.tok, text) for text in c.candidates]
-        r = self.runner
         with torch.inference_mode():
-            r.sync(context_ids(self.tok, c, self.max_length))
-            first = torch.log_softmax(r.logits, -1)
-            n = len(r.ids)
-            logps = decoding.run_branches(r.model, r.cache, r.cache_kw, [n] * len(ids), [x[:-1] for x in ids])
+            if self.croppable:
+                r = self.runner
+                r.sync(context_ids(self.tok, c, self.max_length))
+                first = torch.log_softmax(r.logits, -1)
+                n = len(r.ids)
+                logps = decoding.run_branches(r.model, r.cache, r.cache_kw, [n] * len(ids), [x[:-1] for x in ids])
+            else:
+                first, logps = self._score_on_copies(context_ids(self.tok, c, self.max_length), ids)
         out = []
         for x, lp in zip(ids, logps, strict=True):
             rest = lp[torch.arange(len(x) - 1), torch.tensor(x[1:], dtype=torch.long)] if len(x) > 1 else lp.new_zeros(0)
             out.append((float(first[x[0]]) + float(rest.sum())) / len(x))
         return out
+
+    def _score_on_copies(self, context: list[int], ids: list[list[int]]):
+        """The log-probabilities after the context and after each candidate's tokens but its last,
+        each candidate run on its own copy of the context's cache."""
+        import copy
+
+        import torch
+
+        out = self.model(input_ids=torch.tensor([context]), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)
+        logps = []
+        for x in ids:
+            if len(x) < 2:
+                logps.append(first.new_zeros((0, first.shape[-1])))
+                continue
+            more = self.model(input_ids=torch.tensor([x[:-1]]), past_key_values=copy.deepcopy(out.past_key_values),
+                              use_cache=True)
+            logps.append(torch.log_softmax(more.logits[0].float(), -1))
+        return first, logps
 
     def reply(self, c: Context) -> str:
         """The greedy continuation of the context up to the next speaker tag."""
@@ -230,8 +255,15 @@ class Scorer:
         from rtchat.nodes.agent import sampling
 
         with torch.inference_mode():
-            self.runner.sync(context_ids(self.tok, c, self.max_length))
-            tokens = sampling.decode(self.runner, sampling.Greedy(), torch.Generator(), REPLY_TOKENS, self.stop)
+            if not self.croppable:
+                context = context_ids(self.tok, c, self.max_length)
+                generated = self.model.generate(torch.tensor([context]), max_new_tokens=REPLY_TOKENS, do_sample=False,
+                                                eos_token_id=sorted(self.stop))
+                tokens = generated[0, len(context):].tolist()
+                tokens = tokens[: next((i + 1 for i, t in enumerate(tokens) if t in self.stop), len(tokens))]
+            else:
+                self.runner.sync(context_ids(self.tok, c, self.max_length))
+                tokens = sampling.decode(self.runner, sampling.Greedy(), torch.Generator(), REPLY_TOKENS, self.stop)
         if tokens and tokens[-1] in self.stop:
             tokens = tokens[:-1]
         return self.tok.decode(tokens, skip_special_tokens=True).strip()

@@ -252,3 +252,36 @@ def test_bad_input_is_refused_with_the_allowed_values(tmp_path, capsys):
     bad.write_text("not a transcript line\n", encoding="utf-8")
     assert cli(["eval", "relevance", "--model", "embedded", "--data", str(bad), "--json", str(tmp_path / "r.json")]) == 1
     assert "bad.txt:1: not a transcript line" in capsys.readouterr().out
+
+
+def tiny_gemma3(vocab: int):
+    """A random Gemma 3 text model whose first layer attends through a sliding window (a cache
+    that cannot be cut back, as in the gemma-3-270m candidate)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024)
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def test_a_sliding_window_model_is_scored_and_answers_as_its_full_forward_passes_say(bpe_tok):
+    model = tiny_gemma3(len(bpe_tok))
+    scorer = Scorer(model, bpe_tok, max_length=60)
+    assert not scorer.croppable
+    for c in [c for row in contexts(corpus(), 3, 2, seed=0) for c in row]:
+        ctx = context_ids(bpe_tok, c, 60)
+        for text, value in zip(c.candidates, scorer.score(c), strict=True):
+            ids = candidate_ids(bpe_tok, text)
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ctx + ids])).logits[0].float(), -1)
+            want = sum(float(logp[len(ctx) - 1 + r, t]) for r, t in enumerate(ids)) / len(ids)
+            assert value == pytest.approx(want, abs=1e-4)
+    c = contexts(corpus(), 1, 1, seed=0)[0][0]
+    ctx = context_ids(bpe_tok, c, 60)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ctx]), max_new_tokens=40, do_sample=False, pad_token_id=0)[0, len(ctx):].tolist()
+    s_id = bpe_tok(" S", add_special_tokens=False)["input_ids"][0]
+    want = out[: out.index(s_id)] if s_id in out else out
+    assert scorer.reply(c) == bpe_tok.decode(want, skip_special_tokens=True).strip()
