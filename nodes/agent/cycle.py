@@ -5,11 +5,15 @@ The cycle (reference §6). The history is trimmed (§4.6). Then:
   tag comes next (``model.next_speaker_prob``: one forward pass over the words that are new, no
   tokens generated). Below ``switch_threshold``: ``listen``. At or above it: ``switch`` — the
   agent's reply goes out: the opening, else the cached lookahead reply while its prediction is
-  kept (``agent.release``), else words generated after the agent's tag (``agent.say``); none
-  (an empty reply) is ``listen``.
+  kept (``agent.release``), else words generated after the agent's tag (``agent.say``): with
+  ``first_chunk_words`` N > 0, the first N words go out as soon as they are complete, and the
+  next cycle — what follows the first chunk, released or said — is due at once, while it plays
+  (0: the words up to the first pause, the next cycle ``interval_s`` later); none (an empty
+  reply) is ``listen``.
 - lookahead on (§8): while listening, a kept prediction (cosine similarity of the predicted and
   the actual completion ≥ ``similarity_threshold``; −1 with no usable embedding, 1 with nothing
-  new) stays; a stale one is renewed right after the decision went out — a tick of its own
+  new) stays — unless it holds no reply where the switch schedule fires (``_schedule_wants_reply``:
+  that reply is due); a stale one is renewed right after the decision went out — a tick of its own
   (``_renew_due``), so the decision never waits for the lookahead's tokens and words that
   arrived meanwhile are read first. A renewed prediction that has the agent reply sends its
   chunks as ``agent.prerender``. A renewal stops early, with no prediction, when the speech end
