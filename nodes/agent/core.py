@@ -237,7 +237,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         self._plan_due = False  # new words: plan on a tick of its own
         self.armed = False  # the VAD heard the speech stop; the schedule decides at every pause step
         self._decide_now = False  # a decision is due at once (vad.end)
-        self._more_now = False  # the first words of a reply went out: the next cycle says the rest at once (cycle.py)
+        self._more_now = False  # a switch's first chunk went out: the next cycle is due at once (cycle.py)
         self._tried_reply_for: str | None = None  # the transcript the schedule's reply was last made for (schedule.py)
         self.p_switch = 0.0  # the last listening decision's P(the agent's tag next)
         self.agent_wait_ns = 0

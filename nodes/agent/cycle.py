@@ -104,7 +104,7 @@ class Cycle:
     def _cycle_due(self) -> int:
         interval = s(self.cfg.interval_s)
         if self.t.speaker == AGENT:
-            if self._more_now:  # the first words of a reply generated at the switch went out: the rest now
+            if self._more_now:  # a switch's first chunk went out: what follows it, now
                 return self.last_cycle_ns
             return self.last_cycle_ns + max(interval, self.agent_wait_ns)
         scheduled = self._schedule_due()  # schedule.py: at vad.end, then at the pause steps

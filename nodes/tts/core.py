@@ -72,6 +72,8 @@ def lead_in(pcm: np.ndarray, sr_hz: int) -> int:
     agent's sound starts with its words — the pauses it means are the pause pieces' exact zeros."""
     span = loud_span(pcm, sr_hz, LEAD_IN_DBFS)
     return 0 if span is None else max(0, span[0] - sr_hz * LEAD_IN_KEEP_MS // 1000)
+
+
 _UNFINISHED_PAUSE = re.compile(r"\s*(?:<p>\s*)?\(\d*\.?\d*$")
 
 
