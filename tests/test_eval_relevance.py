@@ -165,6 +165,28 @@ def test_report_with_a_baseline_pairs_the_same_contexts():
     assert same["gain"]["recall_at_1_of_10"] == 0.0 and same["gain"]["ci95"]["mrr"] == [0.0, 0.0]
 
 
+def full_pass_scores(model, tok, c, max_length: int) -> list[float]:
+    """Each candidate's mean log-likelihood per token after the context, from one full forward pass each."""
+    ctx = context_ids(tok, c, max_length)
+    out = []
+    for text in c.candidates:
+        ids = candidate_ids(tok, text)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ctx + ids])).logits[0].float(), -1)
+        out.append(sum(float(logp[len(ctx) - 1 + r, t]) for r, t in enumerate(ids)) / len(ids))
+    return out
+
+
+def greedy_reply(model, tok, c, max_length: int) -> str:
+    """transformers' greedy generate after the context, up to the next speaker tag."""
+    ctx = context_ids(tok, c, max_length)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ctx]), max_new_tokens=40, do_sample=False, pad_token_id=0)[0, len(ctx):].tolist()
+    s_id = tok(" S", add_special_tokens=False)["input_ids"][0]
+    want = out[: out.index(s_id)] if s_id in out else out
+    return tok.decode(want, skip_special_tokens=True).strip()
+
+
 @pytest.mark.parametrize("tokenizer", ["bpe_tok", "sp_tok"])
 def test_scores_are_mean_log_likelihoods_of_full_forward_passes(tokenizer, request):
     bpe_tok = request.getfixturevalue(tokenizer)
@@ -174,15 +196,8 @@ def test_scores_are_mean_log_likelihoods_of_full_forward_passes(tokenizer, reque
     sample = contexts(lines, 4, 2, seed=0)
     lengths = []
     for c in [c for row in sample for c in row]:
-        got = scorer.score(c)
-        ctx = context_ids(bpe_tok, c, 60)
-        lengths.append(len(ctx))
-        for text, value in zip(c.candidates, got, strict=True):
-            ids = candidate_ids(bpe_tok, text)
-            with torch.no_grad():
-                logp = torch.log_softmax(model(torch.tensor([ctx + ids])).logits[0].float(), -1)
-            want = sum(float(logp[len(ctx) - 1 + r, t]) for r, t in enumerate(ids)) / len(ids)
-            assert value == pytest.approx(want, abs=1e-4)
+        assert scorer.score(c) == pytest.approx(full_pass_scores(model, bpe_tok, c, 60), abs=1e-4)
+        lengths.append(len(context_ids(bpe_tok, c, 60)))
     assert max(lengths) == 60  # the longer contexts were cut from the left
 
 
@@ -190,12 +205,7 @@ def test_replies_are_greedy_generate_up_to_the_next_tag(bpe_tok):
     model = tiny_llama(len(bpe_tok))
     scorer = Scorer(model, bpe_tok, max_length=512)
     c = contexts(corpus(), 1, 1, seed=0)[0][0]
-    ctx = context_ids(bpe_tok, c, 512)
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ctx]), max_new_tokens=40, do_sample=False, pad_token_id=0)[0, len(ctx):].tolist()
-    s_id = bpe_tok(" S", add_special_tokens=False)["input_ids"][0]
-    want = out[: out.index(s_id)] if s_id in out else out
-    assert scorer.reply(c) == bpe_tok.decode(want, skip_special_tokens=True).strip()
+    assert scorer.reply(c) == greedy_reply(model, bpe_tok, c, 512)
 
 
 def test_the_command_writes_both_models_and_shards_merge_to_the_same_report(tmp_path, bpe_tok):
@@ -271,17 +281,6 @@ def test_a_sliding_window_model_is_scored_and_answers_as_its_full_forward_passes
     scorer = Scorer(model, bpe_tok, max_length=60)
     assert not scorer.croppable
     for c in [c for row in contexts(corpus(), 3, 2, seed=0) for c in row]:
-        ctx = context_ids(bpe_tok, c, 60)
-        for text, value in zip(c.candidates, scorer.score(c), strict=True):
-            ids = candidate_ids(bpe_tok, text)
-            with torch.no_grad():
-                logp = torch.log_softmax(model(torch.tensor([ctx + ids])).logits[0].float(), -1)
-            want = sum(float(logp[len(ctx) - 1 + r, t]) for r, t in enumerate(ids)) / len(ids)
-            assert value == pytest.approx(want, abs=1e-4)
+        assert scorer.score(c) == pytest.approx(full_pass_scores(model, bpe_tok, c, 60), abs=1e-4)
     c = contexts(corpus(), 1, 1, seed=0)[0][0]
-    ctx = context_ids(bpe_tok, c, 60)
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ctx]), max_new_tokens=40, do_sample=False, pad_token_id=0)[0, len(ctx):].tolist()
-    s_id = bpe_tok(" S", add_special_tokens=False)["input_ids"][0]
-    want = out[: out.index(s_id)] if s_id in out else out
-    assert scorer.reply(c) == bpe_tok.decode(want, skip_special_tokens=True).strip()
+    assert scorer.reply(c) == greedy_reply(model, bpe_tok, c, 60)
