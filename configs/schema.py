@@ -209,6 +209,9 @@ class AsrConfig:
     vad_end_threshold: float = 0.35  # and ends after vad_min_silence_ms of windows below this
     vad_min_silence_ms: int = 500
     vad_speech_pad_ms: int = 30  # the speech span is widened by this on both sides
+    # a hypothesis as soon as the VAD has heard this much silence inside speech (whole 32 ms windows,
+    # rounded up; 0: off): when the speech then ends there, vad.end's flush needs no recogniser call
+    silence_hop_ms: int = 64
     # input frames and self-echo
     max_gap_s: float = 2.0  # a longer gap between frames restarts the stream (frames.py)
     echo: Literal["suppress", "none"] = "suppress"  # suppress: drop words the agent just played
@@ -248,6 +251,11 @@ class AsrConfig:
         )
         _check(self.vad_min_silence_ms > 0, "asr.vad_min_silence_ms", "allowed: an integer > 0")
         _check(self.vad_speech_pad_ms >= 0, "asr.vad_speech_pad_ms", "allowed: an integer >= 0")
+        _check(
+            0 <= self.silence_hop_ms < self.vad_min_silence_ms,
+            "asr.silence_hop_ms",
+            f"got {self.silence_hop_ms}; allowed: 0 (off) … below vad_min_silence_ms ({self.vad_min_silence_ms})",
+        )
         _check(self.max_gap_s >= 0, "asr.max_gap_s", "allowed: a number >= 0")
         _check(self.echo_margin_s >= 0, "asr.echo_margin_s", "allowed: a number >= 0")
 

@@ -25,6 +25,11 @@ Keys:
 - ``commit_p50_ms`` / ``commit_p90_ms``: a committed word's ``asr.final`` publish time minus the
   word's end in audio time.
 - ``partial_p50_ms``: per utterance, the first ``asr.partial`` (or final) minus ``vad.start``.
+- ``last_word_p50_ms`` / ``last_word_p90_ms``: per utterance, the commit latency of its last
+  word — when the recogniser had all of what the user said before they stopped.
+- ``final_after_vad_end_p50_ms``: per utterance, the ``asr.final`` that commits its last word
+  minus its ``vad.end`` (both publish times; negative when the words were final first). The
+  agent's pause clock starts at ``vad.end``; this is how much longer the words take.
 - ``vad_end_p50_ms``: ``vad.end``'s publish time minus the speech end it reports (``audio_ns``,
   which carries ``asr.vad_speech_pad_ms``) minus the silence the VAD waits for by its
   configuration (``asr.vad_min_silence_ms`` − the pad): the delay beyond the configured silence.
@@ -59,7 +64,7 @@ FRAME_MS = 20
 PAUSE_RANGE_S = (0.3, 1.5)
 MIN_SENTENCES = 40
 VOICES = ("espeak", "piper")  # simulate_user's engines: espeak-ng en-us and the embedded Piper joe
-UNDER_LOAD_KEYS = ("commit_p50_ms", "commit_p90_ms", "partial_p50_ms", "vad_end_p50_ms")
+UNDER_LOAD_KEYS = ("commit_p50_ms", "commit_p90_ms", "partial_p50_ms", "last_word_p50_ms", "vad_end_p50_ms")
 SUBJECTS = ("the old man", "my sister", "our neighbour", "a young teacher", "the doctor", "his brother",
             "the small child", "her friend", "the farmer", "a tired driver")
 VERBS = ("painted", "carried", "cleaned", "opened", "watched", "found", "bought", "repaired", "visited", "followed")
@@ -200,10 +205,21 @@ def latencies(events: list[tuple[int, object]], duration_s: float, silence_ms: f
     first = [(t - w.end_ns) / 1e6 for t, w in commits if w.end_ns < 60e9]
     last = [(t - w.end_ns) / 1e6 for t, w in commits if w.end_ns >= (duration_s - 60) * 1e9]
     vad_end = [(t - ev.audio_ns) / 1e6 - silence_ms for t, ev in events if isinstance(ev, VadEnd)]
+    last_word: dict[int, tuple[int, int]] = {}  # utterance → (publish time, end of its last word)
+    for t, ev in events:
+        if isinstance(ev, AsrFinal):
+            last_word[ev.utterance] = (t, ev.words[-1].end_ns)
+    ends = [t for t, ev in events if isinstance(ev, VadEnd)]
+    last_ms = [(t - end) / 1e6 for t, end in last_word.values()]
+    # utterance k is the one the k-th vad.end closed (its flush numbers the next one)
+    after_end = [(t - ends[u]) / 1e6 for u, (t, _) in last_word.items() if u < len(ends)]
     return {
         "commit_p50_ms": percentile(commit_ms, 0.5, ndigits=None),
         "commit_p90_ms": percentile(commit_ms, 0.9, ndigits=None),
         "partial_p50_ms": percentile(first_partial, 0.5, ndigits=None),
+        "last_word_p50_ms": percentile(last_ms, 0.5, ndigits=None),
+        "last_word_p90_ms": percentile(last_ms, 0.9, ndigits=None),
+        "final_after_vad_end_p50_ms": percentile(after_end, 0.5, ndigits=None),
         "vad_end_p50_ms": percentile(vad_end, 0.5, ndigits=None),
         "drift_ratio": (percentile(last, 0.5, ndigits=None) / percentile(first, 0.5, ndigits=None))
         if duration_s >= 120 and first and last else None,
@@ -309,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
     }
     write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("wer_stream", "wer_offline", "wer_ratio", "commit_p50_ms", "commit_p90_ms",
-                                              "partial_p50_ms", "vad_end_p50_ms", "rtf", "drift_ratio") if k in report}
+                                              "partial_p50_ms", "last_word_p50_ms", "last_word_p90_ms",
+                                              "final_after_vad_end_p50_ms", "vad_end_p50_ms", "rtf", "drift_ratio")
+                      if k in report}
                       | {k: report[k] for k in ("under_load_ratio",) if k in report}))
     return 0

@@ -137,6 +137,65 @@ def test_the_speech_end_goes_out_before_the_recogniser_call_that_flushes_the_utt
     assert finals_text(out) == "Hello there, how are you?"
 
 
+def serve_ticks(core: AsrCore, whisper: ScriptedWhisper, pcm: np.ndarray) -> list[tuple[list, int]]:
+    """Each frame served as the node's loop serves it (ticks while due): (its events, its calls)."""
+    out = []
+    for ev in frames(pcm, 16_000):
+        calls = len(whisper.calls)
+        out.append((serve(core, ev, ev.t_capture_ns), len(whisper.calls) - calls))
+    return out
+
+
+def test_a_pause_is_heard_at_once_so_the_final_comes_with_vad_end_and_no_call_after_it():
+    """asr.silence_hop_ms: 64 ms of silence inside speech is a pause; the recogniser hears the
+    utterance up to there at once (not at the next hop). The speech ends in that silence, so the
+    flush at vad.end has heard everything: the final goes out with vad.end, in the same frame,
+    without a recogniser call — the words are the same as with the flush's own call."""
+    script = [*SCRIPT[:4], ("today?", 2.0, 2.68)]  # the last word is whole in no hop's audio (0.65 + k/2 s)
+    pcm = speech(16_000, span=(0.5, 2.7))
+
+    def served(silence_hop_ms: int):
+        whisper = ScriptedWhisper(script)
+        whisper.core = AsrCore(dataclasses.replace(SCRIPTED, silence_hop_ms=silence_hop_ms, vad_min_silence_ms=200),
+                               whisper, EnergyVad())
+        frames_out = serve_ticks(whisper.core, whisper, pcm)
+        (end,) = [i for i, (evs, _) in enumerate(frames_out) if any(isinstance(e, VadEnd) for e in evs)]
+        return frames_out, end, whisper.calls
+
+    on, end, calls = served(64)
+    assert [type(e) for e in on[end][0]] == [VadEnd, AsrFinal] and on[end][1] == 0
+    assert finals_text(e for evs, _ in on for e in evs) == "Hello there, how are today?"
+    # the last call heard up to 64 ms (two VAD windows) after the first silent window, and
+    # came ~130 ms before vad.end (200 ms of silence), where the pause was heard
+    silent_from = -(-int(2.7 * 16_000) // WINDOW) * WINDOW
+    assert calls[-1][1] == pytest.approx((silent_from + 2 * WINDOW) / 16_000)
+    pause = max(i for i, (_, n) in enumerate(on) if n)
+    assert (pause + 1) * 320 >= silent_from + 2 * WINDOW and (end - pause) * 20 >= 120
+
+    off, off_end, _ = served(0)
+    assert off_end == end and off[end][1] == 1  # off: the flush calls after vad.end, for the same words
+    assert finals_text(off[end][0]) == finals_text(on[end][0]) == "today?"
+
+
+def test_speech_that_resumes_after_a_pause_goes_on_as_one_utterance_with_every_word():
+    """A 128 ms gap inside speech is a pause (one early hypothesis), not an end: one utterance,
+    no vad.end before the speech really ends, every word committed once."""
+    script = [("one", 0.55, 0.9), ("two", 0.95, 1.2), ("three", 1.4, 1.7), ("four", 1.75, 2.4)]
+    pcm = speech(16_000) * 0
+    for span in ((0.5, 1.25), (1.378, 2.5)):
+        pcm += speech(16_000, span=span)
+    whisper = ScriptedWhisper(script)
+    core = AsrCore(dataclasses.replace(SCRIPTED, silence_hop_ms=64), whisper, EnergyVad())
+    whisper.core = core
+    out = [e for evs, _ in serve_ticks(core, whisper, pcm) for e in evs]
+    assert [type(e) for e in out].count(VadStart) == [type(e) for e in out].count(VadEnd) == 1
+    assert next(e for e in out if isinstance(e, VadEnd)).audio_ns / 1e9 >= 2.5
+    assert finals_text(out) == "one two three four"
+    # a call heard up to 64 ms into the gap
+    gap_from = -(-int(1.25 * 16_000) // WINDOW) * WINDOW
+    assert (gap_from + 2 * WINDOW) / 16_000 in [pytest.approx(t1) for _, t1, _ in whisper.calls]
+
+
 def test_a_new_utterance_flushes_the_last_one_first():
     """A speech start that comes before the pending flush ran (no tick between) flushes it first:
     the words of the first utterance are not lost and come before the second's vad.start."""
@@ -387,9 +446,25 @@ def test_vad_resync_ends_open_speech_and_resets_the_model():
     assert model.resets == 1
 
 
+def test_vad_reports_a_pause_once_per_silence_run_inside_speech_and_none_outside():
+    cfg = VadConfig(start_threshold=0.5, end_threshold=0.3, min_silence_ms=160, speech_pad_ms=0, pause_ms=64)  # 5 / 2 windows
+    probs = [0.1, 0.1, 0.9, 0.1, 0.9, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    events = push_windows(StreamingVad(ScriptedProb(probs), cfg), len(probs))
+    assert [(e.kind, e.sample // WINDOW, e.at // WINDOW) for e in events] == [
+        ("start", 2, 3),  # the silence before speech is no pause
+        ("pause", 5, 7),  # one window of silence (3) is none; three (5-7) are one pause, once
+        ("pause", 9, 11),
+        ("end", 9, 14),
+    ]
+    no_pauses = dataclasses.replace(cfg, pause_ms=0)
+    assert [e.kind for e in push_windows(StreamingVad(ScriptedProb(probs), no_pauses), len(probs))] == ["start", "end"]
+
+
 def test_vad_config_is_validated():
     with pytest.raises(ValueError, match="end_threshold <= start_threshold"):
         VadConfig(start_threshold=0.3, end_threshold=0.5)
+    with pytest.raises(ValueError, match="pause_ms < min_silence_ms"):
+        VadConfig(min_silence_ms=200, pause_ms=200)
 
 
 # ---------------------------------------------------------------- config
@@ -412,6 +487,7 @@ def test_the_cpu_profile_starts_the_asr_between_the_agent_and_the_audio_that_fee
         ("asr.compute_type=int4", "asr.compute_type"),
         ("asr.trim_after_s=99", "asr.trim_after_s"),
         ("asr.preroll_s=2", "asr.preroll_s"),
+        ("asr.silence_hop_ms=200", "asr.silence_hop_ms"),  # the cpu profile's vad.end comes at 200 ms
     ],
 )
 def test_bad_asr_settings_are_refused_naming_the_key(override, message):

@@ -201,9 +201,14 @@ def test_48_khz_frames_give_the_words_of_the_same_audio_at_16_khz_within_two_whi
     frame of the stream's in 4 of 4 trials; once the recogniser ran on ticks after the frames'
     VAD (the same spans heard), one word start ("how", next to a pause) moved by two frames: the
     alignment flips frame by frame on sub-LSB changes, so the cause — the audio — is checked
-    sample by sample and the times get the resolution of two frames."""
+    sample by sample and the times get the resolution of two frames.
+
+    The spans are those of the reference, not of the original 16 kHz stream: the VAD's pauses
+    (``asr.silence_hop_ms``: a hypothesis after 64 ms of silence inside speech) follow Silero
+    scores near its threshold, which the round trip's 168 LSB can move (one pause more in the
+    48 kHz capture of this sentence, depending on espeak's state left by earlier tests)."""
     at48, reference = streamed(48_000), streamed(16_000, via_hz=48_000)
-    assert at48.heard == reference.heard == streamed(16_000).heard
+    assert at48.heard == reference.heard
     for a, b in zip(at48.audio, reference.audio, strict=True):
         assert np.abs(a - b).max() <= 2 / 32768
     words48, words16 = final_words(at48.events), final_words(reference.events)

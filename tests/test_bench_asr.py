@@ -87,8 +87,28 @@ def test_latency_keys_from_scripted_events():
     assert got["vad_end_p50_ms"] == pytest.approx(80)  # 3.45 s − 2.9 s − 470 ms
     assert got["partial_p50_ms"] == pytest.approx(400)
     assert got["commit_p50_ms"] == pytest.approx((1500 + 500) / 2)
+    assert got["last_word_p50_ms"] == pytest.approx(500)  # "there" ends at 3 s, final at 3.5 s
+    assert got["final_after_vad_end_p50_ms"] == pytest.approx(50)
     assert got["drift_ratio"] is None  # needs two minutes
     assert got["committed_words"] == 2 and got["utterances"] == 1
+
+
+def test_the_last_word_of_each_utterance_is_timed_against_the_vad_end_that_closed_it():
+    """Utterance k is the one the k-th vad.end closed; a final before its vad.end counts negative."""
+    s = 1_000_000_000
+    w = [Word(text=t, start_ns=a * s, end_ns=b * s, prob=1.0) for t, a, b in (("one", 1, 2), ("two", 5, 6), ("three", 6, 7))]
+    events = [
+        (1 * s, VadStart(stream_pos=16_000, audio_ns=1 * s)),
+        (int(2.1 * s), AsrFinal(text="one", utterance=0, words=(w[0],))),  # final 100 ms before vad.end
+        (int(2.2 * s), VadEnd(stream_pos=0, audio_ns=2 * s)),
+        (5 * s, VadStart(stream_pos=80_000, audio_ns=5 * s)),
+        (int(6.5 * s), AsrFinal(text="two", utterance=1, words=(w[1],))),
+        (int(7.2 * s), VadEnd(stream_pos=0, audio_ns=7 * s)),
+        (int(7.5 * s), AsrFinal(text="three", utterance=1, words=(w[2],))),  # the flush: 300 ms after vad.end
+    ]
+    got = latencies(events, duration_s=8.0)
+    assert got["last_word_p50_ms"] == pytest.approx((100 + 500) / 2)  # "one" 100 ms, "three" 500 ms
+    assert got["final_after_vad_end_p50_ms"] == pytest.approx((-100 + 300) / 2)
 
 
 def test_the_wer_breakdown_counts_each_kind_of_error_after_normalising():

@@ -112,6 +112,7 @@ def vad_config(cfg: AsrConfig) -> VadConfig:
         end_threshold=cfg.vad_end_threshold,
         min_silence_ms=cfg.vad_min_silence_ms,
         speech_pad_ms=cfg.vad_speech_pad_ms,
+        pause_ms=cfg.silence_hop_ms,
     )
 
 
@@ -137,6 +138,7 @@ class AsrCore(Core):
         self.preroll = round(cfg.preroll_s * SR_HZ)
         self.in_speech = False
         self.flush_at: int | None = None  # vad.end is out; its utterance's flush is due (the sample it ended at)
+        self.hear_until: int | None = None  # a pause inside speech: a hypothesis up to here is due
         self.capture_offset_ns: int | None = None  # capture clock minus audio time
         self.clock_origin: tuple[int, int] | None = None  # (now, audio ns) at the first frame
         self.base_hop, self.max_hop = self.policy.hop, round(cfg.max_hop_s * SR_HZ)
@@ -159,13 +161,16 @@ class AsrCore(Core):
 
     def deadline_ns(self) -> int | None:
         """Due at once while a speech end's flush is pending or a hop of speech waits to be heard."""
-        return 0 if self.flush_at is not None or (self.in_speech and self.policy.due()) else None
+        due = self.in_speech and (self.hear_until is not None or self.policy.due())
+        return 0 if self.flush_at is not None or due else None
 
     def on_tick(self, now_ns: int) -> list[Event]:
-        """The recogniser's work: the pending flush, then a hypothesis of the open utterance."""
+        """The recogniser's work: the pending flush, then a hypothesis of the open utterance (up to
+        the silence it fell into, when one is due: ``_silence_hop``)."""
         out = self._flush()
         if self.in_speech:
-            out += self._publish(self.policy.step(self.transcribe))
+            until, self.hear_until = self.hear_until, None
+            out += self._publish(self.policy.step(self.transcribe, until))
         return out
 
     def on_audio(self, ev: AudioIn) -> list[Event]:
@@ -250,12 +255,25 @@ class AsrCore(Core):
             out += self._end(self.ring.end)
         self.ring.add(chunk)
         for ev in self.vad.push(chunk):
-            out += self._start(ev) if ev.kind == "start" else self._end(ev.sample, ev.at)
+            if ev.kind == "pause":
+                self._pause(ev)
+            else:
+                out += self._start(ev) if ev.kind == "start" else self._end(ev.sample, ev.at)
         if self.in_speech:
             self.policy.add(self.ring.since(self.policy.end))
         else:
             self.ring.trim()
         return out
+
+    def _pause(self, ev: VadEvent) -> None:
+        """The VAD heard ``asr.silence_hop_ms`` of silence inside speech: a hypothesis of the audio
+        up to there is due now, not at the next hop. If the speech ends in this silence, the VAD
+        places its end (the last speech window + its pad, under a window) no later, so the flush
+        at ``vad.end`` has heard it all and commits this hypothesis without a call: the final
+        comes with ``vad.end``, not a recogniser call after it. If speech resumes, it was one hop,
+        early. Not while catching up (its hops are long on purpose)."""
+        if not self.catching_up and self.in_speech:
+            self.hear_until = ev.at
 
     def _start(self, ev: VadEvent) -> list[Event]:
         out = self._flush()  # the last utterance's words first
@@ -271,7 +289,7 @@ class AsrCore(Core):
         everything, close the utterance — is the next thing the core does (``_flush``)."""
         if not self.in_speech:
             return []
-        self.in_speech = False
+        self.in_speech, self.hear_until = False, None
         self.vad.close()  # a resync ends speech here, before the VAD sees the jump
         self.counts["vad_ends"] += 1
         self.policy.add(self.ring.since(self.policy.end, heard_until))

@@ -283,12 +283,16 @@ class StreamingPolicy:
     def due(self) -> bool:
         return self.end - self.heard >= self.hop_now
 
-    def step(self, transcribe: Transcribe) -> list[Output]:
-        """Transcribe up to the last whole hop when one is due; commit what two hypotheses agree on."""
-        if not self.due():
+    def step(self, transcribe: Transcribe, until: int | None = None) -> list[Output]:
+        """Transcribe up to the last whole hop when one is due (or up to index ``until``, when that
+        is new audio: the core's hypothesis at a silence); commit what two hypotheses agree on."""
+        if until is None:
+            if not self.due():
+                return []
+            hop = self.hop_now
+            until = self.heard + (self.end - self.heard) // hop * hop
+        elif not self.heard < until <= self.end:
             return []
-        hop = self.hop_now
-        until = self.heard + (self.end - self.heard) // hop * hop
         out = self._force_trim(until) if until - self.start > self.max_len else []
         hyp = self._hypothesis(transcribe, until)
         if hyp is None:

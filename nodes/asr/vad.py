@@ -7,7 +7,9 @@ Hysteresis turns the scores into events: speech *starts* at the first window sco
 ``min_silence_ms`` in a row (a window between the two thresholds neither starts nor ends
 speech, and breaks a silence run). A start is placed ``speech_pad_ms`` before its window, an end
 ``speech_pad_ms`` after the last window that was still speech — the same convention as Silero's
-own ``VADIterator``, so a word's soft onset and tail stay inside the span.
+own ``VADIterator``, so a word's soft onset and tail stay inside the span. With ``pause_ms``, a
+silence run inside speech that reaches it is reported once as a ``pause`` (speech goes on; it
+may end in that silence ``min_silence_ms`` later, or resume).
 
 Events are decided ``min_silence_ms`` late for an end (that is what the hysteresis means) and up
 to one window late for a start; their sample indices are still the true positions, and ``at``
@@ -66,19 +68,23 @@ class VadConfig:
     end_threshold: float = 0.35  # windows below this count as silence
     min_silence_ms: int = 500  # this much silence in a row ends speech
     speech_pad_ms: int = 30  # start this much earlier, end this much later
+    pause_ms: int = 0  # this much silence in a row inside speech is a pause (0: none reported)
 
     def __post_init__(self):
         if not 0 < self.end_threshold <= self.start_threshold < 1:
             raise ValueError(f"need 0 < end_threshold <= start_threshold < 1, got {self.end_threshold}, {self.start_threshold}")
         if self.min_silence_ms <= 0 or self.speech_pad_ms < 0:
             raise ValueError(f"need min_silence_ms > 0 and speech_pad_ms >= 0, got {self.min_silence_ms}, {self.speech_pad_ms}")
+        if not 0 <= self.pause_ms < self.min_silence_ms:
+            raise ValueError(f"need 0 <= pause_ms < min_silence_ms, got {self.pause_ms}, {self.min_silence_ms}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VadEvent:
-    """Speech started or ended at 16 kHz sample index ``sample``, decided on the audio up to ``at``."""
+    """Speech started or ended at 16 kHz sample index ``sample``, decided on the audio up to ``at``;
+    or (``pause``) has been silent since ``sample`` for ``pause_ms``, up to ``at``, and goes on."""
 
-    kind: Literal["start", "end"]
+    kind: Literal["start", "end", "pause"]
     sample: int
     at: int
 
@@ -91,6 +97,8 @@ class StreamingVad:
         self.cfg = cfg or VadConfig()
         self.pad = self.cfg.speech_pad_ms * SR_HZ // 1000
         self.min_silence = self.cfg.min_silence_ms * SR_HZ // 1000
+        self.pause = self.cfg.pause_ms * SR_HZ // 1000
+        self.paused = False  # the current silence run was reported as a pause
         self._rest = np.zeros(0, dtype=np.float32)  # samples not yet forming a whole window
         self.pos = 0  # 16 kHz index of the first sample of _rest
         self.started = False  # whether any chunk has arrived
@@ -157,11 +165,14 @@ class StreamingVad:
             return None
         if p < self.cfg.end_threshold:
             if self.silence_from is None:
-                self.silence_from = start
+                self.silence_from, self.paused = start, False
             if end - self.silence_from >= self.min_silence:
                 self.in_speech = False
                 self.silence_from = None
                 return self._event("end", min(self.last_speech_end + self.pad, end), end)
+            if self.pause and not self.paused and end - self.silence_from >= self.pause:
+                self.paused = True
+                return VadEvent("pause", self.silence_from, end)
         return None
 
     def _event(self, kind: Literal["start", "end"], sample: int, at: int) -> VadEvent:
