@@ -26,7 +26,9 @@ is pending or a hop of new speech waits: the node's loop handles every frame tha
 a recogniser call (VAD only, fast) before it starts the next call. So the bus learns that the user
 stopped within a frame of the VAD's decision, or after the one call in progress — not after the
 flush's call and a backlog of hops — and the agent's pause clock starts then (a flushed final
-only revises words). A ``vad.start`` or a reset runs a pending flush first.
+only revises words). A ``vad.start`` or a reset runs a pending flush first. A pause inside
+speech (``asr.silence_hop_ms`` of silence, reported by the VAD) is heard at once, not at the next
+hop: when the speech ends in it, the flush has nothing left to hear and needs no call.
 
 Keeping up: a call costs about the same whatever the hop (Whisper pads to 30 s), so a node that
 falls behind real time would fall further behind. The lag is measured on the core's own clock
@@ -160,13 +162,14 @@ class AsrCore(Core):
         return []
 
     def deadline_ns(self) -> int | None:
-        """Due at once while a speech end's flush is pending or a hop of speech waits to be heard."""
+        """Due at once while a speech end's flush is pending, or a hop of speech or a pause
+        (``_pause``) waits to be heard."""
         due = self.in_speech and (self.hear_until is not None or self.policy.due())
         return 0 if self.flush_at is not None or due else None
 
     def on_tick(self, now_ns: int) -> list[Event]:
         """The recogniser's work: the pending flush, then a hypothesis of the open utterance (up to
-        the silence it fell into, when one is due: ``_silence_hop``)."""
+        the silence it fell into, when one is due: ``_pause``)."""
         out = self._flush()
         if self.in_speech:
             until, self.hear_until = self.hear_until, None
