@@ -39,6 +39,12 @@ Keys:
   decision cycles back to back): ``wer_stream``, the latency keys, ``rtf`` and ``agent_cycles``
   (the cycles the competitor ran); ``under_load_ratio``: each latency under load over alone,
   the same run.
+- ``baseline`` (``--baseline KEY=VALUE``, repeatable): the same stream heard again with those
+  overrides on top of the run's (``overrides``, ``wer_stream``, the latency keys of
+  ``BASELINE_KEYS``, ``rtf``); ``baseline_ratio``: each latency key of this run over the
+  baseline's (below 1: this run is faster; not ``final_after_vad_end_p50_ms``, which may be 0 or
+  negative). The stream is made once, so both hear the same audio (Piper samples its voice anew
+  each time it speaks: two runs of the benchmark do not).
 - ``drift_ratio``: median commit latency of the words in the last minute over the first minute
   (needs ≥ 2 minutes; 1.0 means no growth).
 """
@@ -65,6 +71,10 @@ PAUSE_RANGE_S = (0.3, 1.5)
 MIN_SENTENCES = 40
 VOICES = ("espeak", "piper")  # simulate_user's engines: espeak-ng en-us and the embedded Piper joe
 UNDER_LOAD_KEYS = ("commit_p50_ms", "commit_p90_ms", "partial_p50_ms", "last_word_p50_ms", "vad_end_p50_ms")
+RATIO_KEYS = (*UNDER_LOAD_KEYS, "last_word_p90_ms")  # latencies > 0: their ratio means something
+BASELINE_KEYS = (*RATIO_KEYS, "final_after_vad_end_p50_ms")
+# settings that make a different recogniser: a baseline that changes one loads its own
+LOADER_KEYS = ("backend", "model", "device", "compute_type", "threads", "language", "audio_ctx", "audio_ctx_margin_s")
 SUBJECTS = ("the old man", "my sister", "our neighbour", "a young teacher", "the doctor", "his brother",
             "the small child", "her friend", "the farmer", "a tired driver")
 VERBS = ("painted", "carried", "cleaned", "opened", "watched", "found", "bought", "repaired", "visited", "followed")
@@ -228,16 +238,24 @@ def latencies(events: list[tuple[int, object]], duration_s: float, silence_ms: f
     }
 
 
+def ratios(this: dict, base: dict, keys: tuple[str, ...]) -> dict:
+    """Each key of ``this`` over ``base`` (None where either is missing or the base is 0)."""
+    return {k: this[k] / base[k] if this.get(k) is not None and base.get(k) else None for k in keys}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", required=True, help="write the results here")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the speech stream (default 10)")
-    parser.add_argument("--quick", action="store_true", help="a 2-minute stream (about 3 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="a 2-minute stream (about 1 min to run on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="sentences and pauses (default 0)")
     parser.add_argument("--config", default="cpu", help="profile whose asr section is used (default cpu)")
     parser.add_argument("--voices", default=",".join(VOICES),
                         help=f"who speaks the sentences, in turn (default {','.join(VOICES)}; allowed: {', '.join(VOICES)})")
     parser.add_argument("--under-load", action="store_true",
                         help="stream again while the agent's decoding loop runs in another process; report both")
+    parser.add_argument("--baseline", action="append", metavar="KEY=VALUE", default=None,
+                        help="hear the same stream again with this override on top (repeatable; e.g. "
+                             "--baseline asr.silence_hop_ms=0); report both and their ratio")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. asr.threads=2 asr.hop_s=1.0")
 
 
@@ -262,6 +280,13 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rtchat bench asr: {exc}")
         return 2
+    base_cfg = None
+    if args.baseline:
+        try:
+            base_cfg = load(args.config, [*args.overrides, *args.baseline]).asr
+        except ConfigError as exc:
+            print(f"rtchat bench asr: --baseline: {exc}")
+            return 2
     try:
         transcribe = load_transcriber(cfg)
     except LoadError as exc:
@@ -295,7 +320,24 @@ def run(args: argparse.Namespace) -> int:
         loaded = {
             "under_load": {"wer_stream": wer(reference, " ".join(ev.text for _, ev in events_l if isinstance(ev, AsrFinal))),
                            **{k: lat[k] for k in UNDER_LOAD_KEYS}, "rtf": busy_l / duration_s, "agent_cycles": cycles},
-            "under_load_ratio": {k: lat[k] / alone[k] if lat[k] is not None and alone[k] else None for k in UNDER_LOAD_KEYS},
+            "under_load_ratio": ratios(lat, alone, UNDER_LOAD_KEYS),
+        }
+    compared = {}
+    if base_cfg is not None:
+        log.info("streaming again, the baseline (%s)…", " ".join(args.baseline))
+        same = all(getattr(base_cfg, k) == getattr(cfg, k) for k in LOADER_KEYS)
+        try:
+            base_transcribe = transcribe if same else load_transcriber(base_cfg)
+        except LoadError as exc:
+            print(f"rtchat bench asr: --baseline: {exc}")
+            return 1
+        events_b, busy_b = stream(AsrCore(base_cfg, base_transcribe, load_silero()), audio)
+        lat = latencies(events_b, duration_s, base_cfg.vad_min_silence_ms - base_cfg.vad_speech_pad_ms)
+        compared = {
+            "baseline": {"overrides": args.baseline,
+                         "wer_stream": wer(reference, " ".join(ev.text for _, ev in events_b if isinstance(ev, AsrFinal))),
+                         **{k: lat[k] for k in BASELINE_KEYS}, "rtf": busy_b / duration_s},
+            "baseline_ratio": ratios(alone, lat, RATIO_KEYS),
         }
     log.info("offline transcription of the whole stream…")
     t0 = time.perf_counter()
@@ -316,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
         "audio_s": duration_s,
         "sentences": n_sentences,
         **loaded,
+        **compared,
         "config": {"overrides": args.overrides, "backend": cfg.backend, "model": cfg.model,
                    "compute_type": cfg.compute_type, "threads": cfg.threads, "hop_s": cfg.hop_s,
                    "audio_ctx": cfg.audio_ctx, "audio_ctx_margin_s": cfg.audio_ctx_margin_s, "seed": args.seed,
@@ -328,5 +371,5 @@ def run(args: argparse.Namespace) -> int:
                                               "partial_p50_ms", "last_word_p50_ms", "last_word_p90_ms",
                                               "final_after_vad_end_p50_ms", "vad_end_p50_ms", "rtf", "drift_ratio")
                       if k in report}
-                      | {k: report[k] for k in ("under_load_ratio",) if k in report}))
+                      | {k: report[k] for k in ("under_load_ratio", "baseline", "baseline_ratio") if k in report}))
     return 0

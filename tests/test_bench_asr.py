@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rtchat.bus.events import AsrFinal, AsrPartial, VadEnd, VadStart, Word
-from rtchat.evals.bench_asr import latencies, sentences, stream, wer, wer_breakdown, wer_by_voice
+from rtchat.evals.bench_asr import latencies, ratios, sentences, stream, wer, wer_breakdown, wer_by_voice
 from rtchat.nodes.tts.espeak import synthesize
 
 
@@ -136,3 +136,23 @@ def test_espeak_speaks_offline():
     audio, sr = synthesize("the old man painted the red door")
     assert sr == 22_050 and audio.dtype == np.int16
     assert 1.0 < len(audio) / sr < 4.0 and np.abs(audio).max() > 1000
+
+
+def test_a_latency_over_its_baseline_is_none_where_either_is_missing_or_the_base_is_zero():
+    this = {"a": 150.0, "b": 10.0, "c": None, "d": 5.0}
+    base = {"a": 300.0, "b": 0.0, "c": 4.0}
+    assert ratios(this, base, ("a", "b", "c", "d")) == {"a": 0.5, "b": None, "c": None, "d": None}
+
+
+def test_a_bad_baseline_is_refused_naming_the_key_before_anything_is_loaded(tmp_path, capsys):
+    import argparse
+
+    from rtchat.evals.bench_asr import configure, run
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(["--json", str(tmp_path / "out.json"), "--quick", "--baseline", "asr.silence_hop_ms=900"])
+    assert run(args) == 2
+    out = capsys.readouterr().out
+    assert "--baseline" in out and "asr.silence_hop_ms" in out and "allowed" in out
+    assert not (tmp_path / "out.json").exists()
