@@ -238,6 +238,18 @@ def latencies(events: list[tuple[int, object]], duration_s: float, silence_ms: f
     }
 
 
+def finals_text(events: list[tuple[int, object]]) -> str:
+    """The committed words of a streamed run, in order."""
+    from rtchat.bus.events import AsrFinal
+
+    return " ".join(ev.text for _, ev in events if isinstance(ev, AsrFinal))
+
+
+def vad_wait_ms(cfg) -> float:
+    """The silence the VAD waits for after the speech end it reports (min silence − its pad)."""
+    return cfg.vad_min_silence_ms - cfg.vad_speech_pad_ms
+
+
 def ratios(this: dict, base: dict, keys: tuple[str, ...]) -> dict:
     """Each key of ``this`` over ``base`` (None where either is missing or the base is 0)."""
     return {k: this[k] / base[k] if this.get(k) is not None and base.get(k) else None for k in keys}
@@ -260,7 +272,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtchat.bus.events import AsrFinal
     from rtchat.common.files import write_atomic
     from rtchat.configs import load
     from rtchat.nodes.asr.backends import LoadError, load_transcriber
@@ -300,9 +311,9 @@ def run(args: argparse.Namespace) -> int:
     reference, n_sentences = " ".join(said), len(said)
     duration_s = len(audio) / SR_HZ
     log.info("stream: %d sentences, %.1f s; streaming…", n_sentences, duration_s)
-    silence_ms = cfg.vad_min_silence_ms - cfg.vad_speech_pad_ms
+    silence_ms = vad_wait_ms(cfg)
     events, busy_s = stream(AsrCore(cfg, transcribe, load_silero()), audio)
-    hypothesis = " ".join(ev.text for _, ev in events if isinstance(ev, AsrFinal))
+    hypothesis = finals_text(events)
     alone = latencies(events, duration_s, silence_ms)
     loaded = {}
     if args.under_load:
@@ -318,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         lat = latencies(events_l, duration_s, silence_ms)
         loaded = {
-            "under_load": {"wer_stream": wer(reference, " ".join(ev.text for _, ev in events_l if isinstance(ev, AsrFinal))),
+            "under_load": {"wer_stream": wer(reference, finals_text(events_l)),
                            **{k: lat[k] for k in UNDER_LOAD_KEYS}, "rtf": busy_l / duration_s, "agent_cycles": cycles},
             "under_load_ratio": ratios(lat, alone, UNDER_LOAD_KEYS),
         }
@@ -332,10 +343,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"rtchat bench asr: --baseline: {exc}")
             return 1
         events_b, busy_b = stream(AsrCore(base_cfg, base_transcribe, load_silero()), audio)
-        lat = latencies(events_b, duration_s, base_cfg.vad_min_silence_ms - base_cfg.vad_speech_pad_ms)
+        lat = latencies(events_b, duration_s, vad_wait_ms(base_cfg))
         compared = {
             "baseline": {"overrides": args.baseline,
-                         "wer_stream": wer(reference, " ".join(ev.text for _, ev in events_b if isinstance(ev, AsrFinal))),
+                         "wer_stream": wer(reference, finals_text(events_b)),
                          **{k: lat[k] for k in BASELINE_KEYS}, "rtf": busy_b / duration_s},
             "baseline_ratio": ratios(alone, lat, RATIO_KEYS),
         }
