@@ -22,6 +22,7 @@ need_apt() {
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     say "installing system packages: ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get clean  # the downloaded .deb files: CI machines can be short of disk
   else
     say "missing system packages: ${missing[*]}"
     say "install them with: sudo apt-get install ${missing[*]}"
@@ -63,8 +64,9 @@ HAVE="$(cat "$STAMP" 2>/dev/null || true)"
 if [ "$HAVE" != "$HASH test" ] && [ "$HAVE" != "$HASH $MODE" ]; then
   say "installing rtchat and its dependencies into $VENV"
   PIPLOG="$VENV/pip-install.log"
+  # --no-cache-dir: no second copy of every wheel (a CI run once ran out of disk installing torch)
   pip_install() {
-    if ! "$VENV/bin/python" -m pip install -c "$ROOT/scripts/constraints.txt" "$@" >>"$PIPLOG" 2>&1; then
+    if ! "$VENV/bin/python" -m pip install --no-cache-dir -c "$ROOT/scripts/constraints.txt" "$@" >>"$PIPLOG" 2>&1; then
       grep -vE '^WARNING: Location' "$PIPLOG" | tail -n 30 >&2
       say "pip install $* failed; full output in $PIPLOG"
       exit 1
