@@ -163,6 +163,26 @@ class VadEnd(Event):
     at_ns: int = 0  # the speech end on the capture clock; 0 = unknown
 
 
+@event("vad.pause")
+class VadPause(Event):
+    """The user fell silent inside speech (``asr.silence_hop_ms`` of it): the speech may end in this
+    silence (``vad.end`` once it reaches ``asr.vad_min_silence_ms``) or go on (``vad.resume``).
+    ``stream_pos``/``audio_ns``/``at_ns`` are where ``vad.end`` would place the end. asr → agent, analysis."""
+
+    stream_pos: int
+    audio_ns: int
+    at_ns: int = 0  # on the capture clock; 0 = unknown
+
+
+@event("vad.resume")
+class VadResume(Event):
+    """The user speaks again after a ``vad.pause``, before ``vad.end``. asr → agent, analysis."""
+
+    stream_pos: int
+    audio_ns: int
+    at_ns: int = 0  # on the capture clock; 0 = unknown
+
+
 @event("asr.partial")
 class AsrPartial(Event):
     """The current, revisable hypothesis; replaces the previous one. asr → agent, ui."""

@@ -19,14 +19,15 @@ agent is sounding; the agent yielded when an ``agent.cancel`` follows within ``Y
 Stage latencies (p50 per stage, ms), each measured where the log shows both ends:
 ``vad_start`` / ``vad_end`` (event time − the speech onset/end it reports), ``asr_partial`` /
 ``asr_final`` (event time − end of its last word), ``agent_decision`` (the agent output that
-opens an agent turn − the last user event before it: asr.*, user.text, vad.end), ``tts_first_audio``
+opens an agent turn − the last user event before it: asr.*, user.text, vad.pause, vad.end), ``tts_first_audio``
 (first ``tts.audio`` piece of a chunk − the ``agent.say``/``agent.release`` that asked for it),
 ``played`` (the chunk's first sample played − its first tts.audio piece).
 
 The signals of each transfer (``transfers[i].signals_ms``, ms after the end of the user's speech —
 the transfer's user IPU end —, negative when before it; None where the log lacks one), and their
-p50 over the transfers (``signal_p50_ms``, with ``signal_n`` counting them): ``vad_end`` (the
-``vad.end`` that closed that IPU), ``partial`` (the last ``asr.partial`` after the IPU began, up to
+p50 over the transfers (``signal_p50_ms``, with ``signal_n`` counting them): ``vad_pause`` (the
+``vad.pause`` at the start of the silence that closed that IPU), ``vad_end`` (the ``vad.end`` that
+closed it), ``partial`` (the last ``asr.partial`` after the IPU began, up to
 the agent's first sound), ``final`` (the ``asr.final`` with the IPU's last words: the latest one
 whose last word lies in or nearest that IPU), ``decision`` (the last ``agent.cycle`` deciding to take
 the floor — ``TAKE_FLOOR``: ``switch`` — since the agent's previous IPU began, up to its first
@@ -76,6 +77,7 @@ from rtchat.bus.events import (
     TtsAudio,
     UserText,
     VadEnd,
+    VadPause,
     VadStart,
 )
 from rtchat.common.files import replacing
@@ -87,9 +89,11 @@ MERGE_GAP_NS = 300_000_000  # agent chunks closer than this are one IPU
 YIELD_WINDOW_NS = 2_000_000_000  # an agent.cancel this soon after a user onset over agent speech = yielded
 TYPED_SPAN_NS = 1  # a typed message is an instant
 TAKE_FLOOR = ("switch",)  # the agent.cycle decisions that take the floor from the user
-SIGNALS = ("vad_end", "armed", "partial", "final", "fired", "decision", "audio")  # a transfer's signals, in their usual order
+# a transfer's signals, in their usual order
+SIGNALS = ("vad_pause", "vad_end", "armed", "partial", "final", "fired", "decision", "audio")
 SCHEDULE_STEPS = ("armed", "fired", "disarmed")  # the agent.schedule actions the report lists and the picture marks
-SIGNAL_MARKERS = {"vad_end": ("v", "tab:blue"), "armed": ("o", "tab:purple"), "partial": ("|", "tab:green"),
+SIGNAL_MARKERS = {"vad_pause": ("1", "tab:blue"), "vad_end": ("v", "tab:blue"), "armed": ("o", "tab:purple"),
+                  "partial": ("|", "tab:green"),
                   "final": ("s", "tab:green"), "fired": ("*", "tab:brown"), "decision": ("D", "tab:red"),
                   "audio": ("^", "tab:orange"), "disarmed": ("o", "tab:pink")}  # the timeline picture's (disarmed: hollow)
 
@@ -343,7 +347,7 @@ def stage_latencies(events: list[Timed], clock: AudioClock, transfers: list[dict
             if key in first_piece:
                 stages["played"].append(_ms(ev.start_ns - first_piece[key]))
     # the output that opened each agent turn after user speech, against the last user-side event
-    user_side = sorted(e.t_ns for e in events if isinstance(e.event, AsrPartial | AsrFinal | UserText | VadEnd))
+    user_side = sorted(e.t_ns for e in events if isinstance(e.event, AsrPartial | AsrFinal | UserText | VadEnd | VadPause))
     outputs = sorted(asked.values())
     for tr in transfers:
         last_user = max((t for t in user_side if t <= tr["agent_start_ns"]), default=None)
@@ -380,6 +384,7 @@ def transfer_signals(events: list[Timed], clock: AudioClock, user: list[Span], a
     """Per transfer, when each signal arrived (ms after the user's speech end; None: not in the log),
     and what the switch schedule did (module doc)."""
     vad_ends = [(e.t_ns, clock(e.event.audio_ns)) for e in events if isinstance(e.event, VadEnd)]
+    vad_pauses = [(e.t_ns, clock(e.event.audio_ns)) for e in events if isinstance(e.event, VadPause)]
     partials = [e.t_ns for e in events if isinstance(e.event, AsrPartial)]
     finals = [e for e in events if isinstance(e.event, AsrFinal) and e.event.words]
     decisions = [e.t_ns for e in events if isinstance(e.event, AgentCycle) and e.event.decision in TAKE_FLOOR]
@@ -393,7 +398,8 @@ def transfer_signals(events: list[Timed], clock: AudioClock, user: list[Span], a
         own = [f.t_ns for f in finals if clock.offset_ns is not None
                and nearest(user, clock((f.event.words[-1].start_ns + f.event.words[-1].end_ns) // 2)) is last]
         armed, fired, disarmed = schedule_in(steps, since, start)
-        signals = {
+        signals = {  # vad.pause: the first silence_hop_ms of the silence that ended the speech (its end placed alike)
+            "vad_pause": next((t for t, audio_end in vad_pauses if audio_end == end), None),
             "vad_end": next((t for t, audio_end in vad_ends if audio_end == end), None),
             "armed": None if armed is None else armed.t_ns,
             "partial": max((t for t in partials if last.start_ns < t <= start), default=None),

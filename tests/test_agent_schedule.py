@@ -8,7 +8,7 @@ import pytest
 from agent_harness import ScriptedModel, Timeline
 
 from rtchat.bus.clock import s
-from rtchat.bus.events import AsrFinal, AsrPartial, VadEnd, VadStart, Word
+from rtchat.bus.events import AsrFinal, AsrPartial, VadEnd, VadPause, VadResume, VadStart, Word
 from rtchat.configs.schema import AgentConfig
 from rtchat.nodes.agent.core import AgentCore
 
@@ -64,6 +64,30 @@ def test_words_that_arrive_in_the_silence_are_decided_by_probes_until_the_user_s
         "1 release 1 ' sure'", "1 cycle switch",  # not "fired": probes decided
         "1 say ' (0.2)'", "1 cycle continue",
     ]
+
+
+def test_the_schedule_arms_at_the_first_silence_of_a_pause_and_fires_before_vad_end_when_the_model_says_so():
+    """vad.pause (the silence's first 64 ms) arms the schedule, so it fires on the pause step the
+    model names — here (0.1) after "so yes" — not when vad.end comes 200 ms into the silence; a
+    pause the user speaks through (vad.resume) disarms it and stays written until the words move."""
+    m = ScriptedModel(switch=[(r"yes \(0\.[1-9]\)$", True), (".", False)], generate=[(r"\(\d\.\d\)$", " S2: sure")])
+    core = AgentCore(AgentConfig(), m, 0)
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05)).at(0.2, AsrPartial(text="so", rev=0, utterance=0))
+    tl.at(0.364, VadPause(stream_pos=0, audio_ns=0, at_ns=s(0.3))).at(0.55, VadResume(stream_pos=0, audio_ns=0, at_ns=s(0.5)))
+    tl.at(0.7, AsrPartial(text="so yes", rev=1, utterance=0)).at(0.864, VadPause(stream_pos=0, audio_ns=0, at_ns=s(0.8)))
+    tl.at(1.0, VadEnd(stream_pos=0, audio_ns=0, at_ns=s(0.8))).run(1.3)
+    assert tl.story("schedule", "prerender", "release", "cycle")[:8] == [
+        "0.2 schedule planned none",
+        "0.364 schedule armed none",  # the user paused after "so": nothing to fire on
+        "0.55 schedule disarmed none",  # and went on
+        "0.7 schedule planned 0.1",
+        "0.7 prerender [' sure']",
+        "0.864 schedule armed 0.1",  # the silence's first 64 ms; vad.end at 1.0 only confirms it
+        "0.9 schedule fired 0.1",  # 0.1 s into the silence, 0.1 s before vad.end
+        "0.9 release 1 ' sure'",
+    ]
+    assert tl.state_at(0.6).endswith(" S1: so (0.2)")  # the pause spoken through, as the training corpus writes it
+    assert tl.state_at(0.9).endswith(" S1: so yes (0.1) S2: sure (0.2)")  # the next partial took it back with its words
 
 
 def test_with_no_schedule_every_decision_is_a_probe():

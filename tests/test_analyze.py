@@ -9,7 +9,7 @@ import sys
 import pytest
 from session_log import at, audio_s, barge_in_session, chunk, pcm, write
 
-from rtchat.bus.events import AgentCycle, AgentSchedule, AsrFinal, AsrPartial, AudioIn, UserText, VadEnd, VadStart, Word
+from rtchat.bus.events import AgentCycle, AgentSchedule, AsrFinal, AsrPartial, AudioIn, UserText, VadEnd, VadPause, VadStart, Word
 from rtchat.evals.analyze import analyze, read_events, timeline_figure, timeline_png
 
 
@@ -64,6 +64,7 @@ def test_each_transfer_says_when_its_signals_arrived(tmp_path):
         (2.1, cycle("listen")),
         (2.2, AsrPartial(text=" hello there", rev=1, utterance=0, words=words(("hello", 1.0, 1.4), ("there", 1.5, 1.9)))),
         (2.4, AsrFinal(text=" hello there", utterance=0, words=words(("hello", 1.0, 1.4), ("there", 1.5, 1.9)))),
+        (2.3, VadPause(stream_pos=32_000, audio_ns=audio_s(2.0))),  # the same silence's first 64 ms
         (2.45, cycle("switch")),
         (2.5, VadEnd(stream_pos=32_000, audio_ns=audio_s(2.0))),
         *chunk(1, 0, 2.45, [("", 0.2), (" hi there", 0.6)], start=2.6),  # first sample 2.6 s, first sound 2.8 s
@@ -80,15 +81,19 @@ def test_each_transfer_says_when_its_signals_arrived(tmp_path):
     assert report["fto_ms"] == [800.0, 600.0]  # 2.8 - 2.0; 5.6 - 5.0
     # 1: vad.end 2.5 - 2.0; the last partial before 2.8 is 2.2's; final 2.4; the switch 2.45 (not
     #    the listen at 2.1); the chunk's first sample 2.6
-    assert report["transfers"][0]["signals_ms"] == {"vad_end": 500.0, "armed": None, "partial": 200.0, "final": 400.0,
+    assert report["transfers"][0]["signals_ms"] == {"vad_pause": 300.0, "vad_end": 500.0,
+                                                    "armed": None, "partial": 200.0, "final": 400.0,
                                                     "fired": None, "decision": 450.0, "audio": 600.0}
     # 2: vad.end 5.9 - 5.0; no partial; final 5.3; the switch 5.5 (not 2.45's, before the agent's
     #    previous IPU began at 2.8); first sample 5.6
-    assert report["transfers"][1]["signals_ms"] == {"vad_end": 900.0, "armed": None, "partial": None, "final": 300.0,
+    assert report["transfers"][1]["signals_ms"] == {"vad_pause": None, "vad_end": 900.0,
+                                                    "armed": None, "partial": None, "final": 300.0,
                                                     "fired": None, "decision": 500.0, "audio": 600.0}
-    assert report["signal_p50_ms"] == {"vad_end": 700.0, "armed": None, "partial": 200.0, "final": 350.0, "fired": None,
+    assert report["signal_p50_ms"] == {"vad_pause": 300.0, "vad_end": 700.0,
+                                       "armed": None, "partial": 200.0, "final": 350.0, "fired": None,
                                        "decision": 475.0, "audio": 600.0}
-    assert report["signal_n"] == {"vad_end": 2, "armed": 0, "partial": 1, "final": 2, "fired": 0, "decision": 2, "audio": 2}
+    assert report["signal_n"] == {"vad_pause": 1, "vad_end": 2,
+                                 "armed": 0, "partial": 1, "final": 2, "fired": 0, "decision": 2, "audio": 2}
     # no agent.schedule in the log: every decision was a probe
     assert [t["schedule"]["taken_by"] for t in report["transfers"]] == ["probe", "probe"]
     assert report["schedule_fired_rate"] == 0.0 and report["schedule_disarmed"] == 0 and report["schedule_list"] == []

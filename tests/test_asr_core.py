@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rtchat.bus.core import serve
-from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Reset, VadEnd, VadStart
+from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Reset, VadEnd, VadPause, VadResume, VadStart
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.core import AsrCore
 from rtchat.nodes.asr.frames import Chunk
@@ -164,6 +164,12 @@ def test_a_pause_is_heard_at_once_so_the_final_comes_with_vad_end_and_no_call_af
 
     on, end, calls = served(64)
     assert [type(e) for e in on[end][0]] == [VadEnd, AsrFinal] and on[end][1] == 0
+    # the bus heard the pause first (vad.pause, the agent may take the turn in it), placed where vad.end places the end
+    out = [e for evs, _ in on for e in evs]
+    (pause_ev,) = [e for e in out if isinstance(e, VadPause)]
+    vad_end = on[end][0][0]
+    assert out.index(pause_ev) < out.index(vad_end) and pause_ev.audio_ns == vad_end.audio_ns
+    assert pause_ev.at_ns == vad_end.at_ns and not any(isinstance(e, VadResume) for e in out)
     assert finals_text(e for evs, _ in on for e in evs) == "Hello there, how are today?"
     # the last call heard up to 64 ms (two VAD windows) after the first silent window, and
     # came ~130 ms before vad.end (200 ms of silence), where the pause was heard
@@ -190,6 +196,10 @@ def test_speech_that_resumes_after_a_pause_goes_on_as_one_utterance_with_every_w
     out = [e for evs, _ in serve_ticks(core, whisper, pcm) for e in evs]
     assert [type(e) for e in out].count(VadStart) == [type(e) for e in out].count(VadEnd) == 1
     assert next(e for e in out if isinstance(e, VadEnd)).audio_ns / 1e9 >= 2.5
+    # the gap: vad.pause (the silence's first 64 ms), then vad.resume where the speech goes on; the end's silence: vad.pause only
+    vad = [(type(e).__name__, round(e.audio_ns / 1e9, 2)) for e in out if isinstance(e, VadStart | VadPause | VadResume | VadEnd)]
+    assert [k for k, _ in vad] == ["VadStart", "VadPause", "VadResume", "VadPause", "VadEnd"]
+    assert 1.25 <= vad[1][1] < 1.32 and 1.34 <= vad[2][1] <= 1.38 and vad[3][1] == vad[4][1]
     assert finals_text(out) == "one two three four"
     # a call heard up to 64 ms into the gap
     gap_from = -(-int(1.25 * 16_000) // WINDOW) * WINDOW
@@ -453,6 +463,7 @@ def test_vad_reports_a_pause_once_per_silence_run_inside_speech_and_none_outside
     assert [(e.kind, e.sample // WINDOW, e.at // WINDOW) for e in events] == [
         ("start", 2, 3),  # the silence before speech is no pause
         ("pause", 5, 7),  # one window of silence (3) is none; three (5-7) are one pause, once
+        ("resume", 8, 9),  # the speech goes on after the pause (none after window 3: no pause was reported)
         ("pause", 9, 11),
         ("end", 9, 14),
     ]

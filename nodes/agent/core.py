@@ -1,8 +1,9 @@
 """The agent's pure core: one timed transcript, a causal LM, and a decision several times a second.
 
 Consumes: ``asr.partial`` (the reference's ``~``), ``asr.final`` and ``user.text`` (``*``),
-``audio.played`` (which agent chunks really played), ``vad.start``/``vad.end`` (when the user's
-silence really began: see silence.py; the words and the model decide, not a hand-written rule),
+``audio.played`` (which agent chunks really played), ``vad.start``/``vad.end`` and
+``vad.pause``/``vad.resume`` (when the user's silence really began: see silence.py; the words and
+the model decide, not a hand-written rule),
 ``ctl.reset``, ``ctl.config``.
 Produces: ``agent.say``, ``agent.pause``, ``agent.prerender``, ``agent.release``, ``agent.cancel``,
 ``agent.cycle`` (every decision), ``agent.state`` (whenever the sequence changed, once per call).
@@ -76,6 +77,8 @@ from rtchat.bus.events import (
     Reset,
     UserText,
     VadEnd,
+    VadPause,
+    VadResume,
     VadStart,
 )
 from rtchat.configs.schema import AgentConfig
@@ -112,7 +115,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
     name = "agent"
     topics = ("asr.", "user.text", "audio.played", "vad.")
     control_topics = ("ctl.",)
-    urgent_topics = ("vad.end", "ctl.")  # a lookahead renewal stops for them: the decision, a reset, come first
+    urgent_topics = ("vad.end", "vad.pause", "ctl.")  # a lookahead renewal stops for them: the decision, a reset, come first
 
     def __init__(self, cfg: AgentConfig, model: LanguageModel, now_ns: int):
         self.cfg = cfg
@@ -122,7 +125,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         self.counters: collections.Counter[str] = collections.Counter()
         self.warnings: list[str] = []
         self.audio_seen = False  # an audio.played was heard of: playback is tracked
-        self.vad_open = False  # vad.start without its vad.end: the user is speaking now
+        self.vad_open = False  # vad.start/vad.resume without a vad.pause/vad.end since: the user is speaking now
         self.spoken_until_ns = 0  # capture-clock end of the user's last word (0 = unknown)
         self.vad_activity_ns = 0  # the last vad.* / asr.* event while the VAD is open
         self.voice = False  # asr words were heard of: a voice session, playback is tracked
@@ -145,9 +148,9 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
             out = self._input(ev.text, partial=False, typed=isinstance(ev, UserText), now_ns=now_ns)
         elif isinstance(ev, AudioPlayed):
             self._played(ev)
-        elif isinstance(ev, VadStart | VadEnd):
+        elif isinstance(ev, VadStart | VadEnd | VadPause | VadResume):
             self._vad(ev, now_ns)
-            out = self._arm() if isinstance(ev, VadEnd) else self._disarm()
+            out = self._disarm() if self.vad_open else self._arm()
         elif isinstance(ev, Reset):
             out = self._cancel() if self._unplayed() else []
             self.turn += 1
@@ -204,7 +207,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         self.last_cycle_ns = now_ns
         self.silence_ns = now_ns if self.t.speaker == USER else None
         for t_ns, ev in later:
-            if isinstance(ev, AsrPartial | AsrFinal | UserText | VadStart | VadEnd):
+            if isinstance(ev, AsrPartial | AsrFinal | UserText | VadStart | VadEnd | VadPause | VadResume):
                 self.on_event(ev, t_ns)
         self.counters["resumes"] += 1
         self._changed = True
@@ -236,7 +239,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         self.plan = None  # the switch schedule of the transcript as it stands (schedule.py)
         self._plan_due = False  # new words: plan on a tick of its own
         self.armed = False  # the VAD heard the speech stop; the schedule decides at every pause step
-        self._decide_now = False  # a decision is due at once (vad.end)
+        self._decide_now = False  # a decision is due at once (vad.pause, vad.end)
         self._more_now = False  # a switch's first chunk went out: the next cycle is due at once (cycle.py)
         self._tried_reply_for: str | None = None  # the transcript the schedule's reply was last made for (schedule.py)
         self.p_switch = 0.0  # the last listening decision's P(the agent's tag next)

@@ -16,8 +16,8 @@ The cycle (reference §6). The history is trimmed (§4.6). Then:
   that reply is due); a stale one is renewed right after the decision went out — a tick of its own
   (``_renew_due``), so the decision never waits for the lookahead's tokens and words that
   arrived meanwhile are read first. A renewed prediction that has the agent reply sends its
-  chunks as ``agent.prerender``. A renewal stops early, with no prediction, when the speech end
-  or a control event is waiting (``Core.interrupted``: the node's shell looks at the bus after
+  chunks as ``agent.prerender``. A renewal stops early, with no prediction, when the speech stop
+  (``vad.pause``, ``vad.end``) or a control event is waiting (``Core.interrupted``: the node's shell looks at the bus after
   every token), so the decision at the speech end never waits for the lookahead's tokens.
 - agent's floor: the opening utterance, else the next cached chunk(s) (``agent.release``), else
   7 generated tokens: words → ``agent.say`` (``continue``); ``S2:`` → a new agent utterance;
@@ -107,7 +107,7 @@ class Cycle:
             if self._more_now:  # a switch's first chunk went out: what follows it, now
                 return self.last_cycle_ns
             return self.last_cycle_ns + max(interval, self.agent_wait_ns)
-        scheduled = self._schedule_due()  # schedule.py: at vad.end, then at the pause steps
+        scheduled = self._schedule_due()  # schedule.py: at vad.pause/vad.end, then at the pause steps
         if scheduled is not None:
             return scheduled
         return self.last_cycle_ns + max(min(interval, s(self.cfg.listen_interval_s)), self.agent_wait_ns)
@@ -232,7 +232,7 @@ class Cycle:
             return
         self.counters["lookaheads"] += 1
         la = self.model.lookahead(self.t.text, self.cfg.lookahead_max_tokens, self.cfg.response_max_tokens, self.interrupted)
-        if la is None:  # cut short: the speech ended (vad.end waits), and the decisions come first
+        if la is None:  # cut short: the speech stopped (vad.pause/vad.end waits), and the decisions come first
             self.counters["lookaheads_interrupted"] += 1
             return
         speaker, words = parse_response(la.response)

@@ -16,12 +16,14 @@ In the silence the decision is a look-up: the cycle reads the probability of the
 it stands from the schedule, with no model call on the critical path; a transcript the schedule
 does not have (words that came in the silence, a pause past the schedule) gets a probe of its
 own, as every decision did before (a plan costs about two probes, and the decision is due now).
-When the VAD says the speech stopped (``vad.end``), the schedule is *armed*: a decision is due
-at once (the pause already written may be X) and then at every pause step, so the turn is taken
-on the step that writes X (*fired*) — in a silence the VAD heard, the decisions come at the
-pause steps, not on the listening interval's grid. The user speaking again first
-(``vad.start``) *disarms* it. With ``schedule_steps`` 0 there is no schedule: every listening
-decision is a probe of its own.
+When the VAD says the speech stopped — ``vad.pause``, its first ``asr.silence_hop_ms`` of silence,
+not ``vad.end`` ``asr.vad_min_silence_ms`` later: where the user has stopped is the model's call,
+by the pause it reads, not a silence timeout's — the schedule is *armed*: a decision is due at
+once (the pause already written may be X) and then at every pause step, so the turn is taken on
+the step that writes X (*fired*) — in a silence the VAD heard, the decisions come at the pause
+steps, not on the listening interval's grid. The user speaking again first (``vad.resume``,
+``vad.start``) *disarms* it; ``vad.end`` in the same silence only confirms it. With
+``schedule_steps`` 0 there is no schedule: every listening decision is a probe of its own.
 
 ``agent.schedule`` events record each step (planned / armed / fired / disarmed) for the timeline.
 """
@@ -135,7 +137,7 @@ class SwitchSchedule:
     def _words_changed(self) -> None:
         """New user words while the user speaks (or with no VAD: typed input): plan after the
         next decision, on a tick of its own. Words that arrive in a silence the VAD heard (a
-        final after ``vad.end``) are decided at once, by a probe: a plan would delay the
+        final after ``vad.pause``/``vad.end``) are decided at once, by a probe: a plan would delay the
         decisions due meanwhile, and the armed schedule no longer applies."""
         if self.t.speaker != USER:
             return
@@ -155,13 +157,15 @@ class SwitchSchedule:
         return out
 
     def _arm(self) -> list[Event]:
-        """The VAD heard the speech stop: decide now, and at every pause step after; the
-        schedule, when it has the transcript, is armed."""
+        """The VAD heard the speech stop (``vad.pause``, ``vad.end``): decide now, and at every pause
+        step after; the schedule, when it has the transcript, is armed."""
         if self.t.speaker != USER:
             return []
         self._decide_now = True
         if not self.plan or self.t.text not in self.plan.texts:
             return []  # words the schedule has not seen: the decisions are probes
+        if self.armed:
+            return []  # armed at vad.pause; vad.end in the same silence confirms it
         self.armed = True
         return [self._schedule_event("armed", self.plan.fire_tenths(self.cfg.switch_threshold))]
 
@@ -187,7 +191,7 @@ class SwitchSchedule:
 
     def _schedule_due(self) -> int | None:
         """When the next listening decision is due instead of the listening interval: at once
-        after ``vad.end``; in a silence the VAD heard, when the pause grows next (the transcript
+        after ``vad.pause``/``vad.end``; in a silence the VAD heard, when the pause grows next (the transcript
         changes only then, and its step writes the pause the schedule fires on)."""
         if self._decide_now:
             return 0

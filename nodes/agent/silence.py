@@ -5,9 +5,11 @@ stopped speaking, not the time since their words arrived. In a voice session the
 words come about a second after they were spoken; counting from their arrival, the model would
 read "(0.2)" where the user has been silent for 1.2 s and wait a second longer than a listener
 would. So the pause clock starts at the end of the last word (``spoken_until_ns`` of ``asr.*``) or
-at ``vad.end`` (``at_ns``), whichever is later, never in the future; and while the VAD says the
-user is speaking (``vad.start`` without its ``vad.end``) no pause grows, however long the
-recogniser takes. A VAD that stays open with no ``vad.*``/``asr.*`` event for ``VAD_STALE_NS``
+at the VAD's speech end (``at_ns`` of ``vad.pause``, the first ``asr.silence_hop_ms`` of silence,
+or of ``vad.end``), whichever is later, never in the future; and while the VAD says the user is
+speaking (``vad.start`` or ``vad.resume`` since the last ``vad.pause``/``vad.end``) no pause
+grows, however long the recogniser takes. A pause the user then speaks through stays written,
+as inside a turn of the training corpus. A VAD that stays open with no ``vad.*``/``asr.*`` event for ``VAD_STALE_NS``
 counts as closed (a lost ``vad.end`` must not silence the agent for good). Typed input and
 sessions without a VAD keep the arrival clock.
 """
@@ -15,7 +17,7 @@ sessions without a VAD keep the arrival clock.
 from __future__ import annotations
 
 from rtchat.bus.clock import s
-from rtchat.bus.events import VadEnd, VadStart
+from rtchat.bus.events import VadEnd, VadPause, VadResume, VadStart
 from rtchat.nodes.agent.transcript import NS_PER_TENTH, USER, tenths_of_ns
 
 VAD_STALE_NS = 5_000_000_000  # an open VAD with no vad.*/asr.* event this long counts as closed
@@ -32,10 +34,10 @@ class SilenceClock:
             return None
         return min(now_ns, since_ns) if since_ns > 0 else now_ns
 
-    def _vad(self, ev: VadStart | VadEnd, now_ns: int) -> None:
+    def _vad(self, ev: VadStart | VadEnd | VadPause | VadResume, now_ns: int) -> None:
         self.counters["vad_events"] += 1
         self.vad_activity_ns = now_ns
-        self.vad_open = isinstance(ev, VadStart)
+        self.vad_open = isinstance(ev, VadStart | VadResume)
         if self.t.speaker != USER:
             return
         if self.vad_open:

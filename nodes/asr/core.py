@@ -4,6 +4,8 @@ Consumes: ``audio.in`` (user audio frames), ``audio.played`` (what the agent's v
 played, for self-echo suppression), ``ctl.reset``.
 Produces: ``vad.start`` / ``vad.end`` (speech began / ended; ``stream_pos`` is the 16 kHz sample
 index, ``audio_ns`` the same instant in ns of audio time, ``at_ns`` on the capture clock),
+``vad.pause`` / ``vad.resume`` (``asr.silence_hop_ms`` of silence inside speech, placed where an
+end would be / speech again before ``vad.end``),
 ``asr.partial`` (the revisable tail of the latest hypothesis, ``rev`` rising within an utterance;
 an empty one retracts), ``asr.final`` (committed words with absolute audio times); both carry
 ``spoken_until_ns``, when their last word ended on the capture clock, so the agent can write the
@@ -55,7 +57,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from rtchat.bus.core import Core
-from rtchat.bus.events import AsrFinal, AsrPartial, AudioIn, AudioPlayed, Event, Reset, VadEnd, VadStart, Word
+from rtchat.bus.events import (
+    AsrFinal,
+    AsrPartial,
+    AudioIn,
+    AudioPlayed,
+    Event,
+    Reset,
+    VadEnd,
+    VadPause,
+    VadResume,
+    VadStart,
+    Word,
+)
 from rtchat.configs.schema import AsrConfig
 from rtchat.nodes.asr.echo import EchoConfig, EchoFilter
 from rtchat.nodes.asr.frames import NS_PER_SAMPLE, SR_HZ, Chunk, FrameAssembler, samples_to_ns
@@ -147,7 +161,7 @@ class AsrCore(Core):
         self.base_first_word_hop = self.policy.first_word_hop
         self.lag_ns = 0
         self.catching_up = False  # feeding logged audio after a restart: the hop is max_buffer_s / 2
-        self.counts = {"bad_frames": 0, "vad_starts": 0, "vad_ends": 0, "partials": 0, "finals": 0, "played": 0}
+        self.counts = {"bad_frames": 0, "vad_starts": 0, "vad_ends": 0, "vad_pauses": 0, "partials": 0, "finals": 0, "played": 0}
 
     # ---------------------------------------------------------------- events
 
@@ -259,7 +273,9 @@ class AsrCore(Core):
         self.ring.add(chunk)
         for ev in self.vad.push(chunk):
             if ev.kind == "pause":
-                self._pause(ev)
+                out += self._pause(ev)
+            elif ev.kind == "resume":
+                out += self._resume(ev)
             else:
                 out += self._start(ev) if ev.kind == "start" else self._end(ev.sample, ev.at)
         if self.in_speech:
@@ -268,15 +284,28 @@ class AsrCore(Core):
             self.ring.trim()
         return out
 
-    def _pause(self, ev: VadEvent) -> None:
-        """The VAD heard ``asr.silence_hop_ms`` of silence inside speech: a hypothesis of the audio
-        up to there is due now, not at the next hop. If the speech ends in this silence, the VAD
-        places its end (the last speech window + its pad, under a window) no later, so the flush
-        at ``vad.end`` has heard it all and commits this hypothesis without a call: the final
-        comes with ``vad.end``, not a recogniser call after it. If speech resumes, it was one hop,
-        early. Not while catching up (its hops are long on purpose)."""
-        if not self.catching_up and self.in_speech:
+    def _pause(self, ev: VadEvent) -> list[Event]:
+        """The VAD heard ``asr.silence_hop_ms`` of silence inside speech: say so (``vad.pause``: the
+        agent may take the turn in it), and a hypothesis of the audio up to there is due now, not
+        at the next hop. If the speech ends in this silence, the VAD places its end (the last
+        speech window + its pad, under a window) no later, so the flush at ``vad.end`` has heard
+        it all and commits this hypothesis without a call: the final comes with ``vad.end``, not
+        a recogniser call after it. If speech resumes (``vad.resume``), it was one hop, early. No
+        early hypothesis while catching up (its hops are long on purpose)."""
+        if not self.in_speech:
+            return []
+        if not self.catching_up:
             self.hear_until = ev.at
+        self.counts["vad_pauses"] += 1
+        audio_ns = samples_to_ns(ev.sample)
+        return [VadPause(stream_pos=ev.sample, audio_ns=audio_ns, at_ns=self._clock(audio_ns))]
+
+    def _resume(self, ev: VadEvent) -> list[Event]:
+        """The speech goes on after a ``vad.pause``."""
+        if not self.in_speech:
+            return []
+        audio_ns = samples_to_ns(ev.sample)
+        return [VadResume(stream_pos=ev.sample, audio_ns=audio_ns, at_ns=self._clock(audio_ns))]
 
     def _start(self, ev: VadEvent) -> list[Event]:
         out = self._flush()  # the last utterance's words first

@@ -8,8 +8,9 @@ Hysteresis turns the scores into events: speech *starts* at the first window sco
 speech, and breaks a silence run). A start is placed ``speech_pad_ms`` before its window, an end
 ``speech_pad_ms`` after the last window that was still speech — the same convention as Silero's
 own ``VADIterator``, so a word's soft onset and tail stay inside the span. With ``pause_ms``, a
-silence run inside speech that reaches it is reported once as a ``pause`` (speech goes on; it
-may end in that silence ``min_silence_ms`` later, or resume).
+silence run inside speech that reaches it is reported once as a ``pause``, placed where an end in
+it would be (speech goes on; it may end in that silence ``min_silence_ms`` later), and the first
+window that breaks that run as a ``resume`` (the speech went on after the pause).
 
 Events are decided ``min_silence_ms`` late for an end (that is what the hysteresis means) and up
 to one window late for a start; their sample indices are still the true positions, and ``at``
@@ -82,9 +83,10 @@ class VadConfig:
 @dataclasses.dataclass(frozen=True, slots=True)
 class VadEvent:
     """Speech started or ended at 16 kHz sample index ``sample``, decided on the audio up to ``at``;
-    or (``pause``) has been silent since ``sample`` for ``pause_ms``, up to ``at``, and goes on."""
+    or (``pause``) has been silent since ``sample`` (where an end would be placed) for about
+    ``pause_ms``, up to ``at``, and goes on; or (``resume``) speaks again at ``sample`` after a pause."""
 
-    kind: Literal["start", "end", "pause"]
+    kind: Literal["start", "end", "pause", "resume"]
     sample: int
     at: int
 
@@ -99,6 +101,7 @@ class StreamingVad:
         self.min_silence = self.cfg.min_silence_ms * SR_HZ // 1000
         self.pause = self.cfg.pause_ms * SR_HZ // 1000
         self.paused = False  # the current silence run was reported as a pause
+        self.paused_at = 0  # where that pause was placed
         self._rest = np.zeros(0, dtype=np.float32)  # samples not yet forming a whole window
         self.pos = 0  # 16 kHz index of the first sample of _rest
         self.started = False  # whether any chunk has arrived
@@ -133,7 +136,7 @@ class StreamingVad:
         ``min_silence_ms`` of silence, and not before ``speech_from``."""
         self.started, self.pos, self.floor = True, start, speech_from
         self._rest = np.zeros(0, dtype=np.float32)
-        self.in_speech, self.last_speech_end, self.silence_from = True, max(start, speech_from), None
+        self.in_speech, self.last_speech_end, self.silence_from, self.paused = True, max(start, speech_from), None, False
 
     def restart(self, start: int) -> list[VadEvent]:
         """The stream jumps to ``start``: end open speech where the old stream ended, reset the model."""
@@ -146,6 +149,7 @@ class StreamingVad:
 
     def close(self) -> list[VadEvent]:
         """End open speech now (end of stream, reset): at the end of the audio pushed so far."""
+        self.paused = False
         if not self.in_speech:
             return []
         self.in_speech = False
@@ -155,9 +159,13 @@ class StreamingVad:
         p = self.model(window)
         self.windows += 1
         end = start + WINDOW
+        resumed = None
         if p >= self.cfg.end_threshold:
             self.last_speech_end = end
             self.silence_from = None
+            if self.paused and self.in_speech:  # placed as a start is, not before the pause
+                self.paused = False
+                resumed = VadEvent("resume", max(start - self.pad, self.paused_at), end)
         if not self.in_speech:
             if p >= self.cfg.start_threshold:
                 self.in_speech = True
@@ -167,13 +175,13 @@ class StreamingVad:
             if self.silence_from is None:
                 self.silence_from, self.paused = start, False
             if end - self.silence_from >= self.min_silence:
-                self.in_speech = False
+                self.in_speech = self.paused = False
                 self.silence_from = None
                 return self._event("end", min(self.last_speech_end + self.pad, end), end)
             if self.pause and not self.paused and end - self.silence_from >= self.pause:
-                self.paused = True
-                return VadEvent("pause", self.silence_from, end)
-        return None
+                self.paused, self.paused_at = True, min(self.last_speech_end + self.pad, end)
+                return VadEvent("pause", self.paused_at, end)
+        return resumed
 
     def _event(self, kind: Literal["start", "end"], sample: int, at: int) -> VadEvent:
         sample = max(sample, self.floor)

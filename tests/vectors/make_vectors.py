@@ -48,6 +48,8 @@ from rtchat.bus.events import (
     TtsAudio,
     UserText,
     VadEnd,
+    VadPause,
+    VadResume,
     VadStart,
     Word,
 )
@@ -156,6 +158,10 @@ VECTORS: list[tuple[str, str, Envelope, object]] = [
      AgentSchedule(turn=5, gen=2, action="planned", fire_after_ns=300_000_000,
                    pauses_ns=(0, 100_000_000, 200_000_000, 300_000_000), probs=(0.01, 0.12, 0.4, 0.55))),
     ("agent.schedule", "armed: no lists", env("agent", 30), AgentSchedule(turn=5, gen=2, action="armed", fire_after_ns=-1)),
+    ("vad.pause", "the first 64 ms of a silence inside speech, placed where an end would be", env("asr", 31),
+     VadPause(stream_pos=40_480, audio_ns=2_530_000_000, at_ns=T0 + 2_530_000_000)),
+    ("vad.resume", "speech again after that pause", env("asr", 32),
+     VadResume(stream_pos=42_016, audio_ns=2_626_000_000, at_ns=T0 + 2_626_000_000)),
 ]
 
 
