@@ -90,6 +90,38 @@ def test_the_schedule_arms_at_the_first_silence_of_a_pause_and_fires_before_vad_
     assert tl.state_at(0.9).endswith(" S1: so yes (0.1) S2: sure (0.2)")  # the next partial took it back with its words
 
 
+def late_revision_session(revised_until_s: float):
+    """The user asks "do you have any idea", stops at 0.5 s; the schedule fires at (0.1); then the
+    recogniser revises the last word ("ideas"), its end at ``revised_until_s``."""
+    m = ScriptedModel(switch=[(r"idea \(0\.[1-9]\)$", True), (".", False)], generate=[(r"\(\d\.\d\)$", " S2: sure")])
+    core = AgentCore(AgentConfig(), m, 0)
+
+    def said(text: str, until_s: float) -> tuple[Word, ...]:
+        return (Word(text=text, start_ns=s(until_s - 0.1), end_ns=s(until_s)),)
+
+    tl = Timeline(core).at(0.05, vad(VadStart, 0.05))
+    tl.at(0.3, AsrFinal(text="do you have any", utterance=0, words=said("any", 0.3), spoken_until_ns=s(0.3)))
+    tl.at(0.35, AsrPartial(text="idea", rev=1, utterance=0, words=said("idea", 0.45), spoken_until_ns=s(0.45)))
+    tl.at(0.564, VadPause(stream_pos=0, audio_ns=0, at_ns=s(0.5)))
+    revised = said("ideas", revised_until_s)
+    tl.at(0.65, AsrPartial(text="ideas", rev=2, utterance=0, words=revised, spoken_until_ns=s(revised_until_s)))
+    return core, tl.run(1.0)
+
+
+def test_a_word_revised_after_the_switch_but_spoken_before_it_revises_the_users_turn_and_is_no_barge_in():
+    """Armed at vad.pause, the schedule often fires before the pause hypothesis's words arrive; a
+    revision of the last word spoken before the switch ("idea" → "ideas") belongs before the
+    agent's turn — laid after it (the ≤ 2-word deferral) it read as the user barging in, and the
+    agent cancelled the reply it had just begun."""
+    core, tl = late_revision_session(0.48)
+    assert "0.6 schedule fired 0.1" in tl.story("schedule") and tl.story("cancel") == []
+    assert tl.state_at(0.7).endswith(" S1: do you have any ideas S2: sure (0.2)")
+    assert core.counters["late_revisions"] == 1
+    # the same words, ending after the agent took the turn (0.6), are the user speaking over it
+    core, tl = late_revision_session(0.62)
+    assert tl.story("cancel") == ["0.65 cancel gen=1"] and core.counters["late_revisions"] == 0
+
+
 def test_with_no_schedule_every_decision_is_a_probe():
     m = model()
     core = AgentCore(AgentConfig(schedule_steps=0), m, 0)

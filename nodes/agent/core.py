@@ -143,9 +143,10 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
             if ev.words:
                 self.spoken_until_ns = ev.spoken_until_ns
         if isinstance(ev, AsrPartial):
-            out = self._input(ev.text, partial=True, typed=False, now_ns=now_ns)
+            out = self._input(ev.text, partial=True, typed=False, now_ns=now_ns, spoken_ns=ev.spoken_until_ns if ev.words else 0)
         elif isinstance(ev, AsrFinal | UserText):
-            out = self._input(ev.text, partial=False, typed=isinstance(ev, UserText), now_ns=now_ns)
+            spoken_ns = ev.spoken_until_ns if isinstance(ev, AsrFinal) and ev.words else 0
+            out = self._input(ev.text, partial=False, typed=isinstance(ev, UserText), now_ns=now_ns, spoken_ns=spoken_ns)
         elif isinstance(ev, AudioPlayed):
             self._played(ev)
         elif isinstance(ev, VadStart | VadEnd | VadPause | VadResume):
@@ -244,6 +245,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         self._tried_reply_for: str | None = None  # the transcript the schedule's reply was last made for (schedule.py)
         self.p_switch = 0.0  # the last listening decision's P(the agent's tag next)
         self.agent_wait_ns = 0
+        self.took_turn_ns = 0  # when the agent last took the turn (cycle.py): words spoken before are no barge-in
         self.silence_ns = now_ns if self.t.speaker == USER else None
         self._pause_memo: tuple[str, int] | None = None
         self._inputs: list[str] = []
@@ -279,7 +281,8 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
 
     # ---------------------------------------------------------------- input
 
-    def _input(self, text: str, partial: bool, typed: bool, now_ns: int) -> list[Event]:
+    def _input(self, text: str, partial: bool, typed: bool, now_ns: int, spoken_ns: int = 0) -> list[Event]:
+        """User words. ``spoken_ns``: when their last word ended (capture clock; 0 = unknown)."""
         # in the form the model was trained on: "About." would read as a finished sentence
         words = corpus_words(clean_words(text))
         if typed and not words:
@@ -293,13 +296,24 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
             self.t.partial_pos = None
             self.counters["finals_confirming"] += 1
             return []
+        defer = not self._late_revision(spoken_ns)
         if words and self.t.speaker == AGENT and self._unplayed():
             probe = self.t.copy()
-            self._rewrite(probe, words, partial)
+            self._rewrite(probe, words, partial, defer)
             if probe.speaker != AGENT:
                 return self._barge_in(words, partial, now_ns)
-        self._apply_input(words, partial, now_ns, since_ns=0 if typed else self.spoken_until_ns)
+        self._apply_input(words, partial, now_ns, since_ns=0 if typed else self.spoken_until_ns, defer=defer)
         return []
+
+    def _late_revision(self, spoken_ns: int) -> bool:
+        """Words of the pending partial that were spoken before the agent took the turn (the
+        recogniser revised the last word after the switch): they revise the user's turn before
+        the agent's, they are no barge-in. With the schedule armed at ``vad.pause`` the turn is
+        often taken before the pause hypothesis's words arrive."""
+        late = (0 < spoken_ns <= self.took_turn_ns and self.t.speaker == AGENT and self.t.partial_pos is not None
+                and self.t.partial_pos < self.t.marks.get("turn", -1))
+        self.counters["late_revisions"] += late
+        return late
 
     def _confirms_partial(self, words: str) -> bool:
         """The pending partial's words (up to the next tag, pauses aside) are exactly ``words``."""
@@ -311,14 +325,14 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         return PAUSE_RE.sub("", said).split() == words.split()
 
     @staticmethod
-    def _rewrite(t: Transcript, words: str, partial: bool) -> None:
-        rw = rewrite_input(t.text, t.partial_pos, words, partial)
+    def _rewrite(t: Transcript, words: str, partial: bool, defer: bool = True) -> None:
+        rw = rewrite_input(t.text, t.partial_pos, words, partial, defer=defer)
         t.replace_tail(rw.start, rw.tail, rw.moves)
         t.partial_pos = rw.partial_pos
         if not t.body:  # everything said was taken back: an empty user turn, as at a reset
             t.text += f" {USER}:"
 
-    def _apply_input(self, words: str, partial: bool, now_ns: int, since_ns: int = 0) -> None:
+    def _apply_input(self, words: str, partial: bool, now_ns: int, since_ns: int = 0, defer: bool = True) -> None:
         """§5 on the transcript. A trailing user pause inside the rolled-back span survives when
         the words did not change (a final repeating the last partial), and so does its clock."""
         before, old = self.t.speaker, self.t.text
@@ -326,7 +340,7 @@ class AgentCore(Cycle, SwitchSchedule, SilenceClock, BargeIn, Core):
         pause = self.t.trailing_pause(self._interval_tenths) if before == USER else None
         if pause and self.t.partial_pos is not None and pause[0] >= self.t.partial_pos:
             kept = (old[: pause[0]], old[pause[0] :])
-        self._rewrite(self.t, words, partial)
+        self._rewrite(self.t, words, partial, defer)
         if kept and self.t.text == kept[0]:
             self.t.text += kept[1]
         else:

@@ -306,6 +306,7 @@ class Cycle:
             self.counters["schedule_fired"] += 1
         self.armed = False
         self.plan = None
+        self.took_turn_ns = self.last_cycle_ns  # the cycle deciding now
         self.turn += 1
         self.playback = Playback()
         self.look.prediction = None

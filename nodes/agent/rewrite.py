@@ -14,9 +14,10 @@ new words are then laid back over them:
   a word boundary (an untagged chunk continues the user's turn; a tagged one re-opens ``S1:``);
 - another speaker's turn is carried over unchanged — the agent's words survive a revision;
 - the deliberate ≤ 2-word heuristics: a first chunk of ≤ 2 words is *deferred* (its words land
-  after the next turn) when more turns follow; ≤ 2 leftover words before the *last* carried turn
-  join the user's text before it instead of dangling after it (unless the first chunk was
-  deferred and that turn is the second utterance);
+  after the next turn) when more turns follow — unless the words are known to have been spoken
+  before that turn began (``defer=False``: the core knows when the user's last word ended);
+  ≤ 2 leftover words before the *last* carried turn join the user's text before it instead of
+  dangling after it (unless the first chunk was deferred and that turn is the second utterance);
 - leftovers go at the end, after a new ``S1:`` if the floor is not the user's. This is the only
   way the floor passes to the user; a rewrite can also give it back to the agent.
 
@@ -98,9 +99,12 @@ class _Tail:
         self.speaker = tag_of(utterance)
 
 
-def rewrite_input(text: str, partial_pos: int | None, words: str, partial: bool, user: str = USER) -> Rewrite:
+def rewrite_input(text: str, partial_pos: int | None, words: str, partial: bool, user: str = USER,
+                  defer: bool = True) -> Rewrite:
     """Consumes the sequence, the pending partial's position, the new words (clean, single-spaced;
-    "" for a blank final) and whether they are a partial. Produces the Rewrite to apply."""
+    "" for a blank final) and whether they are a partial. Produces the Rewrite to apply.
+    ``defer=False``: the words were spoken before the turns taken meanwhile (a late revision of
+    the pending partial), so its first chunk is never deferred after them."""
     start = len(text) if partial_pos is None else partial_pos
     rolled = utterances_from(text, start)
     tail = _Tail(text[:start], user)
@@ -117,7 +121,7 @@ def rewrite_input(text: str, partial_pos: int | None, words: str, partial: bool,
         elif seg:
             cut = seg.find(" ", len(words_of(utt)))
             piece = seg if cut < 0 else seg[:cut]
-            if j == 0 and n > 1 and piece.count(" ") < 2:
+            if defer and j == 0 and n > 1 and piece.count(" ") < 2:
                 deferred = True
                 continue
             tail.add_user(piece, new_turn=tag is not None)
