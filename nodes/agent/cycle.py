@@ -12,8 +12,8 @@ The cycle (reference §6). The history is trimmed (§4.6). Then:
   reply) is ``listen``.
 - lookahead on (§8): while listening, a kept prediction (cosine similarity of the predicted and
   the actual completion ≥ ``similarity_threshold``; −1 with no usable embedding, 1 with nothing
-  new) stays — unless it holds no reply where the switch schedule fires (``_schedule_wants_reply``:
-  that reply is due); a stale one is renewed right after the decision went out — a tick of its own
+  new) stays — unless it holds no reply and the switch schedule's reply to the words as they
+  stand was not tried (``_schedule_wants_reply``); a stale one is renewed right after the decision went out — a tick of its own
   (``_renew_due``), so the decision never waits for the lookahead's tokens and words that
   arrived meanwhile are read first. A renewed prediction that has the agent reply sends its
   chunks as ``agent.prerender``. A renewal stops early, with no prediction, when the speech stop
@@ -226,8 +226,9 @@ class Cycle:
 
     def _predict(self, out: list[Event]) -> None:
         """A new lookahead; its agent reply, chunked, replaces the cache and is pre-rendered. When
-        the switch schedule has the transcript and a pause it fires on, the reply is the one the
-        agent gives after that pause (``_schedule_reply``), not a guess of the user's next words."""
+        the switch schedule has the transcript, the reply is the one the agent gives after the
+        pause it fires on, or the next pause step (``_schedule_reply``), not a guess of the user's
+        next words; the guess is made where that reply has no words."""
         if self._schedule_reply(out):
             return
         self.counters["lookaheads"] += 1
