@@ -13,12 +13,13 @@ The cycle (reference §6). The history is trimmed (§4.6). Then:
 - lookahead on (§8): while listening, a kept prediction (cosine similarity of the predicted and
   the actual completion ≥ ``similarity_threshold``; −1 with no usable embedding, 1 with nothing
   new) stays — unless it holds no reply and the switch schedule's reply to the words as they
-  stand was not tried (``_schedule_wants_reply``); a stale one is renewed right after the decision went out — a tick of its own
-  (``_renew_due``), so the decision never waits for the lookahead's tokens and words that
-  arrived meanwhile are read first. A renewed prediction that has the agent reply sends its
-  chunks as ``agent.prerender``. A renewal stops early, with no prediction, when the speech stop
-  (``vad.pause``, ``vad.end``) or a control event is waiting (``Core.interrupted``: the node's shell looks at the bus after
-  every token), so the decision at the speech end never waits for the lookahead's tokens.
+  stand was not tried (``_schedule_wants_reply``); a stale one is renewed right after the
+  decision went out — a tick of its own (``_renew_due``), so the decision never waits for the
+  lookahead's tokens and words that arrived meanwhile are read first. A renewed prediction that
+  has the agent reply sends its chunks as ``agent.prerender``. A renewal stops early, with no
+  prediction, when the speech stop (``vad.pause``, ``vad.end``) or a control event is waiting
+  (``Core.interrupted``: the node's shell looks at the bus after every token), so the decision at
+  the speech end never waits for the lookahead's tokens.
 - agent's floor: the opening utterance, else the next cached chunk(s) (``agent.release``), else
   7 generated tokens: words → ``agent.say`` (``continue``); ``S2:`` → a new agent utterance;
   ``S1`` (8b), another tag, or nothing → the agent holds the floor silently: the trailing pause
