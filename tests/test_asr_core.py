@@ -183,6 +183,23 @@ def test_a_pause_is_heard_at_once_so_the_final_comes_with_vad_end_and_no_call_af
     assert finals_text(off[end][0]) == finals_text(on[end][0]) == "today?"
 
 
+def test_no_hop_call_begins_in_a_silence_before_it_is_a_pause():
+    """A hop due in the first 64 ms of a silence waits for the pause: if the speech is ending, the
+    pause's hypothesis is the call to make, and a hop's call begun there would hold the VAD (and
+    so vad.pause and vad.end) behind it. Hops fall at 0.65 + k/2 s; this speech ends at 2.62 s,
+    its first silent window at 2.624 s, the pause two windows later."""
+    script = [*SCRIPT[:4], ("today?", 2.0, 2.6)]
+    whisper = ScriptedWhisper(script)
+    core = AsrCore(dataclasses.replace(SCRIPTED, silence_hop_ms=64, vad_min_silence_ms=200), whisper, EnergyVad())
+    whisper.core = core
+    out = [e for evs, _ in serve_ticks(core, whisper, speech(16_000, span=(0.5, 2.62))) for e in evs]
+    silent_from = -(-int(2.62 * 16_000) // WINDOW) * WINDOW
+    ends = [round(t1, 3) for _, t1, _ in whisper.calls]
+    pause_call = pytest.approx((silent_from + 2 * WINDOW) / 16_000)
+    assert [t for t in ends if t > silent_from / 16_000] == [pause_call]  # the pause's only
+    assert 2.15 in ends and finals_text(out) == "Hello there, how are today?"  # the hops before went on as ever
+
+
 def test_speech_that_resumes_after_a_pause_goes_on_as_one_utterance_with_every_word():
     """A 128 ms gap inside speech is a pause (one early hypothesis), not an end: one utterance,
     no vad.end before the speech really ends, every word committed once."""

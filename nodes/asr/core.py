@@ -178,17 +178,25 @@ class AsrCore(Core):
     def deadline_ns(self) -> int | None:
         """Due at once while a speech end's flush is pending, or a hop of speech or a pause
         (``_pause``) waits to be heard."""
-        due = self.in_speech and (self.hear_until is not None or self.policy.due())
+        due = self.in_speech and (self.hear_until is not None or (self.policy.due() and not self._hop_waits()))
         return 0 if self.flush_at is not None or due else None
 
     def on_tick(self, now_ns: int) -> list[Event]:
         """The recogniser's work: the pending flush, then a hypothesis of the open utterance (up to
         the silence it fell into, when one is due: ``_pause``)."""
         out = self._flush()
-        if self.in_speech:
+        if self.in_speech and (self.hear_until is not None or not self._hop_waits()):
             until, self.hear_until = self.hear_until, None
             out += self._publish(self.policy.step(self.transcribe, until))
         return out
+
+    def _hop_waits(self) -> bool:
+        """A silence has begun inside speech and is not yet a pause: the hop's call waits for it
+        (at most ``asr.silence_hop_ms``). If the speech is ending there, the pause's own
+        hypothesis is the call to make, and a hop's call begun now would hold the VAD behind it
+        — ``vad.pause`` and ``vad.end`` would reach the bus only after it (the frames that decide
+        them are read between calls). If the speech goes on, the hop comes a window or two late."""
+        return bool(self.vad.pause) and not self.catching_up and self.vad.silence_from is not None and not self.vad.paused
 
     def on_audio(self, ev: AudioIn) -> list[Event]:
         try:
