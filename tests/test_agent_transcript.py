@@ -46,8 +46,8 @@ def transcript(body: str, partial_at: str | None = None) -> Transcript:
     return t
 
 
-def apply(t: Transcript, words: str, partial: bool = False) -> Transcript:
-    rw = rewrite_input(t.text, t.partial_pos, words, partial)
+def apply(t: Transcript, words: str, partial: bool = False, defer: bool = True) -> Transcript:
+    rw = rewrite_input(t.text, t.partial_pos, words, partial, defer=defer)
     t.replace_tail(rw.start, rw.tail, rw.moves)
     t.partial_pos = rw.partial_pos
     return t
@@ -226,6 +226,17 @@ def test_deferral_keeps_an_earlier_user_turn():
 def test_a_short_first_chunk_is_deferred_after_the_agent_turn():
     t = apply(transcript(" S1: hi S2: Hi! How are you? (0.5)", partial_at="hi"), "hi there my friend")
     assert t.body == " S2: Hi! How are you? (0.5) S1: hi there my friend"
+
+
+def test_words_spoken_before_the_agent_turn_revise_the_users_turn_instead_of_being_deferred():
+    """defer=False (the core knows the words ended before the agent took the turn): a revised last
+    word stays in the user's turn, before the agent's — deferred, it would open a new user turn."""
+    before = " S1: do you have any idea (0.1) S2: um well i think"
+    assert apply(transcript(before, partial_at="idea"), "ideas", partial=True).body == (
+        " S1: do you have any S2: um well i think S1: ideas")  # the deferral: read as the user barging in
+    t = apply(transcript(before, partial_at="idea"), "ideas", partial=True, defer=False)
+    assert t.body == " S1: do you have any ideas S2: um well i think" and t.speaker == "S2"
+    assert grammar_errors(t.text, t.prefix_len) == []
 
 
 def test_blank_final_deletes_the_pending_partial():
