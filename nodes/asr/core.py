@@ -196,7 +196,7 @@ class AsrCore(Core):
         hypothesis is the call to make, and a hop's call begun now would hold the VAD behind it
         — ``vad.pause`` and ``vad.end`` would reach the bus only after it (the frames that decide
         them are read between calls). If the speech goes on, the hop comes a window or two late."""
-        return bool(self.vad.pause) and not self.catching_up and self.vad.silence_from is not None and not self.vad.paused
+        return not self.catching_up and self.vad.silence_begun()
 
     def on_audio(self, ev: AudioIn) -> list[Event]:
         try:
@@ -305,23 +305,18 @@ class AsrCore(Core):
         if not self.catching_up:
             self.hear_until = ev.at
         self.counts["vad_pauses"] += 1
-        audio_ns = samples_to_ns(ev.sample)
-        return [VadPause(stream_pos=ev.sample, audio_ns=audio_ns, at_ns=self._clock(audio_ns))]
+        return [self._vad_event(VadPause, ev.sample)]
 
     def _resume(self, ev: VadEvent) -> list[Event]:
         """The speech goes on after a ``vad.pause``."""
-        if not self.in_speech:
-            return []
-        audio_ns = samples_to_ns(ev.sample)
-        return [VadResume(stream_pos=ev.sample, audio_ns=audio_ns, at_ns=self._clock(audio_ns))]
+        return [self._vad_event(VadResume, ev.sample)] if self.in_speech else []
 
     def _start(self, ev: VadEvent) -> list[Event]:
         out = self._flush()  # the last utterance's words first
         self.in_speech = True
         self.counts["vad_starts"] += 1
         self.policy.skip_to(max(ev.sample - self.preroll, self.ring.start), speech_from=ev.sample)
-        audio_ns = samples_to_ns(ev.sample)
-        return out + [VadStart(stream_pos=ev.sample, audio_ns=audio_ns, at_ns=self._clock(audio_ns))]
+        return out + [self._vad_event(VadStart, ev.sample)]
 
     def _end(self, sample: int, heard_until: int | None = None) -> list[Event]:
         """Speech ended: say so at once (``vad.end``), with the utterance's audio (up to
@@ -334,7 +329,12 @@ class AsrCore(Core):
         self.counts["vad_ends"] += 1
         self.policy.add(self.ring.since(self.policy.end, heard_until))
         self.flush_at = sample
-        return [VadEnd(stream_pos=sample, audio_ns=samples_to_ns(sample), at_ns=self._clock(samples_to_ns(sample)))]
+        return [self._vad_event(VadEnd, sample)]
+
+    def _vad_event(self, kind: type[VadStart | VadEnd | VadPause | VadResume], sample: int) -> Event:
+        """A vad.* event at 16 kHz index ``sample``: in audio time and on the capture clock."""
+        audio_ns = samples_to_ns(sample)
+        return kind(stream_pos=sample, audio_ns=audio_ns, at_ns=self._clock(audio_ns))
 
     def _flush(self) -> list[Event]:
         """The pending speech end's flush (none pending: nothing)."""

@@ -155,6 +155,11 @@ class StreamingVad:
         self.in_speech = False
         return [self._event("end", self.pos + len(self._rest), self.pos + len(self._rest))]
 
+    def silence_begun(self) -> bool:
+        """A silence run inside speech has begun that is not (yet) a pause (``pause_ms``; False
+        when pauses are not reported)."""
+        return bool(self.pause) and self.in_speech and self.silence_from is not None and not self.paused
+
     def _window(self, window: np.ndarray, start: int) -> VadEvent | None:
         p = self.model(window)
         self.windows += 1
